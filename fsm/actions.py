@@ -1,0 +1,340 @@
+"""The actions a decision asks for, as data. The adapters carry them out; the core never does.
+
+The driver runs a decision's actions in order and stops at the first that fails; the next observation reports
+each action's fate in `AgentState.last_outcome` (by class name), and the next decision repairs what is left.
+So every action is idempotent: repeating one that already took effect changes nothing. Each docstring states
+what the action does, what makes it succeed, and its ordering contract.
+
+`plan(facts, **fixed)` fills an action's fields from the facts of the observation; `fixed` are the arguments a
+row of the rule table gives (a demotion mode, a callback name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from fsm.observation import TimelineSwitch
+from fsm.states import State
+
+if TYPE_CHECKING:
+    from fsm.facts import Facts
+
+ACTION_TYPES: dict[str, type[Action]] = {}
+
+
+@dataclass(frozen=True)
+class Action:
+    """Base of all actions. Subclasses register themselves in ACTION_TYPES under their class name."""
+
+    # Which adapter carries the action out: "dcs", "postgres", "watchdog" or "callback".
+    adapter: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        ACTION_TYPES[cls.__name__] = cls
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        return cls(**fixed)
+
+
+class DemoteMode(StrEnum):
+    """How a primary stops taking writes."""
+
+    GRACEFUL = "graceful"  # checkpoint, then a fast shutdown: replicas get all WAL, no rewind needed to rejoin
+    IMMEDIATE = "immediate"  # immediate shutdown: the fastest fence, when the lease is already in doubt
+    READ_ONLY = "read-only"  # restart as a standby of nobody: reads go on while the DCS is unreachable
+
+
+class StopMode(StrEnum):
+    SMART = "smart"
+    FAST = "fast"
+    IMMEDIATE = "immediate"
+
+
+# --- bootstrap ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RaceForInitialize(Action):
+    """Create the `initialize` key with an empty value if it is absent (create-if-absent).
+
+    Succeeds only for the one node whose create won; that node alone runs InitDb."""
+
+    adapter: ClassVar[str] = "dcs"
+
+
+@dataclass(frozen=True)
+class InitDb(Action):
+    """Run initdb with the configured options, write the node's own settings, create the bootstrap roles.
+
+    A no-op on a data directory that is already valid. Runs only after RaceForInitialize succeeded."""
+
+    adapter: ClassVar[str] = "postgres"
+
+
+@dataclass(frozen=True)
+class CancelInitialize(Action):
+    """Delete the `initialize` key if it still holds no system identifier (compare-and-delete on "").
+
+    Lets another node bootstrap after this node's initdb failed; never touches an initialized cluster."""
+
+    adapter: ClassVar[str] = "dcs"
+
+
+@dataclass(frozen=True)
+class SetInitializeKey(Action):
+    """Write the leader's system identifier into the unset `initialize` key (compare-and-swap on "").
+
+    Only the leader does it, and only after it holds the leader key and runs writable."""
+
+    adapter: ClassVar[str] = "dcs"
+    system_identifier: str
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        return cls(system_identifier=facts.observation.postgres.system_identifier or "")
+
+
+@dataclass(frozen=True)
+class CloneReplica(Action):
+    """Fill an empty data directory from `source`, trying `methods` in order (basebackup, or scripts).
+
+    A non-empty unusable directory is moved aside first, never deleted. Runs before StartStandby."""
+
+    adapter: ClassVar[str] = "postgres"
+    source: str
+    methods: tuple[str, ...]
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        return cls(source=facts.leader or "", methods=facts.observation.agent.create_replica_methods)
+
+
+@dataclass(frozen=True)
+class Reclone(CloneReplica):
+    """Move a diverged data directory aside (never delete it), then clone from `source` like CloneReplica.
+
+    Chosen only when pg_rewind is impossible or failed; Postgres must already accept no writes."""
+
+
+# --- Postgres lifecycle ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartPrimary(Action):
+    """Start a stopped Postgres as a primary (no standby.signal). A no-op when it runs as a primary.
+
+    Only a node holding the leader key with a valid lease asks for it."""
+
+    adapter: ClassVar[str] = "postgres"
+
+
+@dataclass(frozen=True)
+class StartStandby(Action):
+    """Make Postgres run as a standby streaming from `leader` (None: a read-only standby of nobody).
+
+    Starts it if stopped, writes standby.signal, primary_conninfo and primary_slot_name; a running standby is
+    re-pointed like FollowLeader. Never leaves a writable primary running: a writable one is stopped first."""
+
+    adapter: ClassVar[str] = "postgres"
+    leader: str | None
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        return cls(leader=facts.leader if facts.leader != facts.observation.name else None)
+
+
+@dataclass(frozen=True)
+class FollowLeader(Action):
+    """Re-point a running standby at `leader`: reload when primary_conninfo can change live, else restart."""
+
+    adapter: ClassVar[str] = "postgres"
+    leader: str
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        return cls(leader=facts.leader or "")
+
+
+@dataclass(frozen=True)
+class StopPostgres(Action):
+    """Stop Postgres with `mode`; a no-op when it is not running."""
+
+    adapter: ClassVar[str] = "postgres"
+    mode: StopMode = StopMode.FAST
+
+
+@dataclass(frozen=True)
+class Promote(Action):
+    """Make local Postgres a writable primary: promote a standby, lift a read-only fence, or start it.
+
+    Ordering: only after the leader key is held with a valid lease and the watchdog is armed. A no-op on a
+    writable primary."""
+
+    adapter: ClassVar[str] = "postgres"
+
+
+@dataclass(frozen=True)
+class Demote(Action):
+    """Stop local Postgres taking writes, by `mode`. A no-op when it already accepts none.
+
+    Ordering: always before the leader key is released or abandoned, and before DisarmWatchdog."""
+
+    adapter: ClassVar[str] = "postgres"
+    mode: DemoteMode
+
+
+@dataclass(frozen=True)
+class RewindFromLeader(Action):
+    """pg_rewind the stopped data directory from `leader`, then restore this node's own settings.
+
+    Runs before StartStandby; its failure is reported so the next decision re-clones instead."""
+
+    adapter: ClassVar[str] = "postgres"
+    leader: str
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        return cls(leader=facts.leader or "")
+
+
+@dataclass(frozen=True)
+class EnsureReplicationSlots(Action):
+    """On the primary, create a physical slot for each member in `members` and drop slots of former ones."""
+
+    adapter: ClassVar[str] = "postgres"
+    members: tuple[str, ...]
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        view = facts.observation.dcs
+        others = (m.name for m in view.members) if view else ()
+        return cls(members=tuple(sorted(n for n in others if n != facts.observation.name)))
+
+
+# --- the leader key and the DCS -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AcquireLeaderKey(Action):
+    """Create the leader key naming this node with the TTL (create-if-absent); if it already names this node,
+    refresh it by compare-and-swap. Records the request's start time as the lease renewal.
+
+    Ordering: before Promote, in an earlier decision (a node promotes only once it observes the key)."""
+
+    adapter: ClassVar[str] = "dcs"
+
+
+@dataclass(frozen=True)
+class RenewLeaderKey(Action):
+    """Compare-and-swap the leader key on this node's name, always refreshing the TTL; fails if another holds it.
+
+    Records the request's start time as the lease renewal. Runs first in every leader decision."""
+
+    adapter: ClassVar[str] = "dcs"
+
+
+@dataclass(frozen=True)
+class ReleaseLeaderKey(Action):
+    """Delete the leader key if it names this node (compare-and-delete); a no-op otherwise.
+
+    Ordering: only after Demote succeeded, so writes stop before anyone else can take the key."""
+
+    adapter: ClassVar[str] = "dcs"
+
+
+@dataclass(frozen=True)
+class SetSyncStandby(Action):
+    """Make `name` the synchronous standby (None: nobody). To add one: point synchronous_standby_names at it,
+    wait until pg_stat_replication reports it sync, then write the `sync` key. To remove one: write the `sync` key
+    first, then change synchronous_standby_names. The key never names a standby missing acknowledged commits."""
+
+    adapter: ClassVar[str] = "dcs"
+    name: str | None
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        return cls(name=facts.best_sync_standby)
+
+
+@dataclass(frozen=True)
+class PublishMember(Action):
+    """Write this node's `members/<name>` key with its TTL: conn_url, api_url, role, state, WAL position,
+    timeline, tags. Appended to every decision taken while the DCS answers; it is a heartbeat, not a rule."""
+
+    adapter: ClassVar[str] = "dcs"
+    state: State
+    role: str
+
+
+@dataclass(frozen=True)
+class PublishLeaderOptime(Action):
+    """Write the leader's WAL position to the `status` key (optime), which bounds failover lag."""
+
+    adapter: ClassVar[str] = "dcs"
+    wal_position: int
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        return cls(wal_position=facts.observation.postgres.wal_position)
+
+
+@dataclass(frozen=True)
+class PublishHistory(Action):
+    """Write the leader's timeline history to the `history` key so that followers can detect divergence."""
+
+    adapter: ClassVar[str] = "dcs"
+    history: tuple[TimelineSwitch, ...]
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        return cls(history=facts.observation.postgres.timeline_history)
+
+
+@dataclass(frozen=True)
+class ClearSwitchoverRequest(Action):
+    """Delete the `failover` key: the switchover it asked for is done, stale, or cannot be honoured."""
+
+    adapter: ClassVar[str] = "dcs"
+
+
+# --- watchdog and callbacks -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArmWatchdog(Action):
+    """Arm the watchdog so that it kills the postmaster if the agent stops pinging it.
+
+    Ordering: before Promote. Fails if a required watchdog cannot be armed, and then Promote does not run."""
+
+    adapter: ClassVar[str] = "watchdog"
+
+
+@dataclass(frozen=True)
+class PingWatchdog(Action):
+    """Push the watchdog's deadline out (arming it first if it is not armed).
+
+    Ordering: after RenewLeaderKey, so a leader that cannot renew stops feeding the watchdog."""
+
+    adapter: ClassVar[str] = "watchdog"
+
+
+@dataclass(frozen=True)
+class DisarmWatchdog(Action):
+    """Disarm the watchdog. Ordering: only after Demote succeeded (or in maintenance mode)."""
+
+    adapter: ClassVar[str] = "watchdog"
+
+
+@dataclass(frozen=True)
+class RunCallback(Action):
+    """Run the configured callback script for `event` (on_role_change, on_stop, ...) with the new `role`.
+
+    Runs after the change it reports; its failure is logged and never blocks the HA cycle."""
+
+    adapter: ClassVar[str] = "callback"
+    event: str
+    role: str

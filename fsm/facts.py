@@ -1,0 +1,293 @@
+"""Facts: the named booleans the rule table's guards test, derived once per observation.
+
+Each fact comes with a note that states the values behind it (`lag 18874368 B > maximum_lag_on_failover
+1048576 B`); a decision's `why` is made of the notes of the guards of the rule that fired. A guard names a
+fact, never a threshold: thresholds live here, next to the sentence that reports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fsm.lease import lease_deadline_s
+from fsm.observation import ClusterView, DataDir, Member, Observation
+
+# What each fact means; the keys are the only names a guard may use.
+FACT_DOCS: dict[str, str] = {
+    "paused": "the cluster is in maintenance mode (config pause)",
+    "dcs_reachable": "the DCS answered this loop's read",
+    "holds_leader_key": "the leader key names this node",
+    "leader_key_free": "the DCS answered and there is no leader key",
+    "leader_key_held_by_other": "the leader key names another member",
+    "leader_running": "the leader key names another member whose member key says running",
+    "lease_valid": "this node renewed the key and its own lease deadline has not passed",
+    "lease_outlasts_retry": "one more renew attempt (retry_timeout) would end before the lease deadline",
+    "cluster_initialized": "the initialize key holds a system identifier",
+    "init_key_free": "the DCS answered and nobody has claimed the initialize key",
+    "initialize_unset": "the initialize key is claimed but holds no system identifier yet",
+    "won_initialize_race": "last loop's RaceForInitialize created the initialize key",
+    "data_dir_usable": "the data directory holds a valid cluster",
+    "data_dir_foreign": "the data directory's system identifier differs from the initialize key",
+    "postgres_running": "local Postgres is running",
+    "writable": "local Postgres accepts writes (running, not in recovery, not fenced read-only)",
+    "following_leader": "local Postgres is a standby streaming from the leader-key holder",
+    "diverged_from_leader": "this node has WAL past the point where its timeline forked from the leader's",
+    "rewind_possible": "pg_rewind can run (checksums or wal_log_hints) and did not fail last loop",
+    "restart_budget_spent": "the crashed primary failed to start, or stayed down past primary_start_timeout",
+    "nofailover": "this node's tags forbid promoting it (nofailover, or failover_priority 0)",
+    "eligible": "this node may be promoted: tags allow it, data valid, running, lag within limit, sync allows",
+    "first_in_line": "a switchover names this node, or no promotable member is ahead of it",
+    "switchover_requested": "a switchover away from this leader names a fit target (or any fit member exists)",
+    "switchover_stale": "a failover key exists that this leader will not act on (done, not for it, or unfit)",
+    "sync_standby_stale": "the sync key does not name the standby synchronous replication should use",
+    "history_behind": "this leader's timeline history has switches the DCS history lacks",
+    "use_slots": "the leader keeps a replication slot per member",
+}
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The facts of one observation, their notes, and the values the actions are planned from."""
+
+    observation: Observation
+    truth: dict[str, bool]
+    notes: dict[str, str]
+    leader: str | None  # the leader-key holder
+    best_sync_standby: str | None  # whom SetSyncStandby names (None: nobody)
+
+    def explain(self, name: str) -> str:
+        return f"{name}={'yes' if self.truth[name] else 'no'} ({self.notes[name]})"
+
+
+def _lag_note(lag_bytes: int | None, limit: int) -> tuple[bool, str]:
+    if lag_bytes is None:
+        return True, "leader WAL position unknown: no lag to hold against"
+    if lag_bytes <= limit:
+        return True, f"lag {lag_bytes} B <= maximum_lag_on_failover {limit} B"
+    return False, f"lag {lag_bytes} B > maximum_lag_on_failover {limit} B"
+
+
+def _lag_bytes(view: ClusterView | None, wal_position: int) -> int | None:
+    if view is None or view.leader_wal_position is None:
+        return None
+    return max(0, view.leader_wal_position - wal_position)
+
+
+class _Sheet:
+    """Collects (truth, note) pairs under fact names."""
+
+    def __init__(self) -> None:
+        self.truth: dict[str, bool] = {}
+        self.notes: dict[str, str] = {}
+
+    def add(self, name: str, value: bool, note: str) -> None:
+        self.truth[name] = value
+        self.notes[name] = note
+
+
+def derive_facts(obs: Observation) -> Facts:
+    """Every fact of `FACT_DOCS`, computed once from `obs`."""
+    sheet = _Sheet()
+    view, _pg, cfg, me = obs.dcs, obs.postgres, obs.config, obs.name
+    leader = view.leader.holder if view and view.leader else None
+    leader_member = view.member(leader) if view else None
+
+    sheet.add("paused", cfg.pause, "pause is set" if cfg.pause else "pause is off")
+    sheet.add("dcs_reachable", view is not None, "DCS answered" if view else "DCS unreachable")
+    sheet.add("holds_leader_key", leader == me, f"leader key holder: {leader or 'none'}")
+    sheet.add("leader_key_free", view is not None and leader is None, f"leader key holder: {leader or 'none'}")
+    sheet.add("leader_key_held_by_other", leader not in (None, me), f"leader key holder: {leader or 'none'}")
+    leader_up = leader not in (None, me) and leader_member is not None and leader_member.running
+    state = leader_member.state if leader_member else "no member key"
+    sheet.add("leader_running", leader_up, f"leader {leader or 'none'}: {state}")
+    _lease_facts(sheet, obs)
+    _bootstrap_facts(sheet, obs)
+    _postgres_facts(sheet, obs, leader, leader_member)
+    _election_facts(sheet, obs)
+    best_sync = _leader_facts(sheet, obs)
+    sheet.add("use_slots", cfg.use_slots, "use_slots is on" if cfg.use_slots else "use_slots is off")
+    return Facts(obs, sheet.truth, sheet.notes, leader, best_sync)
+
+
+def _lease_facts(sheet: _Sheet, obs: Observation) -> None:
+    deadline = lease_deadline_s(obs.agent.lease_renewed_at_s, obs.config)
+    if deadline is None:
+        sheet.add("lease_valid", False, "never renewed the leader key")
+        sheet.add("lease_outlasts_retry", False, "never renewed the leader key")
+        return
+    valid = obs.now_s < deadline
+    sheet.add("lease_valid", valid, f"now {obs.now_s:g} s {'<' if valid else '>='} lease deadline {deadline:g} s")
+    retry_end = obs.now_s + obs.config.retry_timeout_s
+    outlasts = retry_end < deadline
+    sheet.add(
+        "lease_outlasts_retry",
+        outlasts,
+        f"now + retry_timeout = {retry_end:g} s {'<' if outlasts else '>='} lease deadline {deadline:g} s",
+    )
+
+
+def _bootstrap_facts(sheet: _Sheet, obs: Observation) -> None:
+    view, pg = obs.dcs, obs.postgres
+    init = view.initialize if view else None
+    shown = "unknown (DCS unreachable)" if view is None else repr(init) if init is not None else "absent"
+    sheet.add("cluster_initialized", bool(init), f"initialize key: {shown}")
+    sheet.add("init_key_free", view is not None and init is None, f"initialize key: {shown}")
+    sheet.add("initialize_unset", init == "", f"initialize key: {shown}")
+    won = "RaceForInitialize" in obs.agent.last_outcome.succeeded
+    sheet.add("won_initialize_race", won, "created the initialize key" if won else "did not create it last loop")
+    sheet.add("data_dir_usable", pg.data_dir is DataDir.VALID, f"data directory {pg.data_dir.value}")
+    foreign = pg.data_dir is DataDir.VALID and bool(init) and pg.system_identifier != init
+    sheet.add("data_dir_foreign", foreign, f"system id {pg.system_identifier or 'none'}, cluster {shown}")
+
+
+def _postgres_facts(sheet: _Sheet, obs: Observation, leader: str | None, leader_member: Member | None) -> None:
+    pg, agent, cfg = obs.postgres, obs.agent, obs.config
+    sheet.add("postgres_running", pg.running, "running" if pg.running else "not running")
+    role = "standby" if pg.in_recovery else "read-only primary" if pg.read_only else "primary"
+    sheet.add("writable", pg.writable, f"Postgres {'running as ' + role if pg.running else 'not running'}")
+    follows = pg.running and pg.in_recovery and leader is not None and pg.following == leader
+    sheet.add("following_leader", follows, f"streams from {pg.following or 'nobody'}, leader {leader or 'none'}")
+    sheet.add("diverged_from_leader", *_divergence(obs, leader, leader_member))
+    failed = agent.last_outcome.failed
+    rewind_ok = pg.can_rewind and "RewindFromLeader" not in failed
+    why = (
+        "pg_rewind failed last loop"
+        if "RewindFromLeader" in failed
+        else ("checksums or wal_log_hints on" if pg.can_rewind else "neither checksums nor wal_log_hints")
+    )
+    sheet.add("rewind_possible", rewind_ok, why)
+    down_since = agent.postgres_down_since_s
+    down_s = None if down_since is None else obs.now_s - down_since
+    if "StartPrimary" in failed:
+        spent, why = True, "the restart of the primary failed"
+    elif down_s is not None and down_s >= cfg.primary_start_timeout_s:
+        spent, why = True, f"down {down_s:g} s >= primary_start_timeout {cfg.primary_start_timeout_s:g} s"
+    else:
+        spent, limit = False, cfg.primary_start_timeout_s
+        why = "Postgres up" if down_s is None else f"down {down_s:g} s < primary_start_timeout {limit:g} s"
+    sheet.add("restart_budget_spent", spent, why)
+
+
+def _divergence(obs: Observation, leader: str | None, leader_member: Member | None) -> tuple[bool, str]:
+    """pg_rewind's question: does this node have WAL past the fork of its timeline from the leader's history?"""
+    pg, view = obs.postgres, obs.dcs
+    if leader in (None, obs.name) or leader_member is None or view is None:
+        return False, "no other leader to compare with"
+    if pg.data_dir is not DataDir.VALID:
+        return False, "no data to compare"
+    mine, theirs = pg.timeline, leader_member.timeline
+    if mine == theirs:
+        return False, f"same timeline {mine} as the leader"
+    if mine > theirs:
+        return True, f"my timeline {mine} is ahead of leader timeline {theirs}"
+    fork = next((h for h in view.history if h.timeline == mine), None)
+    if fork is None:
+        return False, f"the leader's history has no switch from timeline {mine} yet"
+    position = pg.wal_position
+    if position > fork.switch_lsn:
+        return True, f"my WAL {position} is past the end of timeline {mine} at {fork.switch_lsn}"
+    return False, f"my WAL {position} <= end of timeline {mine} at {fork.switch_lsn}"
+
+
+def _promotable(obs: Observation) -> Callable[[Member], bool]:
+    """Whether another member may be promoted, judged from what it published."""
+    view, cfg = obs.dcs, obs.config
+    sync_name = view.sync.sync_standby if view and view.sync else None
+
+    def check(member: Member) -> bool:
+        if member.role != "replica" or not member.running or not member.tags.may_promote:
+            return False
+        if cfg.synchronous_mode and sync_name is not None and member.name != sync_name:
+            return False
+        return _lag_note(_lag_bytes(view, member.wal_position), cfg.maximum_lag_on_failover_bytes)[0]
+
+    return check
+
+
+def _election_facts(sheet: _Sheet, obs: Observation) -> None:
+    view, pg, cfg, tags, me = obs.dcs, obs.postgres, obs.config, obs.agent.tags, obs.name
+    no_fo = not tags.may_promote
+    tag_note = "tag nofailover" if tags.nofailover else f"failover_priority {tags.failover_priority}"
+    sheet.add("nofailover", no_fo, tag_note)
+    lag_ok, lag_note = _lag_note(_lag_bytes(view, pg.wal_position), cfg.maximum_lag_on_failover_bytes)
+    sync_name = view.sync.sync_standby if view and view.sync else None
+    sync_ok = not cfg.synchronous_mode or sync_name in (None, me)
+    blockers = [
+        reason
+        for ok, reason in (
+            (not no_fo, "tags forbid promotion"),
+            (pg.data_dir is DataDir.VALID, f"data directory {pg.data_dir.value}"),
+            (pg.running, "Postgres not running"),
+            (lag_ok, lag_note),
+            (sync_ok, f"synchronous_mode: only {sync_name} may be promoted"),
+        )
+        if not ok
+    ]
+    sheet.add("eligible", not blockers, "; ".join(blockers) if blockers else lag_note)
+
+    promotable = _promotable(obs)
+    members = view.members if view else ()
+    request = view.failover if view else None
+    target = view.member(request.candidate) if view and request and request.candidate else None
+    if target is not None and promotable(target):
+        sheet.add("first_in_line", target.name == me, f"a failover request names {target.name}")
+        return
+    position = pg.wal_position
+    ahead = [
+        m
+        for m in members
+        if m.name != me
+        and promotable(m)
+        and (m.wal_position, m.tags.failover_priority) > (position, tags.failover_priority)
+    ]
+    if ahead:
+        best = max(ahead, key=lambda m: (m.wal_position, m.tags.failover_priority))
+        sheet.add("first_in_line", False, f"{best.name} is ahead (WAL {best.wal_position} vs my {position})")
+    else:
+        sheet.add("first_in_line", True, f"no promotable member ahead of my WAL {position}")
+
+
+def _leader_facts(sheet: _Sheet, obs: Observation) -> str | None:
+    """Facts a leader acts on; returns the standby synchronous replication should use."""
+    view, pg, cfg, me = obs.dcs, obs.postgres, obs.config, obs.name
+    members = view.members if view else ()
+    request = view.failover if view else None
+    promotable = _promotable(obs)
+    if request is None:
+        sheet.add("switchover_requested", False, "no failover key")
+        sheet.add("switchover_stale", False, "no failover key")
+    elif request.leader not in (None, me) or request.candidate == me:
+        sheet.add("switchover_requested", False, "the failover key is not addressed to this leader")
+        sheet.add("switchover_stale", True, f"failover key {request.leader} -> {request.candidate}: done or not mine")
+    else:
+        if request.candidate is not None:
+            target = view.member(request.candidate) if view else None
+            fit = target is not None and promotable(target)
+            why = f"target {request.candidate} is {'fit' if fit else 'missing, lagging, not running or not allowed'}"
+        else:
+            fit = any(promotable(m) for m in members if m.name != me)
+            why = "a fit member exists" if fit else "no member is fit to take over"
+        sheet.add("switchover_requested", fit, why)
+        sheet.add("switchover_stale", not fit, why)
+
+    current = view.sync.sync_standby if view and view.sync else None
+    candidates = sorted(
+        (m for m in members if m.name in pg.streaming_replicas and m.running and not m.tags.nosync),
+        key=lambda m: (-m.wal_position, m.name),
+    )
+    best = None
+    if cfg.synchronous_mode:
+        names = [m.name for m in candidates]
+        best = current if current in names else (names[0] if names else None)
+        stale = best != current
+        why = f"sync key names {current or 'nobody'}, streaming candidates {names or 'none'}"
+    else:
+        stale = current is not None
+        why = f"synchronous_mode off, sync key names {current or 'nobody'}"
+    sheet.add("sync_standby_stale", stale, why)
+
+    published = max((h.timeline for h in view.history), default=0) if view else 0
+    local = max((h.timeline for h in pg.timeline_history), default=0)
+    sheet.add("history_behind", local > published, f"local history to timeline {local}, DCS to {published}")
+    return best
