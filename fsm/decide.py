@@ -42,5 +42,7 @@ def decide(state: State, observation: Observation) -> Decision:
     if facts.truth["dcs_reachable"]:
         role = "primary" if next_state is State.LEADER else "replica"
         actions += (PublishMember(state=next_state, role=role),)
-    why = "; ".join(facts.explain(name) for name in rule.reported) or "unconditional"
+    # The guards, what a fallback row reports, and the facts behind each conditional action that was emitted.
+    emitted_because = [a.when for a in rule.actions if a.when is not None and facts.truth[a.when]]
+    why = "; ".join(facts.explain(name) for name in (*rule.reported, *emitted_because)) or "unconditional"
     return Decision(next_state, actions, rule.name, why)

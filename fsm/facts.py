@@ -36,7 +36,7 @@ FACT_DOCS: dict[str, str] = {
     "rewind_possible": "pg_rewind can run (checksums or wal_log_hints) and did not fail last loop",
     "restart_budget_spent": "the crashed primary failed to start, or stayed down past primary_start_timeout",
     "nofailover": "this node's tags forbid promoting it (nofailover, or failover_priority 0)",
-    "eligible": "this node may be promoted: tags allow it, data valid, running, lag within limit, sync allows",
+    "eligible": "this node may be promoted: tags allow it, data valid, lag within limit, sync allows",
     "first_in_line": "a switchover names this node, or no promotable member is ahead of it",
     "switchover_requested": "a switchover away from this leader names a fit target (or any fit member exists)",
     "switchover_stale": "a failover key exists that this leader will not act on (done, not for it, or unfit)",
@@ -218,7 +218,6 @@ def _election_facts(sheet: _Sheet, obs: Observation) -> None:
         for ok, reason in (
             (not no_fo, "tags forbid promotion"),
             (pg.data_dir is DataDir.VALID, f"data directory {pg.data_dir.value}"),
-            (pg.running, "Postgres not running"),
             (lag_ok, lag_note),
             (sync_ok, f"synchronous_mode: only {sync_name} may be promoted"),
         )

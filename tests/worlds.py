@@ -86,7 +86,7 @@ def agent(renewed_ago_s: float | None = None, **changes: object) -> AgentState:
 
 def observe(
     name: str = "n1",
-    dcs: ClusterView | None | str = "default",
+    dcs: ClusterView | str | None = "default",
     pg: PostgresState | None = None,
     config: ClusterConfig = CONFIG,
     **changes: object,

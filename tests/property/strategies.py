@@ -1,0 +1,122 @@
+"""Hypothesis strategies for observations of a small cluster (members n0, n1, n2; this node is n1).
+
+Values are drawn near the thresholds the rules compare against (lease deadline, lag limit, timeline fork), so
+that generated observations land on both sides of every guard.
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from fsm.observation import (
+    ActionOutcome,
+    AgentState,
+    ClusterConfig,
+    ClusterView,
+    DataDir,
+    FailoverRequest,
+    LeaderKey,
+    Member,
+    Observation,
+    PostgresState,
+    SyncState,
+    Tags,
+    TimelineSwitch,
+    Trigger,
+)
+from fsm.states import State
+
+ME = "n1"
+NAMES = ("n0", "n1", "n2")
+SYSIDS = ("7300000000000000001", "7300000000000000002")
+MIB = 1_048_576
+NOW = 1000.0
+
+names = st.sampled_from(NAMES)
+maybe_name = st.none() | names
+wal = st.integers(min_value=0, max_value=8 * MIB)
+timelines = st.integers(min_value=1, max_value=3)
+tags = st.builds(Tags, nofailover=st.booleans(), nosync=st.booleans(), failover_priority=st.integers(0, 3))
+configs = st.builds(
+    ClusterConfig,
+    maximum_lag_on_failover_bytes=st.sampled_from([0, MIB, 4 * MIB]),
+    synchronous_mode=st.booleans(),
+    pause=st.booleans(),
+    use_slots=st.booleans(),
+)
+action_names = st.sampled_from(["RaceForInitialize", "StartPrimary", "RewindFromLeader", "RenewLeaderKey"])
+outcomes = st.builds(
+    ActionOutcome,
+    succeeded=st.frozensets(action_names, max_size=2),
+    failed=st.frozensets(action_names, max_size=2),
+)
+
+
+@st.composite
+def members(draw: st.DrawFn) -> tuple[Member, ...]:
+    chosen = draw(st.lists(names, unique=True, max_size=3))
+    return tuple(
+        Member(
+            name,
+            role=draw(st.sampled_from(["primary", "replica"])),
+            state=draw(st.sampled_from(["running", "running", "stopped", "starting"])),
+            wal_position=draw(wal),
+            timeline=draw(timelines),
+            tags=draw(tags),
+        )
+        for name in sorted(chosen)
+    )
+
+
+cluster_views = st.builds(
+    ClusterView,
+    leader=st.none() | st.builds(LeaderKey, holder=names, version=st.integers(0, 9)),
+    members=members(),
+    initialize=st.none() | st.just("") | st.sampled_from(SYSIDS),
+    failover=st.none() | st.builds(FailoverRequest, leader=st.just("n0"), candidate=maybe_name),
+    sync=st.none() | st.builds(SyncState, leader=maybe_name, sync_standby=maybe_name),
+    leader_wal_position=st.none() | wal,
+    history=st.lists(st.builds(TimelineSwitch, timeline=timelines, switch_lsn=wal), max_size=2).map(tuple),
+)
+
+
+@st.composite
+def postgres_states(draw: st.DrawFn) -> PostgresState:
+    data_dir = draw(st.sampled_from(list(DataDir)))
+    running = data_dir is DataDir.VALID and draw(st.booleans())
+    return PostgresState(
+        data_dir=data_dir,
+        system_identifier=draw(st.sampled_from(SYSIDS)) if data_dir is DataDir.VALID else None,
+        running=running,
+        in_recovery=running and draw(st.booleans()),
+        read_only=draw(st.booleans()),
+        timeline=draw(timelines),
+        wal_written=draw(wal),
+        wal_received=draw(wal),
+        wal_replayed=draw(wal),
+        following=draw(maybe_name),
+        streaming_replicas=draw(st.frozensets(names)),
+        can_rewind=draw(st.booleans()),
+    )
+
+
+agent_states = st.builds(
+    AgentState,
+    tags=tags,
+    lease_renewed_at_s=st.none() | st.floats(min_value=NOW - 60, max_value=NOW),
+    postgres_down_since_s=st.none() | st.floats(min_value=NOW - 60, max_value=NOW),
+    last_outcome=outcomes,
+)
+
+observations = st.builds(
+    Observation,
+    name=st.just(ME),
+    now_s=st.just(NOW),
+    config=configs,
+    dcs=st.none() | cluster_views,
+    postgres=postgres_states(),
+    agent=agent_states,
+    trigger=st.sampled_from(list(Trigger)),
+)
+
+states = st.sampled_from(list(State))

@@ -1,0 +1,78 @@
+"""Safety properties of decide() over generated observations (any state, any facts)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+
+from fsm import State, decide
+from fsm.actions import (
+    AcquireLeaderKey,
+    CloneReplica,
+    Demote,
+    FollowLeader,
+    Promote,
+    ReleaseLeaderKey,
+    StartPrimary,
+    StartStandby,
+)
+from fsm.facts import derive_facts
+from fsm.observation import Observation, Trigger
+from tests.property.strategies import observations, states
+
+
+def kinds(decision) -> list[type]:
+    return [type(a) for a in decision.actions]
+
+
+@given(states, observations)
+def test_decide_is_deterministic(state: State, observation: Observation):
+    assert decide(state, observation) == decide(state, observation)
+
+
+@given(states, observations)
+def test_never_makes_postgres_writable_without_a_valid_lease_on_the_key(state: State, observation: Observation):
+    facts = derive_facts(observation).truth
+    actions = kinds(decide(state, observation))
+    if Promote in actions or StartPrimary in actions:
+        assert facts["holds_leader_key"] and facts["lease_valid"]
+
+
+@given(states, observations)
+def test_never_races_or_promotes_an_ineligible_node(state: State, observation: Observation):
+    facts = derive_facts(observation).truth
+    decision = decide(state, observation)
+    if AcquireLeaderKey in kinds(decision) and not facts["holds_leader_key"] and decision.rule != "boot_won_init":
+        assert facts["eligible"], decision.why
+    if Promote in kinds(decision) and state is not State.LEADER:
+        assert facts["eligible"], decision.why
+
+
+@given(states, observations)
+def test_a_leader_past_its_deadline_stops_writes(state: State, observation: Observation):
+    facts = derive_facts(observation).truth
+    if state is State.LEADER and observation.trigger is Trigger.TICK and not facts["lease_valid"]:
+        decision = decide(state, observation)
+        assert decision.state is State.DEMOTING and isinstance(decision.actions[0], Demote)
+
+
+@given(states, observations)
+def test_a_node_with_foreign_data_never_joins(state: State, observation: Observation):
+    if derive_facts(observation).truth["data_dir_foreign"]:
+        joins = {StartStandby, FollowLeader, CloneReplica, Promote, StartPrimary}
+        assert not joins & set(kinds(decide(state, observation)))
+
+
+@given(states, observations)
+def test_writes_stop_before_the_key_is_released(state: State, observation: Observation):
+    actions = kinds(decide(state, observation))
+    if ReleaseLeaderKey in actions and Demote in actions:
+        assert actions.index(Demote) < actions.index(ReleaseLeaderKey)
+
+
+@given(states, observations)
+def test_a_non_leader_never_stays_writable_without_reacting(state: State, observation: Observation):
+    facts = derive_facts(observation).truth
+    decision = decide(state, observation)
+    ends_writable = decision.state in (State.LEADER,)
+    if facts["writable"] and not ends_writable and not facts["paused"] and observation.trigger is Trigger.TICK:
+        assert Demote in kinds(decision) or decision.state is State.DEMOTING, decision.rule

@@ -1,0 +1,236 @@
+"""Behaviour the issue names, beyond one row at a time: sequences, orderings, and the reasons given."""
+
+from __future__ import annotations
+
+from fsm import State, decide
+from fsm.actions import (
+    AcquireLeaderKey,
+    CloneReplica,
+    Demote,
+    DemoteMode,
+    FollowLeader,
+    Promote,
+    PublishMember,
+    ReleaseLeaderKey,
+    SetInitializeKey,
+    SetSyncStandby,
+)
+from fsm.lease import lease_deadline_s
+from fsm.observation import ClusterView, FailoverRequest, PostgresState, SyncState
+from tests.test_rules import CASES, FAR_AHEAD, ahead
+from tests.worlds import (
+    CONFIG,
+    NOW,
+    SYSID,
+    agent,
+    cluster,
+    evolve,
+    forked_history,
+    leader_view,
+    members,
+    observe,
+    outcome,
+    primary,
+    standby,
+    stopped,
+    with_tags,
+)
+
+SYNC = evolve(CONFIG, synchronous_mode=True)
+
+
+def kinds(decision) -> list[str]:
+    return [type(a).__name__ for a in decision.actions]
+
+
+def test_decide_is_deterministic():
+    for _, state, observation, _, _ in CASES:
+        assert decide(state, observation) == decide(state, observation)
+
+
+def test_why_names_the_facts_with_their_values():
+    decision = decide(State.FOLLOWER, observe(dcs=cluster(None, leader_wal_position=FAR_AHEAD)))
+    assert decision.rule == "follow_not_eligible"
+    assert "lag 45000000 B > maximum_lag_on_failover 1048576 B" in decision.why
+    assert "leader_key_free=yes" in decision.why
+
+
+def test_publish_member_follows_every_decision_while_the_dcs_answers():
+    assert decide(State.LEADER, leader_view()).actions[-1] == PublishMember(State.LEADER, "primary")
+    assert decide(State.FOLLOWER, observe()).actions[-1] == PublishMember(State.FOLLOWER, "replica")
+    assert not any(isinstance(a, PublishMember) for a in decide(State.FOLLOWER, observe(dcs=None)).actions)
+
+
+def test_bootstrap_winner_initdbs_then_leads():
+    claimed = ClusterView(initialize="")
+    won = observe("n0", claimed, PostgresState(), agent=agent(last_outcome=outcome("RaceForInitialize")))
+    first = decide(State.BOOTSTRAP, won)
+    assert (first.state, kinds(first)[:2]) == (State.CANDIDATE, ["InitDb", "AcquireLeaderKey"])
+    holding = observe("n0", evolve(claimed, leader=cluster().leader), stopped(), agent=agent(renewed_ago_s=0.2))
+    second = decide(State.CANDIDATE, holding)
+    assert second.state is State.LEADER and Promote() in second.actions
+    running = evolve(holding, postgres=primary())
+    third = decide(State.LEADER, running)
+    assert SetInitializeKey(SYSID) in third.actions
+
+
+def test_others_wait_for_a_running_leader_then_clone_from_it():
+    claimed = observe("n1", ClusterView(initialize=""), PostgresState())
+    assert decide(State.BOOTSTRAP, claimed).rule == "boot_wait"
+    leader_starting = cluster(members=tuple(evolve(m, state="starting") for m in members()))
+    assert decide(State.BOOTSTRAP, observe("n1", leader_starting, PostgresState())).rule == "boot_wait"
+    clone = decide(State.BOOTSTRAP, observe("n1", cluster(), PostgresState()))
+    assert CloneReplica(source="n0", methods=("basebackup",)) in clone.actions
+
+
+def test_a_data_directory_of_another_cluster_is_never_joined():
+    foreign = stopped(system_identifier="42")
+    decision = decide(State.BOOTSTRAP, observe("n1", cluster(), foreign))
+    assert decision.rule == "boot_foreign_data" and kinds(decision) == ["PublishMember"]
+    assert "system id 42, cluster '7301234567890123456'" in decision.why
+
+
+def test_nofailover_node_does_not_race_for_initialize():
+    decision = decide(State.BOOTSTRAP, with_tags(observe("n1", ClusterView(), PostgresState()), nofailover=True))
+    assert decision.rule == "boot_wait"
+
+
+def test_follower_re_points_when_the_leader_changes():
+    decision = decide(State.FOLLOWER, observe(dcs=cluster("n2"), pg=standby(following="n0")))
+    assert FollowLeader(leader="n2") in decision.actions
+
+
+def test_tags_can_forbid_promotion():
+    free = observe(dcs=cluster(None))
+    for tags in ({"nofailover": True}, {"failover_priority": 0}):
+        decision = decide(State.FOLLOWER, with_tags(free, **tags))
+        assert decision.rule == "follow_not_eligible", decision.why
+        assert "tags forbid promotion" in decision.why
+
+
+def test_the_member_with_more_wal_goes_first():
+    assert decide(State.FOLLOWER, observe(dcs=ahead("n2", 6_000_000))).rule == "follow_defer"
+    assert decide(State.FOLLOWER, observe(dcs=ahead("n2", 4_000_000))).rule == "follow_race"
+
+
+def test_on_equal_wal_the_higher_failover_priority_goes_first():
+    view = cluster(None)
+    view = evolve(
+        view,
+        members=tuple(
+            evolve(m, tags=evolve(m.tags, failover_priority=5)) if m.name == "n2" else m for m in view.members
+        ),
+    )
+    decision = decide(State.FOLLOWER, observe(dcs=view))
+    assert decision.rule == "follow_defer" and "n2 is ahead" in decision.why
+
+
+def test_an_unpromotable_member_ahead_does_not_block_the_race():
+    view = ahead("n2", 9_000_000)
+    view = evolve(view, members=tuple(evolve(m, state="stopped") if m.name == "n2" else m for m in view.members))
+    assert decide(State.FOLLOWER, observe(dcs=view)).rule == "follow_race"
+
+
+def test_synchronous_mode_promotes_only_the_sync_standby():
+    view = cluster(None, sync=SyncState(leader="n0", sync_standby="n2"))
+    assert decide(State.FOLLOWER, observe(dcs=view, config=SYNC)).rule == "follow_not_eligible"
+    assert decide(State.FOLLOWER, observe("n2", view, config=SYNC)).rule == "follow_race"
+    # n2 published less WAL than n1, but n1 may not be promoted, so n2 is first in line anyway.
+    behind = evolve(
+        view, members=tuple(evolve(m, wal_position=4_900_000) if m.name == "n2" else m for m in view.members)
+    )
+    assert decide(State.FOLLOWER, observe("n2", behind, standby(wal=4_900_000), config=SYNC)).rule == "follow_race"
+
+
+def test_candidate_never_promotes_without_the_key():
+    for view in (cluster(None), cluster("n2")):
+        decision = decide(State.CANDIDATE, observe(dcs=view, agent=agent(renewed_ago_s=0.5)))
+        assert Promote() not in decision.actions
+    stale_lease = decide(State.CANDIDATE, observe(dcs=cluster("n1"), agent=agent(renewed_ago_s=40)))
+    assert stale_lease.rule == "cand_refresh_key" and Promote() not in stale_lease.actions
+
+
+def test_leader_cut_off_from_the_dcs_is_read_only_before_its_deadline():
+    """Loop the leader through a DCS outage that starts just after its last successful renew: each loop waits
+    loop_wait, then a renew attempt fails after retry_timeout and the next decision comes at once."""
+    renewed_at = NOW
+    deadline = lease_deadline_s(renewed_at, CONFIG)
+    now, state = renewed_at + CONFIG.retry_timeout_s + CONFIG.loop_wait_s, State.LEADER
+    while state is State.LEADER:
+        o = leader_view(dcs=None, now_s=now, agent=evolve(agent(), lease_renewed_at_s=renewed_at))
+        decision = decide(state, o)
+        state = decision.state
+        if state is State.LEADER:
+            assert decision.actions[0].__class__.__name__ == "RenewLeaderKey"
+            now += CONFIG.retry_timeout_s
+    assert decision.rule in {"lead_dcs_down", "lead_lease_expired"}
+    assert decision.actions[0] == Demote(DemoteMode.READ_ONLY) or decision.actions[0] == Demote(DemoteMode.IMMEDIATE)
+    assert now < deadline <= renewed_at + CONFIG.ttl_s
+
+
+def test_switchover_hands_over_to_the_named_candidate():
+    request = FailoverRequest(leader="n0", candidate="n1")
+    leaving = decide(State.LEADER, leader_view(dcs=cluster(failover=request)))
+    assert leaving.actions[:2] == (Demote(DemoteMode.GRACEFUL), ReleaseLeaderKey())
+    after = cluster(None, failover=request, members=ahead("n2", 6_000_000).members)
+    assert decide(State.FOLLOWER, observe("n1", after)).rule == "follow_race"
+    assert decide(State.FOLLOWER, observe("n2", after, standby(wal=6_000_000))).rule == "follow_defer"
+    new_leader = observe("n1", cluster("n1", failover=request), primary(), agent=agent(renewed_ago_s=1))
+    assert "ClearSwitchoverRequest" in kinds(decide(State.LEADER, new_leader))
+
+
+def test_switchover_to_an_unfit_target_is_refused_and_cleared():
+    lagging = cluster(
+        failover=FailoverRequest("n0", "n2"),
+        members=tuple(evolve(m, wal_position=100) if m.name == "n2" else m for m in members()),
+    )
+    decision = decide(State.LEADER, leader_view(dcs=lagging))
+    assert decision.rule == "lead_steady" and "ClearSwitchoverRequest" in kinds(decision)
+    assert "switchover_stale=yes (target n2 is missing, lagging" in decision.why
+
+
+def test_crashed_primary_is_restarted_once_then_handed_over():
+    down = leader_view(postgres=stopped(), agent=agent(10, postgres_down_since_s=NOW - 3))
+    assert decide(State.LEADER, down).rule == "lead_restart"
+    failed = evolve(down, agent=evolve(down.agent, last_outcome=outcome(failed="StartPrimary")))
+    decision = decide(State.LEADER, failed)
+    assert decision.rule == "lead_hand_over" and "the restart of the primary failed" in decision.why
+
+
+def test_writes_stop_before_the_key_is_released_in_every_decision():
+    for _, state, observation, _, _ in CASES:
+        names = kinds(decide(state, observation))
+        if "ReleaseLeaderKey" in names and "Demote" in names:
+            assert names.index("Demote") < names.index("ReleaseLeaderKey")
+        if "Promote" in names:
+            assert "ArmWatchdog" in names[: names.index("Promote")] or "RenewLeaderKey" in names
+
+
+def test_pause_keeps_the_leader_and_blocks_failover():
+    paused = evolve(CONFIG, pause=True)
+    assert kinds(decide(State.LEADER, leader_view(config=paused)))[0] == "RenewLeaderKey"
+    follower = decide(State.FOLLOWER, observe(dcs=cluster(None), config=paused))
+    assert not any(isinstance(a, AcquireLeaderKey) for a in follower.actions)
+    crashed = decide(State.LEADER, leader_view(config=paused, postgres=stopped()))
+    assert "StartPrimary" not in kinds(crashed)
+
+
+def test_leader_names_a_streaming_sync_standby():
+    decision = decide(State.LEADER, leader_view(config=SYNC))
+    assert SetSyncStandby(name="n1") in decision.actions
+    settled = decide(State.LEADER, leader_view(config=SYNC, dcs=cluster(sync=SyncState("n0", "n2"))))
+    assert not any(isinstance(a, SetSyncStandby) for a in settled.actions)
+    off = decide(State.LEADER, leader_view(dcs=cluster(sync=SyncState("n0", "n2"))))
+    assert SetSyncStandby(name=None) in off.actions
+
+
+def test_timeline_fork_decides_between_follow_and_rewind():
+    leader_on_tl2 = cluster(members=members(timeline=2))
+    # The leader has not published when timeline 1 ended: wait rather than rewind on a guess.
+    assert decide(State.FOLLOWER, observe(dcs=leader_on_tl2)).rule == "follow_steady"
+    fork_after_my_wal = evolve(leader_on_tl2, history=forked_history(end_of_tl1=6_000_000))
+    assert decide(State.FOLLOWER, observe(dcs=fork_after_my_wal)).rule == "follow_steady"
+    fork_before_my_wal = evolve(leader_on_tl2, history=forked_history(end_of_tl1=4_000_000))
+    decision = decide(State.FOLLOWER, observe(dcs=fork_before_my_wal))
+    assert decision.rule == "follow_diverged"
+    assert "my WAL 5000000 is past the end of timeline 1 at 4000000" in decision.why
