@@ -1,7 +1,7 @@
 """Diagrams and the transition table for auditors, generated from the one rule table in `fsm.transitions`.
 
-    python -m model.diagram            write docs/state-machine.svg and docs/state-machine.md
-    python -m model.diagram --check    exit 1 if either committed file is stale
+    python -m model.diagram            write docs/state-machine.svg, docs/state-machine.md, README's diagram
+    python -m model.diagram --check    exit 1 if any of them is stale
 
 The SVG comes from graphviz through transitions' GraphMachine; it carries the SHA-256 of the DOT source it was
 drawn from, so `--check` compares that source, not graphviz's byte output (which varies between versions).
@@ -25,7 +25,11 @@ from fsm.facts import FACT_DOCS
 from fsm.states import State, describe
 from fsm.transitions import RULES, Rule, build_machine
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+README_PATH = ROOT / "README.md"
+README_BEGIN = "<!-- BEGIN GENERATED: state machine (python -m model.diagram) -->"
+README_END = "<!-- END GENERATED -->"
 SVG_PATH = DOCS / "state-machine.svg"
 MARKDOWN_PATH = DOCS / "state-machine.md"
 SOURCE_MARK = "regent-dot-sha256:"
@@ -35,8 +39,8 @@ class _Drawing:
     """The model a GraphMachine needs to draw; it never moves."""
 
 
-class _AuditGraphMachine(GraphMachine):
-    """Top to bottom: the five states stack, and the long self-loop labels fit beside them."""
+class _GraphvizAudit(GraphMachine):
+    """Top to bottom, with room between the states for the long self-loop labels."""
 
     machine_attributes: ClassVar[dict[str, str]] = {
         **GraphMachine.machine_attributes,
@@ -46,9 +50,15 @@ class _AuditGraphMachine(GraphMachine):
     }
 
 
+class _MermaidAudit(GraphMachine):
+    """Top to bottom; Mermaid knows only the direction."""
+
+    machine_attributes: ClassVar[dict[str, str]] = {**GraphMachine.machine_attributes, "rankdir": "TB"}
+
+
 def _graph(engine: str):  # type: ignore[no-untyped-def]
     machine = build_machine(
-        machine_class=_AuditGraphMachine,
+        machine_class=_GraphvizAudit if engine == "graphviz" else _MermaidAudit,
         event_of=lambda row: row.name,
         graph_engine=engine,
         show_conditions=True,
@@ -157,6 +167,15 @@ def render_markdown() -> str:
     return "\n".join(out) + "\n"
 
 
+def readme_with_diagram(readme: str) -> str:
+    """The README with the Mermaid diagram between its generated-section markers replaced by the current one."""
+    head, begin, rest = readme.partition(README_BEGIN)
+    _, end, tail = rest.partition(README_END)
+    if not begin or not end:
+        raise SystemExit(f"{README_PATH} lacks the markers {README_BEGIN!r} ... {README_END!r}")
+    return f"{head}{begin}\n```mermaid\n{mermaid()}\n```\n{end}{tail}"
+
+
 def svg_source_digest(svg: str) -> str | None:
     start = svg.find(SOURCE_MARK)
     if start < 0:
@@ -167,6 +186,9 @@ def svg_source_digest(svg: str) -> str | None:
 def stale_files() -> list[str]:
     """The generated files whose committed content no longer matches the table."""
     stale = []
+    readme = README_PATH.read_text()
+    if readme != readme_with_diagram(readme):
+        stale.append(str(README_PATH))
     if not MARKDOWN_PATH.exists() or MARKDOWN_PATH.read_text() != render_markdown():
         stale.append(str(MARKDOWN_PATH))
     expected = hashlib.sha256(dot_source().encode()).hexdigest()
@@ -184,12 +206,13 @@ def main(argv: list[str] | None = None) -> int:
         for path in stale:
             print(f"stale: {path} (run: python -m model.diagram)", file=sys.stderr)
         if not stale:
-            print("docs/state-machine.md and docs/state-machine.svg match fsm/transitions.py")
+            print("docs/state-machine.md, docs/state-machine.svg and README.md match fsm/transitions.py")
         return 1 if stale else 0
     DOCS.mkdir(exist_ok=True)
     MARKDOWN_PATH.write_text(render_markdown())
     SVG_PATH.write_text(render_svg())
-    print(f"wrote {MARKDOWN_PATH} and {SVG_PATH}")
+    README_PATH.write_text(readme_with_diagram(README_PATH.read_text()))
+    print(f"wrote {MARKDOWN_PATH}, {SVG_PATH} and the diagram in {README_PATH}")
     return 0
 
 
