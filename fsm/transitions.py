@@ -126,6 +126,8 @@ KEEP_LEASE = (RenewLeaderKey, PingWatchdog)
 RULES: tuple[Rule, ...] = (
     # bootstrap: get data of this cluster, by initdb (the initialize race's winner) or by cloning the leader
     rule("boot_paused", TICK, BOOT, SAME, when="paused", reason="maintenance mode: no bootstrap actions"),
+    rule("boot_stop_writes", TICK, BOOT, DEMO, STOP_WRITES, when="writable",
+         reason="writable without a lease of mine: stop writes now"),
     rule("boot_dcs_down", TICK, BOOT, SAME, unless="dcs_reachable", reason="DCS unreachable: wait"),
     rule("boot_won_init", TICK, BOOT, CAND, InitDb, AcquireLeaderKey, when="won_initialize_race",
          reason="won the initialize race: initdb, then take the leader key"),
@@ -160,11 +162,13 @@ RULES: tuple[Rule, ...] = (
          reason="not streaming from the leader: re-point"),
     rule("follow_steady", TICK, FOLLOW, SAME, also="following_leader", reason="streaming from the leader"),
     # candidate: hold the key before promoting; give up as soon as the race is lost or eligibility goes
+    rule("cand_won", TICK, CAND, LEAD, ArmWatchdog, Promote, NOW_PRIMARY, when="holds_leader_key lease_valid eligible",
+         reason="holding the leader key with a valid lease, still eligible: promote"),
+    rule("cand_stop_writes", TICK, CAND, DEMO, STOP_WRITES, when="writable",
+         reason="writable without a valid lease of mine: stop writes now"),
     rule("cand_dcs_down", TICK, CAND, FOLLOW, unless="dcs_reachable", reason="DCS unreachable: abandon the race"),
     rule("cand_init_failed", TICK, CAND, BOOT, CancelInitialize, unless="data_dir_usable",
          reason="initdb failed: give the initialize key back"),
-    rule("cand_won", TICK, CAND, LEAD, ArmWatchdog, Promote, NOW_PRIMARY, when="holds_leader_key lease_valid eligible",
-         reason="holding the leader key with a valid lease, still eligible: promote"),
     rule("cand_unfit", TICK, CAND, FOLLOW, ReleaseLeaderKey, when="holds_leader_key", unless="eligible",
          reason="holding the leader key but no longer eligible: give it back"),
     rule("cand_refresh_key", TICK, CAND, SAME, AcquireLeaderKey, when="holds_leader_key",

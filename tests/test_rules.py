@@ -43,6 +43,7 @@ def ahead(name: str, wal: int) -> ClusterView:
 # rule name, state, observation, expected next state, expected actions (class names, in order)
 CASES = [
     ("boot_paused", B, fresh_node(config=PAUSED), B, ""),
+    ("boot_stop_writes", B, observe("n0", None, primary()), D, "Demote"),
     ("boot_dcs_down", B, fresh_node(dcs=None), B, ""),
     ("boot_won_init", B, observe("n1", ClusterView(initialize=""), PostgresState(),
                                  agent=agent(last_outcome=outcome("RaceForInitialize"))), C, "InitDb AcquireLeaderKey"),
@@ -65,6 +66,7 @@ CASES = [
     ("follow_start", F, observe(pg=stopped()), F, "StartStandby"),
     ("follow_repoint", F, observe(pg=standby(following="n2")), F, "FollowLeader"),
     ("follow_steady", F, observe(), F, ""),
+    ("cand_stop_writes", C, observe(pg=primary()), D, "Demote"),
     ("cand_dcs_down", C, observe(dcs=None), F, ""),
     ("cand_init_failed", C, observe("n1", ClusterView(initialize=""), PostgresState()), B, "CancelInitialize"),
     ("cand_won", C, observe(dcs=cluster("n1"), agent=agent(renewed_ago_s=0.5)), L,
