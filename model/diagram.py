@@ -61,8 +61,9 @@ def _graph(engine: str):  # type: ignore[no-untyped-def]
         machine_class=_GraphvizAudit if engine == "graphviz" else _MermaidAudit,
         event_of=lambda row: row.name,
         graph_engine=engine,
-        show_conditions=True,
-        title="Regent HA state machine (edge labels: rule [guards]; ! negates)",
+        # Mermaid lays long labels over each other: it gets rule names, the SVG and the table carry the guards.
+        show_conditions=engine == "graphviz",
+        title="Regent HA state machine: " + ("rule [guards], ! negates" if engine == "graphviz" else "rule names"),
     )
     drawing = _Drawing()
     machine.add_model(drawing)
