@@ -279,8 +279,9 @@ def _leader_facts(sheet: _Sheet, obs: Observation) -> str | None:
     if cfg.synchronous_mode:
         names = [m.name for m in candidates]
         best = current if current in names else (names[0] if names else None)
-        stale = best != current
-        why = f"sync key names {current or 'nobody'}, streaming candidates {names or 'none'}"
+        owner = view.sync.leader if view and view.sync else None
+        stale = best != current or (current is not None and owner != me)
+        why = f"sync key {owner or 'none'} -> {current or 'nobody'}, streaming candidates {names or 'none'}"
     else:
         stale = current is not None
         why = f"synchronous_mode off, sync key names {current or 'nobody'}"

@@ -220,6 +220,8 @@ def test_leader_names_a_streaming_sync_standby():
     assert SetSyncStandby(name="n1") in decision.actions
     settled = decide(State.LEADER, leader_view(config=SYNC, dcs=cluster(sync=SyncState("n0", "n2"))))
     assert not any(isinstance(a, SetSyncStandby) for a in settled.actions)
+    inherited = decide(State.LEADER, leader_view(config=SYNC, dcs=cluster(sync=SyncState("n1", "n2"))))
+    assert SetSyncStandby(name="n2") in inherited.actions  # rewritten under this leader's name
     off = decide(State.LEADER, leader_view(dcs=cluster(sync=SyncState("n0", "n2"))))
     assert SetSyncStandby(name=None) in off.actions
 
