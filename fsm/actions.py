@@ -306,7 +306,8 @@ class ClearSwitchoverRequest(Action):
 
 @dataclass(frozen=True)
 class ArmWatchdog(Action):
-    """Arm the watchdog so that it kills the postmaster if the agent stops pinging it.
+    """Arm the watchdog with this node's lease deadline (last renewal start + ttl - safety_margin): if the agent
+    has not pushed it further by then, the watchdog kills the postmaster, so a frozen agent cannot outlive its lease.
 
     Ordering: before Promote. Fails if a required watchdog cannot be armed, and then Promote does not run."""
 
@@ -315,9 +316,8 @@ class ArmWatchdog(Action):
 
 @dataclass(frozen=True)
 class PingWatchdog(Action):
-    """Push the watchdog's deadline out (arming it first if it is not armed).
-
-    Ordering: after RenewLeaderKey, so a leader that cannot renew stops feeding the watchdog."""
+    """Push the watchdog's deadline to the lease deadline of the renewal that just succeeded (arming it first if
+    it is not armed). Ordering: after RenewLeaderKey, so a leader that cannot renew stops feeding the watchdog."""
 
     adapter: ClassVar[str] = "watchdog"
 

@@ -22,7 +22,7 @@ FACT_DOCS: dict[str, str] = {
     "leader_key_held_by_other": "the leader key names another member",
     "leader_running": "the leader key names another member whose member key says running",
     "lease_valid": "this node renewed the key and its own lease deadline has not passed",
-    "lease_outlasts_retry": "one more renew attempt (retry_timeout) would end before the lease deadline",
+    "lease_outlasts_retry": "a renew attempt and the read after it (2 x retry_timeout) end before the lease deadline",
     "cluster_initialized": "the initialize key holds a system identifier",
     "init_key_free": "the DCS answered and nobody has claimed the initialize key",
     "initialize_unset": "the initialize key is claimed but holds no system identifier yet",
@@ -32,11 +32,11 @@ FACT_DOCS: dict[str, str] = {
     "postgres_running": "local Postgres is running",
     "writable": "local Postgres accepts writes (running, not in recovery, not fenced read-only)",
     "following_leader": "local Postgres is a standby streaming from the leader-key holder",
-    "diverged_from_leader": "this node has WAL past the point where its timeline forked from the leader's",
+    "diverged": "this node has WAL past the point where its timeline ended in the cluster's (or leader's) history",
     "rewind_possible": "pg_rewind can run (checksums or wal_log_hints) and did not fail last loop",
     "restart_budget_spent": "the crashed primary failed to start, or stayed down past primary_start_timeout",
     "nofailover": "this node's tags forbid promoting it (nofailover, or failover_priority 0)",
-    "eligible": "this node may be promoted: tags allow it, data valid, lag within limit, sync allows",
+    "eligible": "this node may be promoted: tags allow it, data valid, lag within limit, sync allows, not forked",
     "first_in_line": "a switchover names this node, or no promotable member is ahead of it",
     "switchover_requested": "a switchover away from this leader names a fit target (or any fit member exists)",
     "switchover_stale": "a failover key exists that this leader will not act on (done, not for it, or unfit)",
@@ -118,12 +118,14 @@ def _lease_facts(sheet: _Sheet, obs: Observation) -> None:
         return
     valid = obs.now_s < deadline
     sheet.add("lease_valid", valid, f"now {obs.now_s:g} s {'<' if valid else '>='} lease deadline {deadline:g} s")
-    retry_end = obs.now_s + obs.config.retry_timeout_s
+    # Another renew attempt, and the DCS read of the decision after it if that attempt fails, each take up to
+    # retry_timeout: only if both end before the deadline may the leader keep writing while it retries.
+    retry_end = obs.now_s + 2 * obs.config.retry_timeout_s
     outlasts = retry_end < deadline
     sheet.add(
         "lease_outlasts_retry",
         outlasts,
-        f"now + retry_timeout = {retry_end:g} s {'<' if outlasts else '>='} lease deadline {deadline:g} s",
+        f"now + 2 x retry_timeout = {retry_end:g} s {'<' if outlasts else '>='} lease deadline {deadline:g} s",
     )
 
 
@@ -148,7 +150,7 @@ def _postgres_facts(sheet: _Sheet, obs: Observation, leader: str | None, leader_
     sheet.add("writable", pg.writable, f"Postgres {'running as ' + role if pg.running else 'not running'}")
     follows = pg.running and pg.in_recovery and leader is not None and pg.following == leader
     sheet.add("following_leader", follows, f"streams from {pg.following or 'nobody'}, leader {leader or 'none'}")
-    sheet.add("diverged_from_leader", *_divergence(obs, leader, leader_member))
+    sheet.add("diverged", *_divergence(obs, leader, leader_member))
     failed = agent.last_outcome.failed
     rewind_ok = pg.can_rewind and "RewindFromLeader" not in failed
     why = (
@@ -170,24 +172,27 @@ def _postgres_facts(sheet: _Sheet, obs: Observation, leader: str | None, leader_
 
 
 def _divergence(obs: Observation, leader: str | None, leader_member: Member | None) -> tuple[bool, str]:
-    """pg_rewind's question: does this node have WAL past the fork of its timeline from the leader's history?"""
+    """pg_rewind's question: has this node WAL past the end of its timeline in the cluster's history?
+
+    Positions on diverged timelines cannot be compared, so such a node is neither promoted nor streamed to
+    until pg_rewind (or a re-clone) puts it back on the cluster's history. Without the history published yet
+    the answer is no: wait for it rather than rewind on a guess."""
     pg, view = obs.postgres, obs.dcs
-    if leader in (None, obs.name) or leader_member is None or view is None:
-        return False, "no other leader to compare with"
-    if pg.data_dir is not DataDir.VALID:
-        return False, "no data to compare"
-    mine, theirs = pg.timeline, leader_member.timeline
-    if mine == theirs:
-        return False, f"same timeline {mine} as the leader"
-    if mine > theirs:
-        return True, f"my timeline {mine} is ahead of leader timeline {theirs}"
-    fork = next((h for h in view.history if h.timeline == mine), None)
+    if view is None or pg.data_dir is not DataDir.VALID:
+        return False, "no history to compare with"
+    mine = pg.timeline
+    if leader_member is not None and leader not in (None, obs.name) and mine > leader_member.timeline:
+        return True, f"my timeline {mine} is ahead of leader timeline {leader_member.timeline}"
+    return _past_fork(mine, pg.wal_position, view)
+
+
+def _past_fork(timeline: int, position: int, view: ClusterView) -> tuple[bool, str]:
+    fork = next((h for h in view.history if h.timeline == timeline), None)
     if fork is None:
-        return False, f"the leader's history has no switch from timeline {mine} yet"
-    position = pg.wal_position
+        return False, f"the cluster's history has no switch from timeline {timeline}"
     if position > fork.switch_lsn:
-        return True, f"my WAL {position} is past the end of timeline {mine} at {fork.switch_lsn}"
-    return False, f"my WAL {position} <= end of timeline {mine} at {fork.switch_lsn}"
+        return True, f"my WAL {position} is past the end of timeline {timeline} at {fork.switch_lsn}"
+    return False, f"my WAL {position} <= end of timeline {timeline} at {fork.switch_lsn}"
 
 
 def _promotable(obs: Observation) -> Callable[[Member], bool]:
@@ -199,6 +204,8 @@ def _promotable(obs: Observation) -> Callable[[Member], bool]:
         if member.role != "replica" or not member.running or not member.tags.may_promote:
             return False
         if cfg.synchronous_mode and sync_name is not None and member.name != sync_name:
+            return False
+        if view is not None and _past_fork(member.timeline, member.wal_position, view)[0]:
             return False
         return _lag_note(_lag_bytes(view, member.wal_position), cfg.maximum_lag_on_failover_bytes)[0]
 
@@ -213,6 +220,7 @@ def _election_facts(sheet: _Sheet, obs: Observation) -> None:
     lag_ok, lag_note = _lag_note(_lag_bytes(view, pg.wal_position), cfg.maximum_lag_on_failover_bytes)
     sync_name = view.sync.sync_standby if view and view.sync else None
     sync_ok = not cfg.synchronous_mode or sync_name in (None, me)
+    diverged, diverged_note = _past_fork(pg.timeline, pg.wal_position, view) if view else (False, "")
     blockers = [
         reason
         for ok, reason in (
@@ -220,6 +228,7 @@ def _election_facts(sheet: _Sheet, obs: Observation) -> None:
             (pg.data_dir is DataDir.VALID, f"data directory {pg.data_dir.value}"),
             (lag_ok, lag_note),
             (sync_ok, f"synchronous_mode: only {sync_name} may be promoted"),
+            (not diverged, f"history forked: {diverged_note}"),
         )
         if not ok
     ]

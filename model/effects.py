@@ -1,0 +1,293 @@
+"""What each action of the decision core does to the simulated world, and how long it takes.
+
+`plan_action` returns a Step: the duration and an effect that runs when the action completes, returning whether
+it succeeded. DCS requests need the DCS reachable at both ends and take a network round trip, or fail after
+`retry_timeout_s`. Durations are those measured on the project's machines (environment guide), rounded up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fsm import actions as a
+from fsm.actions import Action, DemoteMode
+from fsm.observation import FailoverRequest, Member, SyncState
+from model.simpg import Data, same_lineage
+
+if TYPE_CHECKING:
+    from model.world import Node, World
+
+DEMOTE_S = {DemoteMode.GRACEFUL: 1.0, DemoteMode.IMMEDIATE: 0.1, DemoteMode.READ_ONLY: 0.5}
+CLONE_BYTES_PER_S = 100_000_000
+
+
+@dataclass(frozen=True)
+class Step:
+    action: Action
+    duration_s: float
+    effect: Callable[[float], bool]  # called with the local clock reading when the action started
+
+
+def plan_action(world: World, node: Node, action: Action) -> Step:
+    handler = HANDLERS[type(action)]
+    if action.adapter == "dcs":
+        if not world.dcs_ok(node):
+            return Step(action, world.config.retry_timeout_s, lambda _: False)
+
+        def over_network(started: float) -> bool:
+            return world.dcs_ok(node) and handler(world, node, action, started)
+
+        return Step(action, world.rng.uniform(*world.settings.dcs_latency_s) * 2, over_network)
+    return Step(
+        action,
+        DURATIONS_S.get(type(action), 0.01) if type(action) is not a.Demote else DEMOTE_S[action.mode],
+        lambda started: handler(world, node, action, started),
+    )
+
+
+# --- DCS ----------------------------------------------------------------------------------------
+
+
+def _race_initialize(w: World, n: Node, act: Action, started: float) -> bool:
+    return w.dcs.create("initialize", "", w.t)
+
+
+def _cancel_initialize(w: World, n: Node, act: Action, started: float) -> bool:
+    w.dcs.compare_and_delete("initialize", "", w.t)
+    return True
+
+
+def _set_initialize(w: World, n: Node, act: a.SetInitializeKey, started: float) -> bool:
+    return w.dcs.compare_and_swap("initialize", "", act.system_identifier, w.t) or (
+        w.dcs.get("initialize", w.t) == act.system_identifier
+    )
+
+
+def _take_key(w: World, n: Node, started: float, may_create: bool) -> bool:
+    held = w.dcs.compare_and_swap("leader", n.name, n.name, w.t, ttl=True, owner=n.name)
+    created = not held and may_create and w.dcs.create("leader", n.name, w.t, ttl=True, owner=n.name)
+    if held or created:
+        n.renewed_at = started
+        w.checker.leader_key_written()
+    return held or created
+
+
+def _acquire(w: World, n: Node, act: Action, started: float) -> bool:
+    return _take_key(w, n, started, may_create=True)
+
+
+def _renew(w: World, n: Node, act: Action, started: float) -> bool:
+    return _take_key(w, n, started, may_create=False)
+
+
+def _release(w: World, n: Node, act: Action, started: float) -> bool:
+    w.dcs.compare_and_delete("leader", n.name, w.t)
+    return True
+
+
+def _set_sync(w: World, n: Node, act: a.SetSyncStandby, started: float) -> bool:
+    if act.name is None:
+        w.dcs.put("sync", SyncState(n.name, None), w.t)
+        n.pg.sync_standby = None
+        return True
+    n.pg.sync_standby = act.name  # synchronous_standby_names first: commits wait for it from now on
+    standby = w.nodes[act.name].pg
+    caught_up = standby.streaming_from == n.name and standby.data and n.pg.data and standby.data.wal >= n.pg.acked_wal
+    if caught_up:
+        w.dcs.put("sync", SyncState(n.name, act.name), w.t)
+    return bool(caught_up)
+
+
+def _publish_member(w: World, n: Node, act: a.PublishMember, started: float) -> bool:
+    pg = n.pg.observe()
+    member = Member(
+        n.name,
+        role=act.role,
+        state="running" if pg.running else "stopped",
+        wal_position=pg.wal_position,
+        timeline=pg.timeline,
+        tags=n.tags,
+    )
+    w.dcs.put(f"members/{n.name}", member, w.t, ttl=True, owner=n.name)
+    return True
+
+
+def _publish_optime(w: World, n: Node, act: a.PublishLeaderOptime, started: float) -> bool:
+    w.dcs.put("status", act.wal_position, w.t)
+    return True
+
+
+def _publish_history(w: World, n: Node, act: a.PublishHistory, started: float) -> bool:
+    w.dcs.put("history", act.history, w.t)
+    return True
+
+
+def _clear_failover(w: World, n: Node, act: Action, started: float) -> bool:
+    w.dcs.delete("failover", w.t)
+    return True
+
+
+# --- Postgres -----------------------------------------------------------------------------------
+
+
+def _initdb(w: World, n: Node, act: Action, started: float) -> bool:
+    if n.pg.data is None or n.pg.broken:
+        n.pg.data, n.pg.broken, n.pg.fresh = Data(sysid=w.new_sysid(), segment=w.new_segment()), False, True
+    return True
+
+
+def _clone(w: World, n: Node, act: a.CloneReplica, started: float) -> bool:
+    source = w.nodes.get(act.source)
+    if source is None or not source.pg.running or source.pg.data is None or not w.linked(n, source):
+        return False
+    src = source.pg.data
+    n.pg.stop()
+    n.pg.data = Data(src.sysid, src.timeline, src.segment, src.wal, src.history, src.past)
+    n.pg.broken, n.pg.startable, n.pg.acked_wal = False, True, 0
+    return True
+
+
+def _start_primary(w: World, n: Node, act: Action, started: float) -> bool:
+    return n.pg.running or n.pg.start(None, primary=True)
+
+
+def _start_standby(w: World, n: Node, act: a.StartStandby, started: float) -> bool:
+    pg = n.pg
+    if pg.running and not pg.in_recovery:
+        pg.stop()  # never leave a writable primary running under a standby's name
+    if pg.running:
+        pg.following = act.leader
+        return True
+    return pg.start(act.leader, primary=False)
+
+
+def _follow(w: World, n: Node, act: a.FollowLeader, started: float) -> bool:
+    if not (n.pg.running and n.pg.in_recovery):
+        return False
+    n.pg.following = act.leader
+    return True
+
+
+def _stop(w: World, n: Node, act: Action, started: float) -> bool:
+    n.pg.stop()
+    return True
+
+
+def _promote(w: World, n: Node, act: Action, started: float) -> bool:
+    pg = n.pg
+    if not pg.running and not pg.start(None, primary=pg.fresh):
+        return False
+    if pg.in_recovery:
+        assert pg.data is not None
+        w.checker.promoting(n)
+        segment = pg.data.segment
+        w.forks[segment] = max(w.forks.get(segment, 0), pg.data.wal)
+        pg.promote(w.new_segment())
+        pg.acked_wal = pg.data.wal
+        w.promotions += 1
+        w.trace.note(w.t, n.name, f"promoted: timeline {pg.data.timeline} at WAL {pg.data.wal}")
+    pg.read_only = False
+    return pg.writable
+
+
+def _demote(w: World, n: Node, act: a.Demote, started: float) -> bool:
+    pg = n.pg
+    if act.mode is DemoteMode.GRACEFUL and pg.writable and pg.data:
+        for other in w.nodes.values():  # a clean shutdown sends every streaming standby all the WAL
+            if other.pg.streaming_from == n.name and other.pg.data:
+                other.pg.data.wal = pg.data.wal
+    if act.mode is DemoteMode.READ_ONLY and pg.running:
+        pg.in_recovery, pg.read_only, pg.following = True, False, None
+    else:
+        pg.stop()
+    return True
+
+
+def _rewind(w: World, n: Node, act: a.RewindFromLeader, started: float) -> bool:
+    source = w.nodes.get(act.leader)
+    data = n.pg.data
+    if (
+        n.pg.running
+        or not n.pg.can_rewind
+        or data is None
+        or source is None
+        or source.pg.data is None
+        or not source.pg.running
+        or not w.linked(n, source)
+    ):
+        return False
+    src = source.pg.data
+    fork = None
+    for segment, end in ((data.segment, data.wal), *reversed(data.past)):
+        theirs = src.end_of(segment)
+        if theirs is not None:
+            fork = min(end, theirs)
+            break
+    if fork is None:
+        return False
+    n.pg.data = Data(src.sysid, src.timeline, src.segment, fork, src.history, src.past)
+    assert same_lineage(n.pg.data, src)
+    return True
+
+
+def _watchdog_ping(w: World, n: Node, act: Action, started: float) -> bool:
+    w.ping_watchdog(n)
+    return True
+
+
+def _watchdog_disarm(w: World, n: Node, act: Action, started: float) -> bool:
+    n.watchdog_deadline = None
+    return True
+
+
+def _nothing(w: World, n: Node, act: Action, started: float) -> bool:
+    return True
+
+
+HANDLERS: dict[type[Action], Callable[..., bool]] = {
+    a.RaceForInitialize: _race_initialize,
+    a.CancelInitialize: _cancel_initialize,
+    a.SetInitializeKey: _set_initialize,
+    a.AcquireLeaderKey: _acquire,
+    a.RenewLeaderKey: _renew,
+    a.ReleaseLeaderKey: _release,
+    a.SetSyncStandby: _set_sync,
+    a.PublishMember: _publish_member,
+    a.PublishLeaderOptime: _publish_optime,
+    a.PublishHistory: _publish_history,
+    a.ClearSwitchoverRequest: _clear_failover,
+    a.InitDb: _initdb,
+    a.CloneReplica: _clone,
+    a.Reclone: _clone,
+    a.StartPrimary: _start_primary,
+    a.StartStandby: _start_standby,
+    a.FollowLeader: _follow,
+    a.StopPostgres: _stop,
+    a.Promote: _promote,
+    a.Demote: _demote,
+    a.RewindFromLeader: _rewind,
+    a.EnsureReplicationSlots: _nothing,
+    a.ArmWatchdog: _watchdog_ping,
+    a.PingWatchdog: _watchdog_ping,
+    a.DisarmWatchdog: _watchdog_disarm,
+    a.RunCallback: _nothing,
+}
+
+DURATIONS_S: dict[type[Action], float] = {
+    a.InitDb: 1.0,
+    a.CloneReplica: 5.0,
+    a.Reclone: 5.0,
+    a.StartPrimary: 1.0,
+    a.StartStandby: 1.5,
+    a.FollowLeader: 0.2,
+    a.StopPostgres: 0.5,
+    a.Promote: 0.3,
+    a.RewindFromLeader: 1.0,
+    a.ArmWatchdog: 0.001,
+    a.PingWatchdog: 0.001,
+    a.DisarmWatchdog: 0.001,
+}
+
+_unused = FailoverRequest  # switchover requests are written by the fault injector (model.faults)

@@ -1,0 +1,156 @@
+"""Faults the simulator injects, as data, and what each does to the world.
+
+A fault's target is resolved when it fires: `leader` (the leader-key holder, else a node in the leader state),
+`replica` (a live non-leader, drawn from the seed), `all`, `last` (the previous fault's target) or a node name. A fault with `duration_s` undoes
+itself after that long; `heal` undoes everything and restarts dead agents, and the liveness check starts then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fsm import State
+from fsm.observation import FailoverRequest
+
+if TYPE_CHECKING:
+    from model.world import Node, World
+
+KINDS = {
+    "crash": "crash a node: agent and Postgres die",
+    "restart": "start a dead node's agent again",
+    "postgres_crash": "kill Postgres; it restarts normally",
+    "postgres_broken": "kill Postgres; it will not start again until healed",
+    "pause": "freeze the agent (SIGSTOP) for duration_s",
+    "partition_dcs": "cut the node off from the DCS",
+    "partition_peers": "cut the node off from the other nodes",
+    "partition": "cut the node off from the DCS and the other nodes",
+    "dcs_down": "take the whole DCS down",
+    "lag_spike": "make a replica fall far behind",
+    "drift": "make the node's clock run at 1 + value",
+    "switchover": "ask the leader to hand over to the target",
+    "shutdown": "stop the agent gracefully",
+    "heal": "undo every fault and restart dead agents",
+}
+
+
+@dataclass(frozen=True)
+class Fault:
+    at_s: float
+    kind: str
+    target: str = "leader"
+    duration_s: float | None = None
+    value: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown fault {self.kind!r}; known: {', '.join(KINDS)}")
+
+
+def _resolve(world: World, target: str) -> list[Node]:
+    nodes = list(world.nodes.values())
+    if target == "all":
+        return nodes
+    if target in world.nodes:
+        return [world.nodes[target]]
+    if target == "last":
+        return [world.nodes[world.last_target]] if world.last_target else []
+    holder = world.dcs.get("leader", world.t)
+    leader = world.nodes.get(holder) if holder else next((n for n in nodes if n.state is State.LEADER), None)
+    if target == "leader":
+        return [leader] if leader else []
+    replicas = [n for n in nodes if n is not leader and n.alive]
+    return [world.rng.choice(replicas)] if replicas else []
+
+
+def inject(world: World, fault: Fault) -> None:
+    if fault.kind in ("dcs_down", "heal"):
+        _apply(world, fault, None)
+        return
+    targets = _resolve(world, fault.target)
+    if targets:
+        world.last_target = targets[0].name
+    else:
+        world.trace.note(world.t, None, f"fault {fault.kind} skipped: no {fault.target}")
+    for node in targets:
+        _apply(world, fault, node)
+
+
+def _apply(world: World, fault: Fault, node: Node | None) -> None:
+    t, kind = world.t, fault.kind
+    label = f"{kind} {node.name}" if node else kind
+    if fault.duration_s is not None:
+        label += f" for {fault.duration_s:g} s"
+    world.trace.fault(t, node.name if node else None, label)
+    if kind == "crash" and node:
+        node.pg.stop()
+        world.kill(node, "crashed")
+    elif kind == "restart" and node and not node.alive:
+        world.restart(node)
+    elif kind in ("postgres_crash", "postgres_broken") and node:
+        node.pg.stop()
+        node.pg.startable = kind == "postgres_crash"
+    elif kind == "pause" and node:
+        node.paused_until = t + (fault.duration_s or 0.0)
+        world.trace.lanes[node.name].set(t, "state", "paused")
+        world.at(node.paused_until, _resumed, world, node)
+        world.checker.leader_key_written()  # on ZooKeeper a frozen client's session runs out
+    elif kind in ("partition_dcs", "partition", "partition_peers") and node:
+        if kind != "partition_peers":
+            node.dcs_link = False
+            world.checker.dcs_lost(node)
+        if kind != "partition_dcs":
+            node.peer_link = False
+    elif kind == "dcs_down":
+        world.dcs.up = False
+        for each in world.nodes.values():
+            world.checker.dcs_lost(each)
+    elif kind == "lag_spike" and node:
+        node.lag_spike = True
+    elif kind == "drift" and node:
+        now = node.local(t)
+        node.clock_rate = 1 + fault.value
+        node.clock_offset = now - t * node.clock_rate
+    elif kind == "switchover" and node:
+        holder = world.dcs.get("leader", t)
+        world.dcs.put("failover", FailoverRequest(leader=holder, candidate=node.name), t)
+    elif kind == "shutdown" and node and node.alive:
+        node.shutting_down = True
+        world.schedule_loop(node, t)
+    elif kind == "heal":
+        _heal(world)
+    if fault.duration_s is not None and kind != "pause":
+        world.at(t + fault.duration_s, _undo, world, fault, node)
+
+
+def _resumed(world: World, node: Node) -> None:
+    if node.alive and not node.paused(world.t):
+        world.trace.lanes[node.name].set(world.t, "state", node.state.value)
+
+
+def _restore(world: World, node: Node) -> None:
+    node.dcs_link = node.peer_link = True
+    if world.dcs.up:
+        world.checker.dcs_back(node)
+    node.lag_spike = False
+    node.pg.startable = True
+
+
+def _undo(world: World, fault: Fault, node: Node | None) -> None:
+    world.trace.note(world.t, node.name if node else None, f"{fault.kind} over")
+    if fault.kind == "dcs_down":
+        world.dcs.up = True
+        for each in world.nodes.values():
+            if each.dcs_link:
+                world.checker.dcs_back(each)
+    elif node is not None:
+        _restore(world, node)
+
+
+def _heal(world: World) -> None:
+    world.dcs.up = True
+    for node in world.nodes.values():
+        _restore(world, node)
+        if not node.alive:
+            world.restart(node)
+    world.checker.healed()

@@ -1,0 +1,138 @@
+"""The invariants of the architecture guide (section 4), checked after every event of a simulation.
+
+1. no_split_brain: at no instant do two Postgres servers accept writes.
+2. lease_agreement: a server accepts writes only while the DCS leader key names it (plus a bounded grace for the
+   demotion already under way when the key went).
+3. lag_limit: nobody is promoted whose WAL lags the leader's last published position by more than the limit.
+4. sync_durability: in synchronous mode no acknowledged commit is missing from a newly promoted primary.
+5. timeline_sanity: no standby streams WAL whose history diverged from its own (checked where WAL flows).
+6. liveness: after the final heal, a writable leader serves clients within `liveness_bound_s`.
+7. dcs_outage: a server whose node lost the DCS accepts no writes `ttl` after the loss.
+A violation stops the run: the trace up to it is the counterexample.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model.world import Node, World
+
+DEMOTION_GRACE_S = 1.0  # the slowest demotion in the model (graceful) finishes within this
+
+
+def liveness_bound_s(world: World) -> float:
+    """ttl (the old lease runs out) + loop_wait and a DCS timeout (the next loop notices) + starting, cloning or
+    rewinding a node and promoting it."""
+    config = world.config
+    return config.ttl_s + config.loop_wait_s + 2 * config.retry_timeout_s + 15.0
+
+
+class Checker:
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.key_lost_at: dict[str, float] = {}  # node -> when the leader key stopped naming it
+        self.dcs_lost_at: dict[str, float] = {}  # node -> since when it cannot reach the DCS
+        self.holder: str | None = None
+        self.healed_at: float | None = None
+        self.served_after_heal = False
+        self.unavailable_since: float | None = 0.0
+        self.serving: str | None = None
+        self.last_server: str | None = None
+        self.windows: list[tuple[float, float, str | None, str]] = []  # start, end, from, to
+
+    def violation(self, node: Node | None, invariant: str, detail: str) -> None:
+        if not self.world.trace.violations:
+            self.world.trace.violation(self.world.t, node.name if node else None, invariant, detail)
+
+    # --- hooks the world and the effects call ---------------------------------------------------
+
+    def leader_key_written(self) -> None:
+        """Schedule a check for the moment the key could expire (TTL, or the holder's ZooKeeper session)."""
+        expiry = self.world.dcs.expires_at("leader")
+        if expiry is not None:
+            self.world.at(expiry, self._expiry)
+
+    def _expiry(self) -> None:
+        """An event at the moment the key may expire, so that its expiry is noticed then and not later."""
+        self.world.dcs.expire(self.world.t)
+        expiry = self.world.dcs.expires_at("leader")
+        if expiry is not None and expiry > self.world.t:
+            self.world.at(expiry, self._expiry)
+
+    def dcs_lost(self, node: Node) -> None:
+        self.dcs_lost_at.setdefault(node.name, self.world.t)
+        self.world.at(self.world.t + self.world.config.ttl_s + 1e-6, lambda: None)  # an event to check at
+        self.leader_key_written()  # on ZooKeeper the lost session now decides when the key goes
+
+    def dcs_back(self, node: Node) -> None:
+        self.dcs_lost_at.pop(node.name, None)
+
+    def healed(self) -> None:
+        self.healed_at = self.world.t
+        self.served_after_heal = False
+        self.world.at(self.world.t + liveness_bound_s(self.world), self._liveness)
+
+    def promoting(self, node: Node) -> None:
+        world, data = self.world, node.pg.data
+        assert data is not None
+        published = world.dcs.get("status", world.t)
+        limit = world.config.maximum_lag_on_failover_bytes
+        if published is not None and published - data.wal > limit:
+            self.violation(node, "lag_limit", f"promoted {published - data.wal} B behind the leader (limit {limit} B)")
+        acked = world.acked.get(data.segment, 0)
+        if world.config.synchronous_mode and acked > data.wal:
+            self.violation(node, "sync_durability", f"{acked - data.wal} B of acknowledged commits missing")
+
+    def _liveness(self) -> None:
+        if not self.served_after_heal and self.world.serving_primary() is None:
+            bound = liveness_bound_s(self.world)
+            self.violation(None, "liveness", f"no writable leader {bound:g} s after the heal")
+
+    # --- after every event ----------------------------------------------------------------------
+
+    def after_event(self) -> None:
+        world, t = self.world, self.world.t
+        holder = world.dcs.get("leader", t)
+        if holder != self.holder:
+            if self.holder is not None:
+                self.key_lost_at[self.holder] = t
+            self.holder = holder
+            world.trace.leader_key.set(t, "holder", holder)
+        writable = [n for n in world.nodes.values() if n.pg.writable]
+        for node in world.nodes.values():
+            world.trace.writable[node.name].set(t, "on", node.pg.writable)
+        self._track_service(t)
+        if len(writable) > 1:
+            self.violation(writable[1], "no_split_brain", f"{', '.join(n.name for n in writable)} all accept writes")
+        for node in writable:
+            lost = self.key_lost_at.get(node.name, t) if holder != node.name else t
+            if t - lost > DEMOTION_GRACE_S:
+                self.violation(node, "lease_agreement", f"accepts writes {t - lost:.3f} s after losing the leader key")
+            since = self.dcs_lost_at.get(node.name)
+            if since is not None and t - since > world.config.ttl_s:
+                self.violation(node, "dcs_outage", f"still accepts writes {t - since:.3f} s after losing the DCS")
+        if world.config.synchronous_mode:
+            for segment, fork in world.forks.items():
+                if world.acked.get(segment, 0) > fork:
+                    self.violation(
+                        None,
+                        "sync_durability",
+                        f"commits acknowledged on timeline segment {segment} past its fork at {fork}",
+                    )
+
+    def _track_service(self, t: float) -> None:
+        """Record each window in which no node served writes, and who served before and after it."""
+        serving = self.world.serving_primary()
+        name = serving.name if serving else None
+        if name == self.serving:
+            return
+        if name is None:
+            self.unavailable_since = t
+        else:
+            self.served_after_heal = self.served_after_heal or self.healed_at is not None
+            if self.unavailable_since is not None:
+                self.windows.append((self.unavailable_since, t, self.last_server, name))
+                self.unavailable_since = None
+            self.last_server = name
+        self.serving = name

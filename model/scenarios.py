@@ -1,0 +1,138 @@
+"""Named failure scenarios: a fault schedule (and any settings it needs) for `python -m model.simulate`.
+
+Every scenario lets the cluster bootstrap, injects its faults from t=60 s, and heals everything at half the
+duration; the liveness check then requires a writable leader within the bound of `model.invariants`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from model.faults import Fault
+
+FIRST_FAULT_S = 60.0
+
+
+def heal_at(duration_s: float) -> float:
+    return duration_s / 2
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    schedule: Callable[[float, float, random.Random], list[Fault]]  # (duration, ttl, rng) -> faults
+    config: dict[str, Any] = field(default_factory=dict)  # ClusterConfig fields it needs
+    watchdog: bool | None = None  # None: as the command line says
+
+
+def _then_heal(*faults: Fault) -> Callable[[float, float, random.Random], list[Fault]]:
+    return lambda duration, ttl, rng: [*faults, Fault(heal_at(duration), "heal", "all")]
+
+
+def _pause(duration: float, ttl: float, rng: random.Random) -> list[Fault]:
+    return [Fault(FIRST_FAULT_S, "pause", "leader", duration_s=3 * ttl), Fault(heal_at(duration), "heal", "all")]
+
+
+def _rejoin(duration: float, ttl: float, rng: random.Random) -> list[Fault]:
+    return [
+        Fault(FIRST_FAULT_S, "crash", "leader"),
+        Fault(FIRST_FAULT_S + 90, "restart", "last"),
+        Fault(heal_at(duration), "heal", "all"),
+    ]
+
+
+def _flapping(duration: float, ttl: float, rng: random.Random) -> list[Fault]:
+    flaps = [Fault(FIRST_FAULT_S + 20 * i, "partition_dcs", "leader", duration_s=10.0) for i in range(6)]
+    return [*flaps, Fault(heal_at(duration), "heal", "all")]
+
+
+RANDOM_KINDS = (
+    "crash",
+    "postgres_crash",
+    "postgres_broken",
+    "pause",
+    "partition_dcs",
+    "partition_peers",
+    "partition",
+    "dcs_down",
+    "lag_spike",
+    "drift",
+    "switchover",
+    "shutdown",
+)
+
+
+def _random(duration: float, ttl: float, rng: random.Random) -> list[Fault]:
+    end = heal_at(duration) - 30
+    faults = []
+    for _ in range(rng.randint(2, 6)):
+        kind = rng.choice(RANDOM_KINDS)
+        target = rng.choice(["leader", "leader", "replica"])
+        lasting = rng.uniform(5, 2 * ttl) if kind in ("pause", "partition_dcs", "partition", "dcs_down") else None
+        drift = rng.uniform(-0.01, 0.01) if kind == "drift" else 0.0
+        faults.append(Fault(round(rng.uniform(30, end), 3), kind, target, lasting, drift))
+    return [*sorted(faults, key=lambda f: f.at_s), Fault(heal_at(duration), "heal", "all")]
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario(
+            "leader-crash",
+            "the leader's host dies; a replica takes over; the old one rejoins at heal",
+            _then_heal(Fault(FIRST_FAULT_S, "crash", "leader")),
+        ),
+        Scenario(
+            "leader-postgres-crash",
+            "Postgres on the leader dies and will not start: one restart, then hand over",
+            _then_heal(Fault(FIRST_FAULT_S, "postgres_broken", "leader")),
+        ),
+        Scenario(
+            "leader-partition",
+            "the leader is cut off from the DCS and its peers: read-only, then replaced",
+            _then_heal(Fault(FIRST_FAULT_S, "partition", "leader")),
+        ),
+        Scenario(
+            "dcs-outage",
+            "the whole DCS is down for 60 s: the leader goes read-only within ttl",
+            _then_heal(Fault(FIRST_FAULT_S, "dcs_down", "all", duration_s=60.0)),
+        ),
+        Scenario(
+            "lagging-replica",
+            "every replica lags beyond maximum_lag_on_failover, then the leader dies: "
+            "nobody is promoted until the old leader returns",
+            _then_heal(Fault(20.0, "lag_spike", "all"), Fault(FIRST_FAULT_S, "crash", "leader")),
+        ),
+        Scenario(
+            "switchover",
+            "an operator asks the leader to hand over to a replica",
+            _then_heal(Fault(FIRST_FAULT_S, "switchover", "replica")),
+        ),
+        Scenario(
+            "sync-failover",
+            "synchronous mode; the leader dies; only the sync standby may take over, "
+            "and no acknowledged commit is lost",
+            _then_heal(Fault(FIRST_FAULT_S, "crash", "leader")),
+            config={"synchronous_mode": True},
+        ),
+        Scenario(
+            "agent-pause",
+            "the leader's agent freezes for 3 x ttl with no watchdog: split brain",
+            _pause,
+            watchdog=False,
+        ),
+        Scenario(
+            "agent-pause-watchdog",
+            "the leader's agent freezes for 3 x ttl; the watchdog fences Postgres",
+            _pause,
+            watchdog=True,
+        ),
+        Scenario("rejoin-after-failover", "the leader dies and comes back 90 s later: it rewinds and follows", _rejoin),
+        Scenario("flapping-network", "the leader's link to the DCS drops for 10 s every 20 s, six times", _flapping),
+        Scenario("random", "two to six faults drawn from the seed, then heal", _random),
+    )
+}

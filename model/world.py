@@ -1,0 +1,355 @@
+"""The simulated world: nodes (agent + Postgres + clock), the DCS, the network and a client workload, driven by
+one event queue, one simulated clock and one seeded random source. Agents run the real `fsm.decide()`.
+
+An agent loop is: read the DCS (a network round trip, or `retry_timeout_s` when it cannot), decide, then run the
+decision's actions one after another, each taking effect when it completes (see `model.effects`); then sleep
+`loop_wait_s`, or decide again at once when its state changed, an action failed or the leader key changed
+(a watch wake-up). A paused agent's pending events wait for it; a crashed node's events are dropped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any
+
+from fsm import State, decide
+from fsm.lease import lease_deadline_s
+from fsm.observation import ActionOutcome, AgentState, ClusterConfig, ClusterView, Observation, Tags, Trigger
+from model.effects import plan_action
+from model.invariants import Checker
+from model.simdcs import SimDCS
+from model.simpg import SimPostgres, accepts_stream, same_lineage
+from model.trace import Trace
+
+IMMEDIATE_S = 0.001  # the gap before an agent decides again at once
+MAX_IMMEDIATE = 5  # at most this many immediate loops in a row, then loop_wait
+
+
+@dataclass(frozen=True)
+class Settings:
+    nodes: int = 3
+    duration_s: float = 600.0
+    config: ClusterConfig = field(default_factory=ClusterConfig)
+    dcs_kind: str = "etcd"
+    watchdog: bool = True
+    write_tps: float = 100.0
+    tx_bytes: int = 1024
+    dcs_latency_s: tuple[float, float] = (0.001, 0.005)
+    stream_delay_s: float = 0.02
+    max_drift: float = 1e-4  # each node's clock runs at 1 +/- up to this rate
+
+    @property
+    def write_rate(self) -> float:
+        return self.write_tps * self.tx_bytes
+
+
+@dataclass
+class Node:
+    name: str
+    pg: SimPostgres = field(default_factory=SimPostgres)
+    tags: Tags = field(default_factory=Tags)
+    state: State = State.BOOTSTRAP
+    alive: bool = True
+    generation: int = 0  # bumped when the agent dies: its pending events are dropped
+    token: int = 0  # bumped when a loop is scheduled: only the latest scheduled loop runs
+    paused_until: float = 0.0
+    clock_offset: float = 0.0
+    clock_rate: float = 1.0
+    dcs_link: bool = True
+    peer_link: bool = True
+    lag_spike: bool = False
+    shutting_down: bool = False
+    acting: bool = False
+    wake: bool = False
+    streak: int = 0
+    renewed_at: float | None = None  # local clock
+    down_since: float | None = None  # local clock
+    outcome: ActionOutcome = field(default_factory=ActionOutcome)
+    last_rule: str | None = None
+    watchdog_deadline: float | None = None  # real time; None when disarmed
+
+    def local(self, t: float) -> float:
+        return self.clock_offset + t * self.clock_rate
+
+    def paused(self, t: float) -> bool:
+        return self.paused_until > t
+
+
+class World:
+    def __init__(self, settings: Settings, seed: int) -> None:
+        self.settings = settings
+        self.config = settings.config
+        self.rng = random.Random(seed)
+        self.t = 0.0
+        self._queue: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._seq = count()
+        self.dcs = SimDCS(settings.dcs_kind, settings.config.ttl_s)
+        self.nodes: dict[str, Node] = {}
+        for i in range(settings.nodes):
+            drift = self.rng.uniform(-settings.max_drift, settings.max_drift)
+            node = Node(f"n{i}", clock_offset=self.rng.uniform(0, 1000), clock_rate=1 + drift)
+            self.nodes[node.name] = node
+        self.trace = Trace(list(self.nodes))
+        self.checker = Checker(self)
+        self._segments = count(1)
+        self._sysids = count(7_300_000_000_000_000_001)
+        self.acked: dict[int, int] = {}  # segment -> furthest WAL acknowledged to clients on it
+        self.forks: dict[int, int] = {}  # segment -> furthest WAL from which another segment was promoted
+        self.promotions = 0
+        self.last_target: str | None = None
+        self._leader_seen: str | None = None
+        self._last_advance = 0.0
+        for node in self.nodes.values():
+            self.schedule_loop(node, self.rng.uniform(0, 1))
+
+    # --- the event queue ------------------------------------------------------------------------
+
+    def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
+        heapq.heappush(self._queue, (t, next(self._seq), fn, args))
+
+    def run(self, until: float) -> None:
+        """Process events up to `until`, checking the invariants after each; stop at the first violation."""
+        while self._queue and self._queue[0][0] <= until and not self.trace.violations:
+            t, _, fn, args = heapq.heappop(self._queue)
+            self.advance(t)
+            fn(*args)
+            self._notice_leader_change()
+            self.checker.after_event()
+        if not self.trace.violations:
+            self.advance(until)
+            self.checker.after_event()
+
+    # --- time passing: heartbeats, client writes, streaming -------------------------------------
+
+    def dcs_ok(self, node: Node) -> bool:
+        return self.dcs.up and node.dcs_link and node.alive
+
+    def linked(self, a: Node, b: Node) -> bool:
+        return a.peer_link and b.peer_link
+
+    def advance(self, t: float) -> None:
+        dt, self.t = t - self._last_advance, t
+        self._last_advance = t
+        for node in self.nodes.values():
+            if self.dcs_ok(node) and not node.paused(t):
+                self.dcs.heartbeat(node.name, t)
+        if dt <= 0:
+            return
+        for node in self.nodes.values():
+            node.pg.replicas = frozenset()
+        for node in self.nodes.values():
+            if node.pg.writable:
+                self._write(node, dt)
+        for node in self.nodes.values():
+            self._stream(node)
+        for node in self.nodes.values():
+            if node.pg.writable and node.pg.data:
+                self._acknowledge(node)
+
+    def _write(self, primary: Node, dt: float) -> None:
+        pg = primary.pg
+        assert pg.data is not None
+        gain = self.settings.write_rate * dt
+        if pg.sync_standby is not None and self.nodes[pg.sync_standby].pg.streaming_from != primary.name:
+            # Commits wait for the synchronous standby: only transactions already in flight write WAL.
+            gain = min(gain, max(0.0, pg.acked_wal + 64 * self.settings.tx_bytes - pg.data.wal))
+        pg.data.wal += int(gain)
+
+    def _stream(self, standby: Node) -> None:
+        pg = standby.pg
+        pg.streaming_from = None
+        source = self.nodes.get(pg.following or "")
+        if not (pg.running and pg.in_recovery and pg.data and source and source.pg.running and source.pg.data):
+            return
+        if not self.linked(standby, source) or not accepts_stream(pg.data, source.pg.data):
+            return
+        if not same_lineage(pg.data, source.pg.data):
+            self.checker.violation(
+                standby, "timeline_sanity", f"streams from {source.name} whose history diverged from its own"
+            )
+            return
+        lag = 20 * self.config.maximum_lag_on_failover_bytes if standby.lag_spike else 0
+        lag += int(self.settings.write_rate * self.settings.stream_delay_s)
+        src = source.pg.data
+        pg.data.wal = max(pg.data.wal, src.wal - lag)
+        if src.timeline != pg.data.timeline or src.segment != pg.data.segment:
+            pg.data.timeline, pg.data.segment, pg.data.history, pg.data.past = (
+                src.timeline,
+                src.segment,
+                src.history,
+                src.past,
+            )
+        pg.streaming_from = source.name
+        source.pg.replicas = source.pg.replicas | {standby.name}
+
+    def _acknowledge(self, primary: Node) -> None:
+        pg, data = primary.pg, primary.pg.data
+        assert data is not None
+        if pg.sync_standby is None:
+            pg.acked_wal = data.wal
+        else:
+            sync = self.nodes[pg.sync_standby].pg
+            if sync.streaming_from == primary.name and sync.data:
+                pg.acked_wal = max(pg.acked_wal, min(data.wal, sync.data.wal))
+        self.acked[data.segment] = max(self.acked.get(data.segment, 0), pg.acked_wal)
+
+    # --- agents ---------------------------------------------------------------------------------
+
+    def schedule_loop(self, node: Node, t: float) -> None:
+        node.token += 1
+        self.at(t, self._loop, node, node.token)
+
+    def _notice_leader_change(self) -> None:
+        """Any change of the leader key (written, released, expired) wakes the agents that watch it."""
+        holder = self.dcs.get("leader", self.t)
+        if holder != self._leader_seen:
+            self._leader_seen = holder
+            self.wake_watchers()
+
+    def wake_watchers(self) -> None:
+        """Wake every agent that watches the leader key (etcd watch, ZooKeeper watch): all but the leader."""
+        for node in self.nodes.values():
+            if not node.alive or not self.dcs_ok(node) or node.state is State.LEADER:
+                continue
+            if node.acting:
+                node.wake = True
+            else:
+                self.schedule_loop(node, self.t + self._latency())
+
+    def _latency(self) -> float:
+        return self.rng.uniform(*self.settings.dcs_latency_s)
+
+    def _loop(self, node: Node, token: int) -> None:
+        if token != node.token or not node.alive:
+            return
+        if node.paused(self.t):
+            self.at(node.paused_until, self._loop, node, token)
+            return
+        if node.acting:
+            node.wake = True
+            return
+        node.acting = True
+        if self.dcs_ok(node):
+            self.at(self.t + self._latency(), self._decide, node, node.generation, self.dcs.view(self.t))
+        else:
+            self.at(self.t + self.config.retry_timeout_s, self._decide, node, node.generation, None)
+
+    def _decide(self, node: Node, generation: int, view: ClusterView | None) -> None:
+        if generation != node.generation:
+            return
+        if node.paused(self.t):
+            self.at(node.paused_until, self._decide, node, generation, view)
+            return
+        now = node.local(self.t)
+        pg = node.pg.observe()
+        node.down_since = None if pg.running else (node.down_since if node.down_since is not None else now)
+        agent = AgentState(
+            tags=node.tags,
+            lease_renewed_at_s=node.renewed_at,
+            postgres_down_since_s=node.down_since,
+            last_outcome=node.outcome,
+        )
+        trigger = Trigger.SHUTDOWN if node.shutting_down else Trigger.TICK
+        observation = Observation(node.name, now, self.config, view, pg, agent, trigger)
+        decision = decide(node.state, observation)
+        before, node.state = node.state, decision.state
+        if before is not decision.state or decision.rule != node.last_rule:
+            self.trace.decision(self.t, node.name, before.value, decision.state.value, decision.rule, decision.why)
+        node.last_rule = decision.rule
+        self.trace.lanes[node.name].set(self.t, "state", decision.state.value)
+        node.outcome = ActionOutcome()
+        self._run(
+            node, generation, [plan_action(self, node, a) for a in decision.actions], 0, before is not decision.state
+        )
+
+    def _run(self, node: Node, generation: int, steps: list[Any], index: int, changed: bool) -> None:
+        if index == len(steps):
+            self._finish(node, changed, failed=False)
+            return
+        step = steps[index]
+        self.at(self.t + step.duration_s, self._complete, node, generation, steps, index, changed, node.local(self.t))
+
+    def _complete(
+        self, node: Node, generation: int, steps: list[Any], index: int, changed: bool, started_local: float
+    ) -> None:
+        if generation != node.generation:
+            return
+        if node.paused(self.t):
+            self.at(node.paused_until, self._complete, node, generation, steps, index, changed, started_local)
+            return
+        step = steps[index]
+        ok = step.effect(started_local)
+        name = type(step.action).__name__
+        done, failed = node.outcome.succeeded, node.outcome.failed
+        node.outcome = ActionOutcome(done | {name}, failed) if ok else ActionOutcome(done, failed | {name})
+        if not ok:
+            self._finish(node, changed, failed=True)
+        else:
+            self._run(node, generation, steps, index + 1, changed)
+
+    def _finish(self, node: Node, changed: bool, failed: bool) -> None:
+        node.acting = False
+        if node.shutting_down and node.last_rule is not None and node.last_rule.startswith("shutdown"):
+            self.kill(node, "agent stopped after shutdown")
+            return
+        again = (changed or failed or node.wake or node.shutting_down) and node.streak < MAX_IMMEDIATE
+        node.streak = node.streak + 1 if again else 0
+        node.wake = False
+        self.schedule_loop(node, self.t + (IMMEDIATE_S if again else self.config.loop_wait_s))
+
+    def kill(self, node: Node, reason: str) -> None:
+        node.alive, node.acting, node.wake = False, False, False
+        node.generation += 1
+        node.watchdog_deadline = None
+        self.trace.lanes[node.name].set(self.t, "state", "down")
+        self.trace.note(self.t, node.name, reason)
+
+    def restart(self, node: Node) -> None:
+        """A fresh agent process: it starts in bootstrap and knows nothing of its past lease."""
+        node.alive, node.shutting_down, node.state = True, False, State.BOOTSTRAP
+        node.renewed_at = node.down_since = node.last_rule = None
+        node.outcome, node.streak, node.paused_until = ActionOutcome(), 0, 0.0
+        self.trace.lanes[node.name].set(self.t, "state", State.BOOTSTRAP.value)
+        self.schedule_loop(node, self.t)
+
+    # --- the watchdog ---------------------------------------------------------------------------
+
+    def ping_watchdog(self, node: Node) -> None:
+        """The watchdog fires at the node's lease deadline, read on the node's own clock."""
+        deadline_local = lease_deadline_s(node.renewed_at, self.config)
+        if not self.settings.watchdog or deadline_local is None:
+            return
+        node.watchdog_deadline = (deadline_local - node.clock_offset) / node.clock_rate
+        self.at(node.watchdog_deadline, self._watchdog_check, node, node.watchdog_deadline)
+
+    def _watchdog_check(self, node: Node, deadline: float) -> None:
+        if node.watchdog_deadline == deadline and node.pg.running:
+            node.pg.stop()
+            node.watchdog_deadline = None
+            self.trace.note(self.t, node.name, "watchdog fired: Postgres killed")
+
+    # --- the client's view ----------------------------------------------------------------------
+
+    def serving_primary(self) -> Node | None:
+        """The node HAProxy sends writes to: its agent answers /primary with 200 (leader, key, writable)."""
+        holder = self.dcs.get("leader", self.t)
+        for node in self.nodes.values():
+            if (
+                node.alive
+                and not node.paused(self.t)
+                and node.state is State.LEADER
+                and node.pg.writable
+                and holder == node.name
+            ):
+                return node
+        return None
+
+    def new_segment(self) -> int:
+        return next(self._segments)
+
+    def new_sysid(self) -> str:
+        return str(next(self._sysids))

@@ -1,0 +1,192 @@
+"""Each named scenario's outcome, the simulator's determinism, and its command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fsm import State
+from model.invariants import liveness_bound_s
+from model.scenarios import SCENARIOS
+from model.simulate import Result, main, render_text, simulate
+from model.world import Settings
+
+TTL, LOOP_WAIT = 30.0, 10.0
+
+
+def run(name: str, seed: int = 1, **settings: object) -> Result:
+    return simulate(SCENARIOS[name], Settings(**settings), seed)  # type: ignore[arg-type]
+
+
+def target_of(result: Result, kind: str) -> str:
+    """The node a fault of `kind` hit, from the trace."""
+    return next(f["node"] for f in result.world.trace.faults if f["label"].startswith(kind))
+
+
+def rules_of(result: Result, node: str) -> list[str]:
+    return [e["rule"] for e in result.world.trace.events if e["kind"] == "decision" and e["node"] == node]
+
+
+def promotions_between(result: Result, start: float, end: float) -> list[dict]:
+    return [
+        e
+        for e in result.world.trace.events
+        if e["kind"] == "note" and e["text"].startswith("promoted") and start < e["t"] < end
+    ]
+
+
+def test_leader_crash_fails_over_within_the_lease_and_the_old_leader_rejoins():
+    result = run("leader-crash")
+    assert result.ok, result.summary["violations"]
+    crashed = target_of(result, "crash")
+    [failover] = result.summary["failovers"]
+    assert failover["from"] == crashed and failover["to"] != crashed
+    assert TTL - LOOP_WAIT <= failover["duration_s"] <= TTL + LOOP_WAIT
+    assert result.world.nodes[crashed].state is State.FOLLOWER
+
+
+def test_leader_crash_on_zookeeper_waits_for_the_session_to_expire():
+    result = run("leader-crash", dcs_kind="zookeeper")
+    assert result.ok
+    [failover] = result.summary["failovers"]
+    assert TTL <= failover["duration_s"] <= TTL + 2
+
+
+def test_postgres_that_will_not_restart_is_handed_over_after_one_try():
+    result = run("leader-postgres-crash")
+    assert result.ok
+    old = target_of(result, "postgres_broken")
+    rules = rules_of(result, old)
+    assert rules.index("lead_restart") < rules.index("lead_hand_over")
+    [failover] = result.summary["failovers"]
+    assert failover["to"] != old and failover["duration_s"] < LOOP_WAIT
+
+
+def test_partitioned_leader_goes_read_only_before_its_lease_ends_and_is_replaced():
+    result = run("leader-partition")
+    assert result.ok
+    old = target_of(result, "partition")
+    demoted = next(e for e in result.world.trace.events if e.get("rule") == "lead_dcs_down" and e["node"] == old)
+    assert demoted["t"] - 60 < TTL
+    assert result.summary["final_leader"] not in (None, old)
+
+
+def test_dcs_outage_makes_the_leader_read_only_within_ttl_and_a_leader_returns():
+    result = run("dcs-outage")
+    assert result.ok
+    demoted = next(e for e in result.world.trace.events if e.get("rule") == "lead_dcs_down")
+    assert 0 < demoted["t"] - 60 < TTL
+    assert result.summary["final_leader"] is not None
+
+
+def test_a_lagging_replica_is_never_promoted():
+    result = run("lagging-replica")
+    assert result.ok
+    crashed = target_of(result, "crash")
+    assert promotions_between(result, 60, 300) == []
+    assert any("lag" in e.get("why", "") and e.get("rule") == "follow_not_eligible" for e in result.world.trace.events)
+    assert result.summary["final_leader"] == crashed  # only the old leader has all the WAL
+
+
+def test_switchover_hands_over_to_the_named_replica_without_losing_commits():
+    result = run("switchover")
+    assert result.ok
+    target = target_of(result, "switchover")
+    [failover] = result.summary["failovers"]
+    assert failover["to"] == target and failover["duration_s"] < 5
+    assert result.summary["final_leader"] == target
+    assert result.summary["acked_lost_tx"] == 0
+
+
+def test_sync_failover_promotes_the_sync_standby_and_loses_no_acknowledged_commit():
+    result = run("sync-failover")
+    assert result.ok
+    assert result.summary["acked_lost_tx"] == 0
+    assert result.summary["failovers"]
+
+
+def test_agent_pause_without_watchdog_shows_the_split_brain(capsys):
+    result = run("agent-pause")
+    assert result.summary["violations"][0]["invariant"] == "no_split_brain"
+    assert main(["--scenario", "agent-pause", "--seed", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "VIOLATION no_split_brain" in out and "reproduce: python -m model.simulate" in out
+
+
+def test_agent_pause_with_watchdog_fences_postgres():
+    result = run("agent-pause-watchdog")
+    assert result.ok
+    paused = target_of(result, "pause")
+    assert any(
+        e.get("text", "").startswith("watchdog fired") and e["node"] == paused for e in result.world.trace.events
+    )
+
+
+def test_rejoin_after_failover_rewinds_the_old_leader():
+    result = run("rejoin-after-failover")
+    assert result.ok
+    old = target_of(result, "crash")
+    assert "demote_rewind" in rules_of(result, old)
+    node = result.world.nodes[old]
+    assert node.state is State.FOLLOWER and node.pg.streaming_from == result.summary["final_leader"]
+
+
+def test_flapping_network_never_yields_two_writers_and_ends_with_a_leader():
+    result = run("flapping-network")
+    assert result.ok
+    assert result.summary["final_leader"] is not None
+
+
+@pytest.mark.parametrize("seed", range(1, 21))
+def test_random_fault_schedules_keep_every_invariant(seed):
+    result = run("random", seed=seed)
+    assert result.ok, render_text(result)
+
+
+def test_liveness_bound_is_checked_after_heal():
+    result = run("leader-crash")
+    assert result.world.checker.healed_at == 300
+    assert liveness_bound_s(result.world) < 600 - 300
+
+
+def test_same_seed_same_output_and_seeds_differ():
+    assert render_text(run("random", seed=5)) == render_text(run("random", seed=5))
+    assert render_text(run("random", seed=5)) != render_text(run("random", seed=6))
+
+
+def test_every_scenario_is_listed(capsys):
+    assert main(["--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == list(SCENARIOS)
+
+
+def test_json_and_svg_outputs(tmp_path, capsys):
+    svg = tmp_path / "run.svg"
+    assert main(["--scenario", "switchover", "--format", "json", "--svg", str(svg)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["summary"]["final_leader"] and document["events"]
+    assert "<svg" in svg.read_text() and "leader key" in svg.read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--scenario", "meteor-strike"], "invalid choice: 'meteor-strike' (choose from"),
+        (["--ttl", "20"], "exceeds ttl (20 s)"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--ttl", "-1"], "ttl_s must not be negative"),
+    ],
+)
+def test_bad_usage_exits_2_with_the_reason(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "usage:" in err
+
+
+def test_campaign_prints_a_summary_table(capsys):
+    assert main(["--scenario", "switchover", "--runs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "3 runs of switchover" in out and "violations" in out
