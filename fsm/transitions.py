@@ -219,18 +219,12 @@ RULES: tuple[Rule, ...] = (
 
 
 class _Situation:
-    """The model `transitions` moves: the node's state, with the facts readable as attributes by the guards."""
+    """The model `transitions` moves: the node's state, with each fact an attribute the guards read by name."""
 
     def __init__(self, state: State, facts: Facts) -> None:
+        self.__dict__.update(facts.truth)
         self.state = state
         self.fired: Rule | None = None
-        self._truth = facts.truth
-
-    def __getattr__(self, name: str) -> bool:
-        try:
-            return self.__dict__["_truth"][name]
-        except KeyError:
-            raise AttributeError(name) from None
 
     def record(self, event: Any) -> None:
         self.fired = event.transition.rule

@@ -1,8 +1,9 @@
 """Faults the simulator injects, as data, and what each does to the world.
 
 A fault's target is resolved when it fires: `leader` (the leader-key holder, else a node in the leader state),
-`replica` (a live non-leader, drawn from the seed), `all`, `last` (the previous fault's target) or a node name. A fault with `duration_s` undoes
-itself after that long; `heal` undoes everything and restarts dead agents, and the liveness check starts then.
+`replica` (a live non-leader, drawn from the seed), `all`, `last` (the previous fault's target) or a node name.
+A fault with `duration_s` undoes itself after that long; `heal` undoes everything and restarts dead agents,
+and the liveness check starts then.
 """
 
 from __future__ import annotations

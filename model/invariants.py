@@ -34,6 +34,8 @@ class Checker:
         self.key_lost_at: dict[str, float] = {}  # node -> when the leader key stopped naming it
         self.dcs_lost_at: dict[str, float] = {}  # node -> since when it cannot reach the DCS
         self.holder: str | None = None
+        self._expiry_pending: float | None = None
+        self._writable: list[Node] | None = None
         self.healed_at: float | None = None
         self.served_after_heal = False
         self.unavailable_since: float | None = 0.0
@@ -48,17 +50,18 @@ class Checker:
     # --- hooks the world and the effects call ---------------------------------------------------
 
     def leader_key_written(self) -> None:
-        """Schedule a check for the moment the key could expire (TTL, or the holder's ZooKeeper session)."""
+        """Keep one event pending at the moment the key could expire (its TTL, or its holder's ZooKeeper
+        session), so that the expiry is noticed then and not at some later event."""
         expiry = self.world.dcs.expires_at("leader")
-        if expiry is not None:
-            self.world.at(expiry, self._expiry)
+        if expiry is not None and expiry != self._expiry_pending:
+            self._expiry_pending = expiry
+            self.world.at(expiry, self._expiry, expiry)
 
-    def _expiry(self) -> None:
-        """An event at the moment the key may expire, so that its expiry is noticed then and not later."""
-        self.world.dcs.expire(self.world.t)
-        expiry = self.world.dcs.expires_at("leader")
-        if expiry is not None and expiry > self.world.t:
-            self.world.at(expiry, self._expiry)
+    def _expiry(self, expected: float) -> None:
+        if expected == self._expiry_pending:
+            self._expiry_pending = None
+            self.world.dcs.expire(self.world.t)
+            self.leader_key_written()
 
     def dcs_lost(self, node: Node) -> None:
         self.dcs_lost_at.setdefault(node.name, self.world.t)
@@ -100,8 +103,10 @@ class Checker:
             self.holder = holder
             world.trace.leader_key.set(t, "holder", holder)
         writable = [n for n in world.nodes.values() if n.pg.writable]
-        for node in world.nodes.values():
-            world.trace.writable[node.name].set(t, "on", node.pg.writable)
+        if writable != self._writable:
+            self._writable = writable
+            for node in world.nodes.values():
+                world.trace.writable[node.name].set(t, "on", node in writable)
         self._track_service(t)
         if len(writable) > 1:
             self.violation(writable[1], "no_split_brain", f"{', '.join(n.name for n in writable)} all accept writes")

@@ -35,6 +35,8 @@ class SimDCS:
         self.index = 0  # bumped by every change, like etcd's modifiedIndex
         self.last_contact: dict[str, float] = {}  # ZooKeeper: session owner -> last heartbeat
         self._view: tuple[int, ClusterView] | None = None
+        # Nothing expires before this (heartbeats only push expiries later, so it may be early, never late).
+        self._next_expiry = float("inf")
 
     # --- expiry ---------------------------------------------------------------------------------
 
@@ -51,11 +53,15 @@ class SimDCS:
 
     def expire(self, t: float) -> bool:
         """Drop what expired by `t`; True if the leader key went."""
-        gone = [k for k in self.keys if (at := self.expires_at(k)) is not None and at <= t]
+        if t < self._next_expiry:
+            return False
+        expiries = {k: at for k in self.keys if (at := self.expires_at(k)) is not None}
+        gone = [k for k, at in expiries.items() if at <= t]
         for key in gone:
             del self.keys[key]
         if gone:
             self.index += 1
+        self._next_expiry = min((at for at in expiries.values() if at > t), default=float("inf"))
         return "leader" in gone
 
     def heartbeat(self, owner: str, t: float) -> None:
@@ -73,6 +79,9 @@ class SimDCS:
             self.keys[key] = Entry(value, self.index, owner=owner)
         else:
             self.keys[key] = Entry(value, self.index, expires_at=t + self.ttl_s if ttl else None)
+        expiry = self.expires_at(key)
+        if expiry is not None:
+            self._next_expiry = min(self._next_expiry, expiry)
 
     def get(self, key: str, t: float) -> Any:
         self.expire(t)

@@ -1,7 +1,7 @@
 """The simulated world: nodes (agent + Postgres + clock), the DCS, the network and a client workload, driven by
 one event queue, one simulated clock and one seeded random source. Agents run the real `fsm.decide()`.
 
-An agent loop is: read the DCS (a network round trip, or `retry_timeout_s` when it cannot), decide, then run the
+An agent loop is: read the DCS (at once, or after `retry_timeout_s` when it cannot reach it), decide, then run the
 decision's actions one after another, each taking effect when it completes (see `model.effects`); then sleep
 `loop_wait_s`, or decide again at once when its state changed, an action failed or the leader key changed
 (a watch wake-up). A paused agent's pending events wait for it; a crashed node's events are dropped.
@@ -27,6 +27,7 @@ from model.trace import Trace
 
 IMMEDIATE_S = 0.001  # the gap before an agent decides again at once
 MAX_IMMEDIATE = 5  # at most this many immediate loops in a row, then loop_wait
+INSTANT_S = 0.01  # actions this short take effect within the event that starts them
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,10 @@ class World:
     def advance(self, t: float) -> None:
         dt, self.t = t - self._last_advance, t
         self._last_advance = t
-        for node in self.nodes.values():
-            if self.dcs_ok(node) and not node.paused(t):
-                self.dcs.heartbeat(node.name, t)
+        if self.dcs.kind == "zookeeper":
+            for node in self.nodes.values():
+                if self.dcs_ok(node) and not node.paused(t):
+                    self.dcs.heartbeat(node.name, t)
         if dt <= 0:
             return
         for node in self.nodes.values():
@@ -234,7 +236,7 @@ class World:
             return
         node.acting = True
         if self.dcs_ok(node):
-            self.at(self.t + self._latency(), self._decide, node, node.generation, self.dcs.view(self.t))
+            self._decide(node, node.generation, self.dcs.view(self.t))  # a read takes milliseconds: folded in
         else:
             self.at(self.t + self.config.retry_timeout_s, self._decide, node, node.generation, None)
 
@@ -271,7 +273,12 @@ class World:
             self._finish(node, changed, failed=False)
             return
         step = steps[index]
-        self.at(self.t + step.duration_s, self._complete, node, generation, steps, index, changed, node.local(self.t))
+        if step.duration_s <= INSTANT_S:  # a watchdog ping, a callback: done within this event
+            self._complete(node, generation, steps, index, changed, node.local(self.t))
+        else:
+            self.at(
+                self.t + step.duration_s, self._complete, node, generation, steps, index, changed, node.local(self.t)
+            )
 
     def _complete(
         self, node: Node, generation: int, steps: list[Any], index: int, changed: bool, started_local: float

@@ -107,3 +107,7 @@ def test_first_matching_row_wins():
     # the earliest row in the table decides.
     _, rule = fire(State.LEADER, "tick", derive_facts(leader_view(dcs=None, agent=observe().agent)))
     assert rule.name == "lead_lease_expired"
+
+
+def test_fact_names_do_not_shadow_the_models_own_attributes():
+    assert not FACT_DOCS.keys() & {"state", "fired", "record"}
