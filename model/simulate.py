@@ -128,9 +128,13 @@ def render_json(result: Result) -> str:
 
 
 def swimlane_trace(result: Result) -> dict[str, Any]:
-    trace = result.world.trace
+    trace, s = result.world.trace, result.settings
+    title = (
+        f"{result.scenario} · seed {result.seed} · {s.nodes} nodes · {s.dcs_kind} · ttl {s.config.ttl_s:g} s"
+        f" · watchdog {'on' if s.watchdog else 'off'}"
+    )
     return {
-        "title": _settings_line(result),
+        "title": title,
         "duration": result.world.t,
         "nodes": trace.nodes,
         **trace.timelines(result.world.t),
