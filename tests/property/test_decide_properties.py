@@ -14,6 +14,7 @@ from fsm.actions import (
     ReleaseLeaderKey,
     StartPrimary,
     StartStandby,
+    StopPostgres,
 )
 from fsm.facts import derive_facts
 from fsm.observation import Observation, Trigger
@@ -75,4 +76,5 @@ def test_a_non_leader_never_stays_writable_without_reacting(state: State, observ
     decision = decide(state, observation)
     ends_writable = decision.state in (State.LEADER,)
     if facts["writable"] and not ends_writable and not facts["paused"] and observation.trigger is Trigger.TICK:
-        assert Demote in kinds(decision) or decision.state is State.DEMOTING, decision.rule
+        stops_writes = {Demote, StopPostgres} & set(kinds(decision))
+        assert stops_writes or decision.state is State.DEMOTING, decision.rule
