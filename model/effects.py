@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from fsm import actions as a
 from fsm.actions import Action, DemoteMode
-from fsm.observation import FailoverRequest, Member, SyncState
+from fsm.observation import Member, SyncState
 from model.simpg import Data, same_lineage
 
 if TYPE_CHECKING:
@@ -40,11 +40,8 @@ def plan_action(world: World, node: Node, action: Action) -> Step:
             return world.dcs_ok(node) and handler(world, node, action, started)
 
         return Step(action, world.rng.uniform(*world.settings.dcs_latency_s) * 2, over_network)
-    return Step(
-        action,
-        DURATIONS_S.get(type(action), 0.01) if type(action) is not a.Demote else DEMOTE_S[action.mode],
-        lambda started: handler(world, node, action, started),
-    )
+    duration = DEMOTE_S[action.mode] if isinstance(action, a.Demote) else DURATIONS_S.get(type(action), 0.01)
+    return Step(action, duration, lambda started: handler(world, node, action, started))
 
 
 # --- DCS ----------------------------------------------------------------------------------------
@@ -289,5 +286,3 @@ DURATIONS_S: dict[type[Action], float] = {
     a.PingWatchdog: 0.001,
     a.DisarmWatchdog: 0.001,
 }
-
-_unused = FailoverRequest  # switchover requests are written by the fault injector (model.faults)

@@ -19,7 +19,7 @@ from typing import Any
 from fsm import State, decide
 from fsm.lease import lease_deadline_s
 from fsm.observation import ActionOutcome, AgentState, ClusterConfig, ClusterView, Observation, Tags, Trigger
-from model.effects import plan_action
+from model.effects import Step, plan_action
 from model.invariants import Checker
 from model.simdcs import SimDCS
 from model.simpg import SimPostgres, accepts_stream, same_lineage
@@ -268,7 +268,7 @@ class World:
             node, generation, [plan_action(self, node, a) for a in decision.actions], 0, before is not decision.state
         )
 
-    def _run(self, node: Node, generation: int, steps: list[Any], index: int, changed: bool) -> None:
+    def _run(self, node: Node, generation: int, steps: list[Step], index: int, changed: bool) -> None:
         if index == len(steps):
             self._finish(node, changed, failed=False)
             return
@@ -281,7 +281,7 @@ class World:
             )
 
     def _complete(
-        self, node: Node, generation: int, steps: list[Any], index: int, changed: bool, started_local: float
+        self, node: Node, generation: int, steps: list[Step], index: int, changed: bool, started_local: float
     ) -> None:
         if generation != node.generation:
             return
