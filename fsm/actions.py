@@ -125,9 +125,10 @@ class Reclone(CloneReplica):
 
 @dataclass(frozen=True)
 class StartPrimary(Action):
-    """Start a stopped Postgres as a primary (no standby.signal). A no-op when it runs as a primary.
-
-    Only a node holding the leader key with a valid lease asks for it."""
+    """Start a stopped Postgres so that it can take writes: a data directory last shut down as a primary comes
+    up as one; one last run as a standby comes up as a standby, for Promote to give it a new timeline. A no-op
+    when Postgres runs. Only a node holding the leader key with a valid lease asks for it, and the driver skips
+    it (reporting it failed) if that lease has run out by the time it would run."""
 
     adapter: ClassVar[str] = "postgres"
 
@@ -169,10 +170,12 @@ class StopPostgres(Action):
 
 @dataclass(frozen=True)
 class Promote(Action):
-    """Make local Postgres a writable primary: promote a standby, lift a read-only fence, or start it.
+    """Make the running Postgres writable: promote a standby (a new timeline) or lift a read-only fence. A no-op
+    on a writable primary; fails when Postgres is not running (it never starts one: a delayed promote must not
+    revive a server the watchdog killed).
 
-    Ordering: only after the leader key is held with a valid lease and the watchdog is armed. A no-op on a
-    writable primary."""
+    Ordering: only after the leader key is held with a valid lease and the watchdog is armed; the driver skips
+    it (reporting it failed) if the lease has run out by the time it would run."""
 
     adapter: ClassVar[str] = "postgres"
 

@@ -14,7 +14,10 @@ from fsm.transitions import fire
 @dataclass(frozen=True)
 class Decision:
     """What to do: the next state, the actions in order (the driver stops at the first that fails), the name
-    of the rule that fired, and why: the notes of that rule's guards, with the values behind them."""
+    of the rule that fired, and why: the notes of that rule's guards, with the values behind them.
+
+    Time passes between a decision and its last action. So the driver re-checks the lease right before an
+    action that makes Postgres writable (StartPrimary, Promote) and reports it failed if the deadline passed."""
 
     state: State
     actions: tuple[Action, ...]

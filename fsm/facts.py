@@ -36,7 +36,8 @@ FACT_DOCS: dict[str, str] = {
     "rewind_possible": "pg_rewind can run (checksums or wal_log_hints) and did not fail last loop",
     "restart_budget_spent": "the crashed primary failed to start, or stayed down past primary_start_timeout",
     "nofailover": "this node's tags forbid promoting it (nofailover, or failover_priority 0)",
-    "eligible": "this node may be promoted: tags allow it, data valid, lag within limit, sync allows, not forked",
+    "eligible": "this node may be promoted: tags allow it, Postgres runs, lag within limit, sync allows, on the "
+    "cluster's newest timeline and not forked from it",
     "first_in_line": "a switchover names this node, or no promotable member is ahead of it",
     "switchover_requested": "a switchover away from this leader names a fit target (or any fit member exists)",
     "switchover_stale": "a failover key exists that this leader will not act on (done, not for it, or unfit)",
@@ -186,6 +187,14 @@ def _divergence(obs: Observation, leader: str | None, leader_member: Member | No
     return _past_fork(mine, pg.wal_position, view)
 
 
+def _latest_timeline(view: ClusterView | None) -> int:
+    """The newest timeline the cluster is known to have. Promoting a node still on an older one would fork a
+    second timeline of the same number, which Postgres could not tell apart from the first."""
+    if view is None:
+        return 1
+    return max([h.timeline + 1 for h in view.history] + [m.timeline for m in view.members], default=1)
+
+
 def _past_fork(timeline: int, position: int, view: ClusterView) -> tuple[bool, str]:
     fork = next((h for h in view.history if h.timeline == timeline), None)
     if fork is None:
@@ -207,6 +216,8 @@ def _promotable(obs: Observation) -> Callable[[Member], bool]:
             return False
         if view is not None and _past_fork(member.timeline, member.wal_position, view)[0]:
             return False
+        if member.timeline < _latest_timeline(view):
+            return False
         return _lag_note(_lag_bytes(view, member.wal_position), cfg.maximum_lag_on_failover_bytes)[0]
 
     return check
@@ -221,14 +232,17 @@ def _election_facts(sheet: _Sheet, obs: Observation) -> None:
     sync_name = view.sync.sync_standby if view and view.sync else None
     sync_ok = not cfg.synchronous_mode or sync_name in (None, me)
     diverged, diverged_note = _past_fork(pg.timeline, pg.wal_position, view) if view else (False, "")
+    latest = _latest_timeline(view)
     blockers = [
         reason
         for ok, reason in (
             (not no_fo, "tags forbid promotion"),
             (pg.data_dir is DataDir.VALID, f"data directory {pg.data_dir.value}"),
+            (pg.running, "Postgres not running"),
             (lag_ok, lag_note),
             (sync_ok, f"synchronous_mode: only {sync_name} may be promoted"),
             (not diverged, f"history forked: {diverged_note}"),
+            (pg.timeline >= latest, f"timeline {pg.timeline} is behind the cluster's timeline {latest}"),
         )
         if not ok
     ]

@@ -151,18 +151,20 @@ RULES: tuple[Rule, ...] = (
     rule("follow_dcs_down", TICK, FOLLOW, SAME, unless="dcs_reachable", reason="DCS unreachable: keep replaying, no election"),
     rule("follow_holds_key", TICK, FOLLOW, CAND, AcquireLeaderKey, when="holds_leader_key",
          reason="the leader key names me: refresh it, then promote"),
+    rule("follow_start", TICK, FOLLOW, SAME, StartStandby, unless="postgres_running", reason="Postgres down: start it as a standby"),
     rule("follow_race", TICK, FOLLOW, CAND, AcquireLeaderKey, when="leader_key_free eligible first_in_line",
          reason="leader key free and I am the first eligible member: race for it"),
     rule("follow_not_eligible", TICK, FOLLOW, SAME, when="leader_key_free", unless="eligible",
          reason="leader key free but I may not be promoted"),
     rule("follow_defer", TICK, FOLLOW, SAME, when="leader_key_free", also="first_in_line", reason="leader key free; another member goes first"),
     rule("follow_diverged", TICK, FOLLOW, DEMO, when="diverged leader_running", reason="my history forked from the leader's: repair it"),
-    rule("follow_start", TICK, FOLLOW, SAME, StartStandby, unless="postgres_running", reason="Postgres down: start it as a standby"),
     rule("follow_repoint", TICK, FOLLOW, SAME, FollowLeader, when="leader_key_held_by_other", unless="following_leader",
          reason="not streaming from the leader: re-point"),
     rule("follow_steady", TICK, FOLLOW, SAME, also="following_leader", reason="streaming from the leader"),
     # candidate: hold the key before promoting; give up as soon as the race is lost or eligibility goes
-    rule("cand_won", TICK, CAND, LEAD, ArmWatchdog, Promote, NOW_PRIMARY, when="holds_leader_key lease_valid eligible",
+    rule("cand_won_init", TICK, CAND, LEAD, ArmWatchdog, StartPrimary, Promote, NOW_PRIMARY,
+         when="holds_leader_key lease_valid initialize_unset", reason="bootstrapping the cluster and holding the key: start as its primary"),
+    rule("cand_won", TICK, CAND, LEAD, ArmWatchdog, StartPrimary, Promote, NOW_PRIMARY, when="holds_leader_key lease_valid eligible",
          reason="holding the leader key with a valid lease, still eligible: promote"),
     rule("cand_stop_writes", TICK, CAND, DEMO, STOP_WRITES, when="writable",
          reason="writable without a valid lease of mine: stop writes now"),
@@ -273,11 +275,11 @@ def build_machine(
 MACHINE = build_machine()
 
 
-def fire(state: State, trigger: str, facts: Facts, machine: Machine = MACHINE) -> tuple[State, Rule]:
+def fire(state: State, trigger: str, facts: Facts, machine: Machine | None = None) -> tuple[State, Rule]:
     """Run `trigger` from `state` on the machine; the first matching row wins. Raises `MachineError` for a
     trigger the state does not know (the state is left unchanged: there is nothing else to change)."""
     situation = _Situation(state, facts)
-    event = machine.events.get(trigger)
+    event = (machine or MACHINE).events.get(trigger)
     if event is None:
         raise MachineError(f"unknown trigger {trigger!r}")
     event.trigger(situation)

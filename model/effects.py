@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from fsm import actions as a
 from fsm.actions import Action, DemoteMode
+from fsm.lease import lease_deadline_s
 from fsm.observation import Member, SyncState
 from model.simpg import Data, same_lineage
 
@@ -40,7 +41,12 @@ def plan_action(world: World, node: Node, action: Action) -> Step:
             return world.dcs_ok(node) and handler(world, node, action, started)
 
         return Step(action, world.rng.uniform(*world.settings.dcs_latency_s) * 2, over_network)
-    duration = DEMOTE_S[action.mode] if isinstance(action, a.Demote) else DURATIONS_S.get(type(action), 0.01)
+    if isinstance(action, a.Demote):
+        duration = DEMOTE_S[action.mode]
+    elif isinstance(action, a.StartPrimary) and node.pg.running:
+        duration = 0.001  # nothing to start
+    else:
+        duration = DURATIONS_S.get(type(action), 0.01)
     return Step(action, duration, lambda started: handler(world, node, action, started))
 
 
@@ -146,8 +152,18 @@ def _clone(w: World, n: Node, act: a.CloneReplica, started: float) -> bool:
     return True
 
 
+def _lease_still_valid(w: World, n: Node) -> bool:
+    """The driver's last check before making Postgres writable: has the lease run out since the decision?"""
+    deadline = lease_deadline_s(n.renewed_at, w.config)
+    return deadline is not None and n.local(w.t) < deadline
+
+
 def _start_primary(w: World, n: Node, act: Action, started: float) -> bool:
-    return n.pg.running or n.pg.start(None, primary=True)
+    pg = n.pg
+    if pg.running:
+        return True
+    as_primary = pg.fresh or pg.was_primary
+    return (not as_primary or _lease_still_valid(w, n)) and pg.start(None, primary=as_primary)
 
 
 def _start_standby(w: World, n: Node, act: a.StartStandby, started: float) -> bool:
@@ -174,7 +190,7 @@ def _stop(w: World, n: Node, act: Action, started: float) -> bool:
 
 def _promote(w: World, n: Node, act: Action, started: float) -> bool:
     pg = n.pg
-    if not pg.running and not pg.start(None, primary=pg.fresh):
+    if not pg.running or not _lease_still_valid(w, n):
         return False
     if pg.in_recovery:
         assert pg.data is not None

@@ -32,6 +32,7 @@ KINDS = {
     "switchover": "ask the leader to hand over to the target",
     "shutdown": "stop the agent gracefully",
     "heal": "undo every fault and restart dead agents",
+    "interrupt": "the agent dies after `value` actions of its next decision and restarts at once",
 }
 
 
@@ -118,6 +119,8 @@ def _apply(world: World, fault: Fault, node: Node | None) -> None:
     elif kind == "shutdown" and node and node.alive:
         node.shutting_down = True
         world.schedule_loop(node, t)
+    elif kind == "interrupt" and node:
+        node.interrupt_after = int(fault.value)
     elif kind == "heal":
         _heal(world)
     if fault.duration_s is not None and kind != "pause":

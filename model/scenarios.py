@@ -73,8 +73,8 @@ def _random(duration: float, ttl: float, rng: random.Random) -> list[Fault]:
         kind = rng.choice(RANDOM_KINDS)
         target = rng.choice(["leader", "leader", "replica"])
         lasting = rng.uniform(5, 2 * ttl) if kind in ("pause", "partition_dcs", "partition", "dcs_down") else None
-        drift = rng.uniform(-0.01, 0.01) if kind == "drift" else 0.0
-        faults.append(Fault(round(rng.uniform(30, end), 3), kind, target, lasting, drift))
+        value = rng.uniform(-0.01, 0.01) if kind == "drift" else rng.randint(0, 4) if kind == "interrupt" else 0.0
+        faults.append(Fault(round(rng.uniform(30, end), 3), kind, target, lasting, value))
     return [*sorted(faults, key=lambda f: f.at_s), Fault(heal_at(duration), "heal", "all")]
 
 

@@ -42,6 +42,7 @@ class SimPostgres:
     startable: bool = True  # a fault can make a crashed server refuse to start
     can_rewind: bool = True
     fresh: bool = False  # made by initdb and never started: it comes up as the primary of timeline 1
+    was_primary: bool = False  # last ran as a primary: starting it without standby.signal keeps its timeline
     acked_wal: int = 0  # the furthest WAL acknowledged to clients while this server was a primary
     streaming_from: str | None = None  # the member it received WAL from at the last step
     replicas: frozenset[str] = field(default_factory=frozenset)
@@ -65,6 +66,7 @@ class SimPostgres:
         if self.data is None or self.broken or not self.startable:
             return False
         self.running, self.in_recovery, self.read_only, self.fresh = True, not primary, False, False
+        self.was_primary = primary
         self.following = None if primary else standby_of
         return True
 
@@ -76,6 +78,7 @@ class SimPostgres:
         data.timeline += 1
         data.segment = new_segment
         self.in_recovery = self.read_only = False
+        self.was_primary = True
         self.following = self.streaming_from = None
 
     def observe(self) -> PostgresState:

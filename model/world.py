@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-from fsm import State, decide
+from fsm import Decision, State, decide
 from fsm.lease import lease_deadline_s
 from fsm.observation import ActionOutcome, AgentState, ClusterConfig, ClusterView, Observation, Tags, Trigger
 from model.effects import Step, plan_action
@@ -72,6 +72,7 @@ class Node:
     outcome: ActionOutcome = field(default_factory=ActionOutcome)
     last_rule: str | None = None
     watchdog_deadline: float | None = None  # real time; None when disarmed
+    interrupt_after: int | None = None  # the agent dies after this many actions of its next decision
 
     def local(self, t: float) -> float:
         return self.clock_offset + t * self.clock_rate
@@ -246,6 +247,13 @@ class World:
         if node.paused(self.t):
             self.at(node.paused_until, self._decide, node, generation, view)
             return
+        before = node.state
+        decision = self.decide_for(node, view)
+        steps = [plan_action(self, node, a) for a in decision.actions]
+        self._run(node, generation, steps, 0, before is not decision.state)
+
+    def decide_for(self, node: Node, view: ClusterView | None) -> Decision:
+        """Observe `node` (with the DCS `view` it read), run the decision core, record and adopt the decision."""
         now = node.local(self.t)
         pg = node.pg.observe()
         node.down_since = None if pg.running else (node.down_since if node.down_since is not None else now)
@@ -256,21 +264,29 @@ class World:
             last_outcome=node.outcome,
         )
         trigger = Trigger.SHUTDOWN if node.shutting_down else Trigger.TICK
-        observation = Observation(node.name, now, self.config, view, pg, agent, trigger)
-        decision = decide(node.state, observation)
+        decision = decide(node.state, Observation(node.name, now, self.config, view, pg, agent, trigger))
         before, node.state = node.state, decision.state
         if before is not decision.state or decision.rule != node.last_rule:
             self.trace.decision(self.t, node.name, before.value, decision.state.value, decision.rule, decision.why)
         node.last_rule = decision.rule
         self.trace.lanes[node.name].set(self.t, "state", decision.state.value)
         node.outcome = ActionOutcome()
-        self._run(
-            node, generation, [plan_action(self, node, a) for a in decision.actions], 0, before is not decision.state
-        )
+        return decision
+
+    def record_outcome(self, node: Node, step: Step, ok: bool) -> None:
+        name = type(step.action).__name__
+        done, failed = node.outcome.succeeded, node.outcome.failed
+        node.outcome = ActionOutcome(done | {name}, failed) if ok else ActionOutcome(done, failed | {name})
 
     def _run(self, node: Node, generation: int, steps: list[Step], index: int, changed: bool) -> None:
         if index == len(steps):
             self._finish(node, changed, failed=False)
+            return
+        if node.interrupt_after is not None and index >= node.interrupt_after:
+            # The agent process dies between two actions and is restarted at once: Postgres is left as it is.
+            node.interrupt_after = None
+            self.kill(node, f"agent died after {index} of {len(steps)} actions")
+            self.restart(node)
             return
         step = steps[index]
         if step.duration_s <= INSTANT_S:  # a watchdog ping, a callback: done within this event
@@ -290,9 +306,7 @@ class World:
             return
         step = steps[index]
         ok = step.effect(started_local)
-        name = type(step.action).__name__
-        done, failed = node.outcome.succeeded, node.outcome.failed
-        node.outcome = ActionOutcome(done | {name}, failed) if ok else ActionOutcome(done, failed | {name})
+        self.record_outcome(node, step, ok)
         if not ok:
             self._finish(node, changed, failed=True)
         else:
