@@ -20,8 +20,8 @@ from typing import Any
 
 from fsm.lease import lease_timing_problems
 from fsm.observation import ClusterConfig, InvalidObservation
-from model.faults import inject
-from model.scenarios import SCENARIOS, Scenario
+from model.faults import KINDS, Fault, inject
+from model.scenarios import SCENARIOS, Scenario, heal_at
 from model.swimlane import render_swimlanes
 from model.world import Settings, World
 
@@ -33,6 +33,7 @@ class Result:
     settings: Settings
     world: World
     summary: dict[str, Any]
+    schedule: str = ""  # the fault schedule of a custom scenario
 
     @property
     def ok(self) -> bool:
@@ -49,7 +50,8 @@ def simulate(scenario: Scenario, settings: Settings, seed: int) -> Result:
     for fault in scenario.schedule(settings.duration_s, settings.config.ttl_s, world.rng):
         world.at(fault.at_s, inject, world, fault)
     world.run(settings.duration_s)
-    return Result(scenario.name, seed, settings, world, _summarise(world))
+    custom = "" if scenario.name in SCENARIOS else scenario.summary
+    return Result(scenario.name, seed, settings, world, _summarise(world), custom)
 
 
 def _summarise(world: World) -> dict[str, Any]:
@@ -87,6 +89,31 @@ def _settings_line(result: Result) -> str:
     )
 
 
+def _replay_args(result: Result) -> str:
+    """The command-line arguments that run `result` again: the scenario, the seed and every non-default setting."""
+    s, c, default = result.settings, result.settings.config, ClusterConfig()
+    args = [
+        f"--scenario {result.scenario}" if result.scenario in SCENARIOS else f"--schedule '{result.schedule}'",
+        f"--seed {result.seed}",
+    ]
+    flags = [
+        (s.nodes != 3, f"--nodes {s.nodes}"),
+        (s.duration_s != 600, f"--duration {s.duration_s:g}"),
+        (s.dcs_kind != "etcd", f"--dcs {s.dcs_kind}"),
+        (not s.watchdog, "--no-watchdog"),
+        (c.synchronous_mode, "--sync"),
+        (c.ttl_s != default.ttl_s, f"--ttl {c.ttl_s:g}"),
+        (c.loop_wait_s != default.loop_wait_s, f"--loop-wait {c.loop_wait_s:g}"),
+        (c.retry_timeout_s != default.retry_timeout_s, f"--retry-timeout {c.retry_timeout_s:g}"),
+        (c.safety_margin_s != default.safety_margin_s, f"--safety-margin {c.safety_margin_s:g}"),
+        (
+            c.maximum_lag_on_failover_bytes != default.maximum_lag_on_failover_bytes,
+            f"--max-lag {c.maximum_lag_on_failover_bytes}",
+        ),
+    ]
+    return " ".join(args + [flag for needed, flag in flags if needed])
+
+
 def render_text(result: Result) -> str:
     summary = result.summary
     out = [f"# {_settings_line(result)}", *result.world.trace.lines, "", "summary"]
@@ -99,7 +126,7 @@ def render_text(result: Result) -> str:
     if summary["violations"]:
         v = summary["violations"][0]
         out.append(f"  invariants: VIOLATED {v['invariant']} at {v['t']:.3f} s ({v['node'] or '-'}): {v['detail']}")
-        out.append(f"  reproduce: python -m model.simulate --scenario {result.scenario} --seed {result.seed}")
+        out.append(f"  reproduce: python -m model.simulate {_replay_args(result)}")
     else:
         out.append("  invariants: all held")
     return "\n".join(out) + "\n"
@@ -167,6 +194,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=["text", "json"], default="text")
     parser.add_argument("--svg", metavar="FILE", help="also draw the run as swimlanes into FILE")
     parser.add_argument("--runs", type=int, default=1, help="run K seeds from --seed on and print a summary table")
+    parser.add_argument(
+        "--schedule",
+        metavar="AT:KIND:TARGET[:DURATION[:VALUE]],...",
+        help="run this fault schedule instead of a named scenario (heal at half the duration)",
+    )
     return parser
 
 
@@ -192,6 +224,28 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     return Settings(
         nodes=args.nodes, duration_s=args.duration, config=config, dcs_kind=args.dcs, watchdog=not args.no_watchdog
     )
+
+
+def _custom(schedule: str, parser: argparse.ArgumentParser) -> Scenario:
+    """A scenario from `--schedule`, e.g. "60:pause:n0:90,120:crash:leader" (the explorer prints these)."""
+    faults = []
+    for item in filter(None, schedule.split(",")):
+        parts = item.split(":")
+        if len(parts) < 3:
+            parser.error(
+                f"bad --schedule item {item!r}: want AT:KIND:TARGET[:DURATION[:VALUE]], KIND one of {', '.join(KINDS)}"
+            )
+        try:
+            duration = float(parts[3]) if len(parts) > 3 and parts[3] else None
+            value = float(parts[4]) if len(parts) > 4 else 0.0
+            faults.append(Fault(float(parts[0]), parts[1], parts[2], duration, value))
+        except ValueError as error:
+            parser.error(f"bad --schedule item {item!r}: {error}")
+
+    def schedule_with_heal(duration: float, ttl: float, rng: object) -> list[Fault]:
+        return [*faults, Fault(heal_at(duration), "heal", "all")]
+
+    return Scenario("custom", schedule, schedule_with_heal)
 
 
 def _campaign(scenario: Scenario, settings: Settings, first_seed: int, runs: int) -> int:
@@ -228,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<{width}}  {scenario.summary}")
         return 0
     settings = settings_from(args, parser)
-    scenario = SCENARIOS[args.scenario]
+    scenario = SCENARIOS[args.scenario] if args.schedule is None else _custom(args.schedule, parser)
     if args.runs > 1:
         return _campaign(scenario, settings, args.seed, args.runs)
     result = simulate(scenario, settings, args.seed)

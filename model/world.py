@@ -17,6 +17,7 @@ from itertools import count
 from typing import Any
 
 from fsm import Decision, State, decide
+from fsm.actions import Action
 from fsm.lease import lease_deadline_s
 from fsm.observation import ActionOutcome, AgentState, ClusterConfig, ClusterView, Observation, Tags, Trigger
 from model.effects import Step, plan_action
@@ -42,6 +43,7 @@ class Settings:
     dcs_latency_s: tuple[float, float] = (0.001, 0.005)
     stream_delay_s: float = 0.02
     max_drift: float = 1e-4  # each node's clock runs at 1 +/- up to this rate
+    clock_offsets: bool = True  # each node's monotonic clock starts at a different reading
 
     @property
     def write_rate(self) -> float:
@@ -73,9 +75,15 @@ class Node:
     last_rule: str | None = None
     watchdog_deadline: float | None = None  # real time; None when disarmed
     interrupt_after: int | None = None  # the agent dies after this many actions of its next decision
+    pending: tuple[Action, ...] = ()  # the explorer's not yet completed actions of the node's last decision
+    decided_at: float | None = None  # the explorer's time of the node's last decision
 
     def local(self, t: float) -> float:
         return self.clock_offset + t * self.clock_rate
+
+    def real(self, local: float | None) -> float | None:
+        """The simulated time at which this node's clock read `local`."""
+        return None if local is None else (local - self.clock_offset) / self.clock_rate
 
     def paused(self, t: float) -> bool:
         return self.paused_until > t
@@ -93,7 +101,8 @@ class World:
         self.nodes: dict[str, Node] = {}
         for i in range(settings.nodes):
             drift = self.rng.uniform(-settings.max_drift, settings.max_drift)
-            node = Node(f"n{i}", clock_offset=self.rng.uniform(0, 1000), clock_rate=1 + drift)
+            offset = self.rng.uniform(0, 1000) if settings.clock_offsets else 0.0
+            node = Node(f"n{i}", clock_offset=offset, clock_rate=1 + drift)
             self.nodes[node.name] = node
         self.trace = Trace(list(self.nodes))
         self.checker = Checker(self)
@@ -103,6 +112,8 @@ class World:
         self.forks: dict[int, int] = {}  # segment -> furthest WAL from which another segment was promoted
         self.promotions = 0
         self.last_target: str | None = None
+        self.manual = False  # the explorer steps the world itself: nothing is scheduled
+        self.dcs_down_until: float | None = None  # the explorer's DCS outages end at a tick
         self._leader_seen: str | None = None
         self._last_advance = 0.0
         for node in self.nodes.values():
@@ -111,7 +122,8 @@ class World:
     # --- the event queue ------------------------------------------------------------------------
 
     def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
-        heapq.heappush(self._queue, (t, next(self._seq), fn, args))
+        if not self.manual:
+            heapq.heappush(self._queue, (t, next(self._seq), fn, args))
 
     def run(self, until: float) -> None:
         """Process events up to `until`, checking the invariants after each; stop at the first violation."""
@@ -344,7 +356,7 @@ class World:
         deadline_local = lease_deadline_s(node.renewed_at, self.config)
         if not self.settings.watchdog or deadline_local is None:
             return
-        node.watchdog_deadline = (deadline_local - node.clock_offset) / node.clock_rate
+        node.watchdog_deadline = node.real(deadline_local)
         self.at(node.watchdog_deadline, self._watchdog_check, node, node.watchdog_deadline)
 
     def _watchdog_check(self, node: Node, deadline: float) -> None:

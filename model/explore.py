@@ -1,0 +1,304 @@
+"""Exhaustive explorer: every interleaving of discrete events in a small world, on the real `fsm.decide()`.
+
+    python -m model.explore --nodes 3 --depth 12 [--faults crash,pause,partition,dcs-outage] [--no-watchdog]
+        [--quantum 10] [--max-faults 1] [--max-states 200000]
+
+It starts from a bootstrapped, healthy cluster (simulated for 60 s) and explores breadth first. An event is one
+of: a node decides (observe + `decide()`); one action of a node's pending decision completes (so a decision can
+be interrupted by anything between two of its actions); time moves on by one quantum (leases expire, the
+watchdog fires, pauses and outages end); or a fault strikes (at most `--max-faults` per path). Agents may
+decide as often as the explorer likes between two quanta: a superset of real schedules. States are hashed
+on an abstraction (relative times in quanta, WAL relative to the furthest node), so the search covers every
+distinct state up to the depth. The first violation found is the shortest one: it is printed as the path of
+events and as a fault schedule for `python -m model.simulate --schedule`. Exit 1 on a violation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Any
+
+from fsm import actions as a
+from fsm.observation import ClusterConfig
+from model.effects import plan_action
+from model.faults import Fault, inject
+from model.trace import Trace
+from model.world import Settings, World
+
+FAULTS = ("crash", "pause", "partition", "dcs-outage")
+# Actions whose completion is an event of its own: each changes the DCS or Postgres in a way that matters to
+# another node or to an invariant. The others complete together with the event before them.
+CONSEQUENTIAL = {
+    a.RaceForInitialize,
+    a.InitDb,
+    a.CloneReplica,
+    a.Reclone,
+    a.AcquireLeaderKey,
+    a.RenewLeaderKey,
+    a.ReleaseLeaderKey,
+    a.StartPrimary,
+    a.Promote,
+    a.Demote,
+    a.StopPostgres,
+    a.StartStandby,
+    a.FollowLeader,
+    a.RewindFromLeader,
+    a.SetSyncStandby,
+}
+MIB = 1_048_576
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # decide, act, tick, or a fault
+    node: str | None = None
+    target: str | None = None  # for a fault: "leader" if it struck the leader-key holder, else the node
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.node}" if self.node else self.kind
+
+
+class Explorer:
+    def __init__(self, nodes: int, watchdog: bool, faults: tuple[str, ...], quantum_s: float, max_faults: int) -> None:
+        config = replace(ClusterConfig(), maximum_lag_on_failover_bytes=MIB)
+        settings = Settings(nodes=nodes, config=config, watchdog=watchdog, max_drift=0.0, clock_offsets=False)
+        world = World(settings, seed=0)
+        world.run(60.0)
+        world.manual = True
+        world.trace = Trace(list(world.nodes))
+        for node in world.nodes.values():
+            node.acting = node.wake = False
+        self.root = world
+        self.faults = faults
+        self.quantum_s = quantum_s
+        self.max_faults = max_faults
+        self.start_s = world.t
+
+    # --- successors -----------------------------------------------------------------------------
+
+    def events(self, world: World, faults_used: int) -> list[Event]:
+        events = []
+        for node in world.nodes.values():
+            if node.alive and not node.paused(world.t):
+                events.append(Event("act" if node.pending else "decide", node.name))
+        if all(self._caught_up(world, n) for n in world.nodes.values()):
+            events.append(Event("tick"))
+        if faults_used < self.max_faults:
+            for kind in self.faults:
+                if kind == "dcs-outage":
+                    events.append(Event(kind))
+                else:
+                    holder = world.dcs.get("leader", world.t)
+                    events += [
+                        Event(kind, n.name, "leader" if n.name == holder else n.name)
+                        for n in world.nodes.values()
+                        if n.alive
+                    ]
+        return events
+
+    @staticmethod
+    def _caught_up(world: World, node: Any) -> bool:
+        """Time may move on only once each running agent has taken its loop in this quantum and finished it:
+        a live agent decides every loop_wait (the quantum); only a paused or dead one falls behind."""
+        if not node.alive or node.paused(world.t):
+            return True
+        return node.decided_at == world.t and not node.pending
+
+    def apply(self, world: World, event: Event) -> None:
+        node = world.nodes[event.node] if event.node else None
+        if event.kind == "decide" and node:
+            view = world.dcs.view(world.t) if world.dcs_ok(node) else None
+            node.pending = tuple(world.decide_for(node, view).actions)
+            node.decided_at = world.t
+            self._complete(world, node, first=False)
+        elif event.kind == "act" and node:
+            self._complete(world, node, first=True)
+        elif event.kind == "tick":
+            self._tick(world)
+        else:
+            self._fault(world, event, node)
+        world.checker.after_event()
+
+    @staticmethod
+    def _complete(world: World, node: Any, first: bool) -> None:
+        """Complete the next consequential action (if `first`) and the inconsequential ones after it: those
+        change nothing another node or the invariants could see between them (pings, callbacks, heartbeats)."""
+        while node.pending and (first or type(node.pending[0]) not in CONSEQUENTIAL):
+            first = False
+            action, node.pending = node.pending[0], node.pending[1:]
+            step = plan_action(world, node, action)
+            ok = step.effect(node.local(world.t))
+            world.record_outcome(node, step, ok)
+            if not ok:
+                node.pending = ()
+
+    def _tick(self, world: World) -> None:
+        world.advance(world.t + self.quantum_s)
+        world.dcs.expire(world.t)
+        if world.dcs_down_until is not None and world.t >= world.dcs_down_until:
+            world.dcs.up, world.dcs_down_until = True, None
+            for node in world.nodes.values():
+                if node.dcs_link:
+                    world.checker.dcs_back(node)
+        for node in world.nodes.values():
+            if node.watchdog_deadline is not None and node.watchdog_deadline <= world.t and node.pg.running:
+                node.pg.stop()
+                node.watchdog_deadline = None
+
+    def _fault(self, world: World, event: Event, node: Any) -> None:
+        ttl = world.config.ttl_s
+        if event.kind == "dcs-outage":
+            inject(world, Fault(world.t, "dcs_down", "all"))
+            world.dcs_down_until = world.t + 2 * ttl
+        elif event.kind == "pause":
+            inject(world, Fault(world.t, "pause", node.name, duration_s=3 * ttl))
+        else:
+            inject(world, Fault(world.t, event.kind, node.name))
+
+    # --- the abstraction states are hashed on ---------------------------------------------------
+
+    def key(self, world: World) -> tuple[Any, ...]:
+        t, q = world.t, self.quantum_s
+        furthest = max((n.pg.data.wal for n in world.nodes.values() if n.pg.data), default=0)
+
+        def rel_time(at: float | None) -> int | None:
+            return None if at is None else max(-1, min(20, int((at - t) // q)))
+
+        def rel_wal(wal: int | None) -> int | None:
+            return None if wal is None else min(4, (furthest - wal) // (MIB // 2))
+
+        segments: dict[int, int] = {}
+
+        def seg(value: int) -> int:
+            return segments.setdefault(value, len(segments))
+
+        nodes = []
+        for n in world.nodes.values():
+            pg, data = n.pg, n.pg.data
+            nodes.append(
+                (
+                    n.state.value,
+                    n.alive,
+                    rel_time(n.paused_until),
+                    n.dcs_link,
+                    n.peer_link,
+                    n.pending,
+                    n.decided_at == t,
+                    n.outcome,
+                    rel_time(n.real(n.renewed_at)),
+                    rel_time(n.watchdog_deadline),
+                    pg.running,
+                    pg.in_recovery,
+                    pg.read_only,
+                    pg.following,
+                    pg.sync_standby,
+                    pg.startable,
+                    pg.broken,
+                    None
+                    if data is None
+                    else (
+                        data.timeline,
+                        seg(data.segment),
+                        rel_wal(data.wal),
+                        tuple((seg(s), rel_wal(e)) for s, e in data.past),
+                    ),
+                )
+            )
+        dcs = tuple(
+            sorted(
+                (
+                    k,
+                    repr(e.value) if not k.startswith("members/") and k != "status" else None,
+                    rel_time(world.dcs.expires_at(k)),
+                )
+                for k, e in world.dcs.keys.items()
+            )
+        )
+        return (tuple(nodes), dcs, world.dcs.up, rel_time(world.dcs_down_until))
+
+    # --- breadth-first search -------------------------------------------------------------------
+
+    def run(self, depth: int, max_states: int) -> tuple[int, int, list[Event] | None, World | None]:
+        seen = {self.key(self.root)}
+        frontier: deque[tuple[World, list[Event], int]] = deque([(self.root, [], 0)])
+        reached = 0
+        while frontier:
+            world, path, faults_used = frontier.popleft()
+            if len(path) >= depth:
+                continue
+            for event in self.events(world, faults_used):
+                child = pickle.loads(pickle.dumps(world))
+                self.apply(child, event)
+                child_path = [*path, event]
+                if child.trace.violations:
+                    return len(seen), len(child_path), child_path, child
+                state = self.key(child)
+                if state in seen:
+                    continue
+                seen.add(state)
+                reached = max(reached, len(child_path))
+                if len(seen) >= max_states:
+                    return len(seen), reached, None, None
+                frontier.append((child, child_path, faults_used + (event.kind not in ("decide", "act", "tick"))))
+        return len(seen), reached, None, None
+
+    def schedule(self, path: list[Event]) -> str:
+        """The path's faults as a `--schedule` for the simulator (times relative to the explorer's start)."""
+        t, parts, ttl = self.start_s, [], self.root.config.ttl_s
+        for event in path:
+            if event.kind == "tick":
+                t += self.quantum_s
+            elif event.kind == "dcs-outage":
+                parts.append(f"{t:g}:dcs_down:all:{2 * ttl:g}")
+            elif event.kind == "pause":
+                parts.append(f"{t:g}:pause:{event.target}:{3 * ttl:g}")
+            elif event.kind in FAULTS:
+                parts.append(f"{t:g}:{event.kind}:{event.target}")
+        return ",".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model.explore", description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=3, choices=(2, 3))
+    parser.add_argument("--depth", type=int, default=12)
+    parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, from {', '.join(FAULTS)}")
+    parser.add_argument("--no-watchdog", action="store_true")
+    parser.add_argument("--quantum", type=float, default=10.0, help="seconds one tick moves time on")
+    parser.add_argument("--max-faults", type=int, default=1, help="faults per path")
+    parser.add_argument("--max-states", type=int, default=200_000)
+    args = parser.parse_args(argv)
+    faults = tuple(f for f in args.faults.split(",") if f)
+    unknown = set(faults) - set(FAULTS)
+    if unknown:
+        parser.error(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
+    explorer = Explorer(args.nodes, not args.no_watchdog, faults, args.quantum, args.max_faults)
+    started = time.perf_counter()
+    states, reached, path, world = explorer.run(args.depth, args.max_states)
+    elapsed = time.perf_counter() - started
+    watchdog = "off" if args.no_watchdog else "on"
+    print(
+        f"explored {states} states to depth {reached} (limit {args.depth}) in {elapsed:.1f} s: "
+        f"{states / elapsed:,.0f} states/s; {args.nodes} nodes, faults {','.join(faults) or 'none'}, "
+        f"watchdog {watchdog}"
+    )
+    if path is None or world is None:
+        print("no invariant violated")
+        return 0
+    violation = world.trace.violations[0]
+    print(f"VIOLATION {violation['invariant']}: {violation['detail']}")
+    print("shortest path: " + " -> ".join(map(str, path)))
+    print("decisions on it:")
+    for line in world.trace.lines:
+        print("  " + line)
+    flag = " --no-watchdog" if args.no_watchdog else ""
+    print(f"replay: python -m model.simulate --nodes {args.nodes}{flag} --schedule '{explorer.schedule(path)}'")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
