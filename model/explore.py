@@ -63,6 +63,16 @@ class Event:
         return f"{self.kind} {self.node}" if self.node else self.kind
 
 
+@dataclass
+class Search:
+    """What a search found: how many distinct states, how deep, and the shortest violating path if any."""
+
+    states: int
+    depth: int
+    path: list[Event] | None = None
+    world: World | None = None  # the world at the end of `path`
+
+
 class Explorer:
     def __init__(self, nodes: int, watchdog: bool, faults: tuple[str, ...], quantum_s: float, max_faults: int) -> None:
         config = replace(ClusterConfig(), maximum_lag_on_failover_bytes=MIB)
@@ -223,7 +233,7 @@ class Explorer:
 
     # --- breadth-first search -------------------------------------------------------------------
 
-    def run(self, depth: int, max_states: int) -> tuple[int, int, list[Event] | None, World | None]:
+    def run(self, depth: int, max_states: int) -> Search:
         seen = {self.key(self.root)}
         frontier: deque[tuple[World, list[Event], int]] = deque([(self.root, [], 0)])
         reached = 0
@@ -236,16 +246,16 @@ class Explorer:
                 self.apply(child, event)
                 child_path = [*path, event]
                 if child.trace.violations:
-                    return len(seen), len(child_path), child_path, child
+                    return Search(len(seen), len(child_path), child_path, child)
                 state = self.key(child)
                 if state in seen:
                     continue
                 seen.add(state)
                 reached = max(reached, len(child_path))
                 if len(seen) >= max_states:
-                    return len(seen), reached, None, None
+                    return Search(len(seen), reached)
                 frontier.append((child, child_path, faults_used + (event.kind not in ("decide", "act", "tick"))))
-        return len(seen), reached, None, None
+        return Search(len(seen), reached)
 
     def schedule(self, path: list[Event]) -> str:
         """The path's faults as a `--schedule` for the simulator (times relative to the explorer's start)."""
@@ -278,12 +288,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
     explorer = Explorer(args.nodes, not args.no_watchdog, faults, args.quantum, args.max_faults)
     started = time.perf_counter()
-    states, reached, path, world = explorer.run(args.depth, args.max_states)
+    search = explorer.run(args.depth, args.max_states)
     elapsed = time.perf_counter() - started
+    path, world = search.path, search.world
     watchdog = "off" if args.no_watchdog else "on"
     print(
-        f"explored {states} states to depth {reached} (limit {args.depth}) in {elapsed:.1f} s: "
-        f"{states / elapsed:,.0f} states/s; {args.nodes} nodes, faults {','.join(faults) or 'none'}, "
+        f"explored {search.states} states to depth {search.depth} (limit {args.depth}) in {elapsed:.1f} s: "
+        f"{search.states / elapsed:,.0f} states/s; {args.nodes} nodes, faults {','.join(faults) or 'none'}, "
         f"watchdog {watchdog}"
     )
     if path is None or world is None:

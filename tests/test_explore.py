@@ -12,7 +12,8 @@ CI_DEPTH = 24  # about 4,000 distinct states from a healthy 3-node cluster: seco
 
 def test_without_watchdog_a_paused_leader_means_split_brain_and_the_schedule_replays(capsys):
     explorer = Explorer(nodes=3, watchdog=False, faults=("pause",), quantum_s=10.0, max_faults=1)
-    states, depth, path, world = explorer.run(depth=20, max_states=50_000)
+    search = explorer.run(depth=20, max_states=50_000)
+    path, world = search.path, search.world
     assert path is not None and world is not None
     assert world.trace.violations[0]["invariant"] == "no_split_brain"
     assert [e.kind for e in path].count("pause") == 1
