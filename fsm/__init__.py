@@ -5,7 +5,7 @@ Nothing in this package does I/O, reads a clock, draws a random number or starts
 """
 
 from fsm.actions import ACTION_TYPES, Action
-from fsm.decide import Decision, decide
+from fsm.decision import Decision, decide
 from fsm.observation import InvalidObservation, Observation, Trigger
 from fsm.states import State
 

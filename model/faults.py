@@ -31,7 +31,7 @@ KINDS = {
     "drift": "make the node's clock run at 1 + value",
     "switchover": "ask the leader to hand over to the target",
     "shutdown": "stop the agent gracefully",
-    "heal": "undo every fault and restart dead agents",
+    "heal": "undo every fault and restart dead agents (a frozen agent still thaws on its own time)",
     "interrupt": "the agent dies after `value` actions of its next decision and restarts at once",
 }
 
@@ -66,6 +66,8 @@ def _resolve(world: World, target: str) -> list[Node]:
 
 
 def inject(world: World, fault: Fault) -> None:
+    if fault.kind != "heal":
+        world.checker.fault_injected()
     if fault.kind in ("dcs_down", "heal"):
         _apply(world, fault, None)
         return

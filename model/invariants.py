@@ -74,7 +74,11 @@ class Checker:
     def healed(self) -> None:
         self.healed_at = self.world.t
         self.served_after_heal = False
-        self.world.at(self.world.t + liveness_bound_s(self.world), self._liveness)
+        self.world.at(self.world.t + liveness_bound_s(self.world), self._liveness, self.world.t)
+
+    def fault_injected(self) -> None:
+        """A fault after a heal voids that heal's liveness promise (the next heal makes a new one)."""
+        self.healed_at = None
 
     def promoting(self, node: Node) -> None:
         world, data = self.world, node.pg.data
@@ -87,7 +91,9 @@ class Checker:
         if world.config.synchronous_mode and acked > data.wal:
             self.violation(node, "sync_durability", f"{acked - data.wal} B of acknowledged commits missing")
 
-    def _liveness(self) -> None:
+    def _liveness(self, healed_at: float) -> None:
+        if healed_at != self.healed_at:
+            return
         if not self.served_after_heal and self.world.serving_primary() is None:
             bound = liveness_bound_s(self.world)
             self.violation(None, "liveness", f"no writable leader {bound:g} s after the heal")

@@ -27,6 +27,7 @@ class Scenario:
     schedule: Callable[[float, float, random.Random], list[Fault]]  # (duration, ttl, rng) -> faults
     config: dict[str, Any] = field(default_factory=dict)  # ClusterConfig fields it needs
     watchdog: bool | None = None  # None: as the command line says
+    seed: int = 1  # the seed it runs with unless told otherwise (regressions replay the seed that found them)
 
 
 def _then_heal(*faults: Fault) -> Callable[[float, float, random.Random], list[Fault]]:
@@ -77,6 +78,65 @@ def _random(duration: float, ttl: float, rng: random.Random) -> list[Fault]:
         faults.append(Fault(round(rng.uniform(30, end), 3), kind, target, lasting, value))
     return [*sorted(faults, key=lambda f: f.at_s), Fault(heal_at(duration), "heal", "all")]
 
+
+def _fixed(*faults: tuple[float, str, str, float | None]) -> Callable[[float, float, random.Random], list[Fault]]:
+    return lambda duration, ttl, rng: [Fault(at, kind, target, lasting) for at, kind, target, lasting in faults]
+
+
+# Fault schedules (and seeds) with which random campaigns broke an invariant, kept so the fix stays fixed.
+REGRESSIONS = (
+    Scenario(
+        "regression-diverged-without-leader",
+        "a node with WAL past its timeline's end in the cluster history was eligible while nobody led",
+        _fixed(
+            (50.249, "partition", "leader", 56.345),
+            (89.147, "dcs_down", "all", 29.015),
+            (179.299, "shutdown", "leader", None),
+            (213.331, "partition_dcs", "leader", 59.472),
+            (300.0, "heal", "all", None),
+        ),
+        seed=38,
+    ),
+    Scenario(
+        "regression-shutdown-mid-decision",
+        "a shutdown during a decision's actions left the agent gone and Postgres writable",
+        _fixed(
+            (46.705, "postgres_crash", "leader", None),
+            (52.288, "shutdown", "leader", None),
+            (102.621, "postgres_crash", "leader", None),
+            (193.792, "partition", "leader", 57.296),
+            (199.963, "dcs_down", "all", 8.145),
+            (233.831, "postgres_broken", "leader", None),
+            (300.0, "heal", "all", None),
+        ),
+        seed=167,
+    ),
+    Scenario(
+        "regression-promote-after-pause",
+        "a promote delayed by a frozen agent revived the server the watchdog had killed",
+        _fixed(
+            (35.266, "dcs_down", "all", 41.954),
+            (58.801, "partition", "leader", 32.727),
+            (92.08, "pause", "leader", 46.467),
+            (121.418, "postgres_broken", "replica", None),
+            (163.095, "crash", "replica", None),
+            (236.978, "dcs_down", "all", 32.662),
+            (300.0, "heal", "all", None),
+        ),
+        seed=5214,
+    ),
+    Scenario(
+        "regression-duplicate-timeline",
+        "a node behind the cluster's newest timeline was promoted into a second timeline of the same number",
+        _fixed(
+            (193.26, "postgres_broken", "leader", None),
+            (201.001, "partition_dcs", "replica", 26.512),
+            (206.337, "postgres_broken", "leader", None),
+            (300.0, "heal", "all", None),
+        ),
+        seed=5302,
+    ),
+)
 
 SCENARIOS = {
     s.name: s
@@ -134,5 +194,6 @@ SCENARIOS = {
         Scenario("rejoin-after-failover", "the leader dies and comes back 90 s later: it rewinds and follows", _rejoin),
         Scenario("flapping-network", "the leader's link to the DCS drops for 10 s every 20 s, six times", _flapping),
         Scenario("random", "two to six faults drawn from the seed, then heal", _random),
+        *REGRESSIONS,
     )
 }

@@ -175,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model.simulate", description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="print the scenarios, one line each")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="leader-crash")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, help="default: the scenario's own (1, or the seed a regression found)")
     parser.add_argument("--nodes", type=int, default=3, choices=range(2, 10), metavar="{2..9}")
     parser.add_argument("--duration", type=float, default=600.0, help="simulated seconds (default 600)")
     parser.add_argument("--ttl", type=float, default=ClusterConfig.ttl_s)
@@ -283,9 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     settings = settings_from(args, parser)
     scenario = SCENARIOS[args.scenario] if args.schedule is None else _custom(args.schedule, parser)
+    seed = scenario.seed if args.seed is None else args.seed
     if args.runs > 1:
-        return _campaign(scenario, settings, args.seed, args.runs)
-    result = simulate(scenario, settings, args.seed)
+        return _campaign(scenario, settings, seed, args.runs)
+    result = simulate(scenario, settings, seed)
     sys.stdout.write(render_json(result) if args.format == "json" else render_text(result))
     if args.svg:
         with open(args.svg, "w") as svg:

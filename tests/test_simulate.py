@@ -138,6 +138,12 @@ def test_flapping_network_never_yields_two_writers_and_ends_with_a_leader():
     assert result.summary["final_leader"] is not None
 
 
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s.startswith("regression-")])
+def test_regression_scenarios_keep_every_invariant(scenario):
+    result = run(scenario, seed=SCENARIOS[scenario].seed)
+    assert result.ok, render_text(result)
+
+
 @pytest.mark.parametrize("seed", range(1, 21))
 def test_random_fault_schedules_keep_every_invariant(seed):
     result = run("random", seed=seed)

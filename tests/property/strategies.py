@@ -120,3 +120,45 @@ observations = st.builds(
 )
 
 states = st.sampled_from(list(State))
+
+
+@st.composite
+def failover_observations(draw: st.DrawFn) -> Observation:
+    """A healthy standby of a cluster whose leader key is gone or just won by this node: the moment a failover is
+    decided. Only what the takeover guards compare (lag, sync key, tags, timeline) is drawn freely, so that the
+    properties about who may take over are exercised on most examples instead of a few."""
+    sysid = SYSIDS[0]
+    timeline = draw(timelines)
+    leader = draw(st.none() | st.builds(LeaderKey, holder=st.just(ME), version=st.integers(0, 9)))
+    others = tuple(Member(name, wal_position=draw(wal), timeline=timeline, tags=draw(tags)) for name in ("n0", "n2"))
+    me = Member(ME, wal_position=draw(wal), timeline=timeline)
+    view = ClusterView(
+        leader=leader,
+        members=tuple(sorted((*others, me), key=lambda m: m.name)),
+        initialize=sysid,
+        sync=draw(st.none() | st.builds(SyncState, leader=st.just("n0"), sync_standby=maybe_name)),
+        leader_wal_position=draw(st.none() | wal),
+    )
+    position = draw(wal)
+    postgres = PostgresState(
+        data_dir=DataDir.VALID,
+        system_identifier=sysid,
+        running=True,
+        in_recovery=True,
+        timeline=timeline,
+        wal_received=position,
+        wal_replayed=position,
+        following=draw(maybe_name),
+    )
+    config = draw(
+        st.builds(
+            ClusterConfig,
+            maximum_lag_on_failover_bytes=st.sampled_from([0, MIB, 4 * MIB]),
+            synchronous_mode=st.booleans(),
+        )
+    )
+    agent = AgentState(tags=draw(tags), lease_renewed_at_s=NOW if leader else None)
+    return Observation(ME, NOW, config, view, postgres, agent)
+
+
+takeover_states = st.sampled_from([State.FOLLOWER, State.CANDIDATE])

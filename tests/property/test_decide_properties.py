@@ -18,7 +18,7 @@ from fsm.actions import (
 )
 from fsm.facts import derive_facts
 from fsm.observation import Observation, Trigger
-from tests.property.strategies import observations, states
+from tests.property.strategies import failover_observations, observations, states, takeover_states
 
 
 def kinds(decision) -> list[type]:
@@ -46,6 +46,32 @@ def test_never_races_or_promotes_an_ineligible_node(state: State, observation: O
         assert facts["eligible"], decision.why
     if Promote in kinds(decision) and state is not State.LEADER and decision.rule != "cand_won_init":
         assert facts["eligible"], decision.why
+
+
+def _takes_over(state: State, observation: Observation) -> bool:
+    """The decision races for the key or promotes as a failover (not the first leader of a new cluster)."""
+    decision = decide(state, observation)
+    facts = derive_facts(observation).truth
+    if decision.rule in ("boot_won_init", "cand_won_init"):
+        return False
+    races = AcquireLeaderKey in kinds(decision) and not facts["holds_leader_key"]
+    return races or (Promote in kinds(decision) and state is not State.LEADER)
+
+
+@given(states | takeover_states, observations | failover_observations())
+def test_never_takes_over_with_lag_beyond_the_limit(state: State, observation: Observation):
+    view, pg = observation.dcs, observation.postgres
+    if view is not None and view.leader_wal_position is not None and _takes_over(state, observation):
+        lag = view.leader_wal_position - pg.wal_position
+        assert lag <= observation.config.maximum_lag_on_failover_bytes
+
+
+@given(states | takeover_states, observations | failover_observations())
+def test_in_synchronous_mode_only_the_sync_standby_takes_over(state: State, observation: Observation):
+    sync = observation.dcs.sync if observation.dcs else None
+    named = sync.sync_standby if sync else None
+    if observation.config.synchronous_mode and named is not None and _takes_over(state, observation):
+        assert named == observation.name
 
 
 @given(states, observations)
