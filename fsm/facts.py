@@ -204,15 +204,26 @@ def _past_fork(timeline: int, position: int, view: ClusterView) -> tuple[bool, s
     return False, f"my WAL {position} <= end of timeline {timeline} at {fork.switch_lsn}"
 
 
+def _sync_allows(obs: Observation, name: str) -> tuple[bool, str]:
+    """In synchronous mode only the members the `sync` key names may be promoted: its standby, or the leader that
+    wrote it. A key that names no standby (the leader ran without one) therefore blocks every other member, as in
+    Patroni: they may miss commits the leader acknowledged alone. No key, or one naming no leader: nobody ever was
+    synchronous, anyone may."""
+    sync = obs.dcs.sync if obs.dcs else None
+    if not obs.config.synchronous_mode or sync is None or sync.leader is None:
+        return True, "no synchronous standby recorded"
+    allowed = sorted({sync.leader, sync.sync_standby} - {None})
+    return name in allowed, f"synchronous_mode: the sync key allows only {' and '.join(allowed)}"
+
+
 def _promotable(obs: Observation) -> Callable[[Member], bool]:
     """Whether another member may be promoted, judged from what it published."""
     view, cfg = obs.dcs, obs.config
-    sync_name = view.sync.sync_standby if view and view.sync else None
 
     def check(member: Member) -> bool:
         if member.role != "replica" or not member.running or not member.tags.may_promote:
             return False
-        if cfg.synchronous_mode and sync_name is not None and member.name != sync_name:
+        if not _sync_allows(obs, member.name)[0]:
             return False
         if view is not None and _past_fork(member.timeline, member.wal_position, view)[0]:
             return False
@@ -229,8 +240,7 @@ def _election_facts(sheet: _Sheet, obs: Observation) -> None:
     tag_note = "tag nofailover" if tags.nofailover else f"failover_priority {tags.failover_priority}"
     sheet.add("nofailover", no_fo, tag_note)
     lag_ok, lag_note = _lag_note(_lag_bytes(view, pg.wal_position), cfg.maximum_lag_on_failover_bytes)
-    sync_name = view.sync.sync_standby if view and view.sync else None
-    sync_ok = not cfg.synchronous_mode or sync_name in (None, me)
+    sync_ok, sync_note = _sync_allows(obs, me)
     diverged, diverged_note = _past_fork(pg.timeline, pg.wal_position, view) if view else (False, "")
     latest = _latest_timeline(view)
     blockers = [
@@ -240,7 +250,7 @@ def _election_facts(sheet: _Sheet, obs: Observation) -> None:
             (pg.data_dir is DataDir.VALID, f"data directory {pg.data_dir.value}"),
             (pg.running, "Postgres not running"),
             (lag_ok, lag_note),
-            (sync_ok, f"synchronous_mode: only {sync_name} may be promoted"),
+            (sync_ok, sync_note),
             (not diverged, f"history forked: {diverged_note}"),
             (pg.timeline >= latest, f"timeline {pg.timeline} is behind the cluster's timeline {latest}"),
         )

@@ -72,9 +72,12 @@ class Checker:
         self.dcs_lost_at.pop(node.name, None)
 
     def healed(self) -> None:
+        """Everything is repaired; the liveness clock starts once the last frozen agent thaws (a heal cannot
+        un-freeze a paused process, it only stops freezing new ones)."""
         self.healed_at = self.world.t
         self.served_after_heal = False
-        self.world.at(self.world.t + liveness_bound_s(self.world), self._liveness, self.world.t)
+        thawed = max([self.world.t, *(node.paused_until for node in self.world.nodes.values())])
+        self.world.at(thawed + liveness_bound_s(self.world), self._liveness, self.world.t)
 
     def fault_injected(self) -> None:
         """A fault after a heal voids that heal's liveness promise (the next heal makes a new one)."""

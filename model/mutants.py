@@ -76,8 +76,8 @@ MUTANTS = (
     Mutant(
         "skip-sync-check",
         "fsm/facts.py",
-        "    sync_ok = not cfg.synchronous_mode or sync_name in (None, me)",
-        "    sync_ok = True",
+        "    if not obs.config.synchronous_mode or sync is None or sync.leader is None:",
+        "    if True:",
         "in synchronous mode a node other than the sync standby may be promoted",
     ),
     Mutant(

@@ -79,8 +79,9 @@ def _random(duration: float, ttl: float, rng: random.Random) -> list[Fault]:
     return [*sorted(faults, key=lambda f: f.at_s), Fault(heal_at(duration), "heal", "all")]
 
 
-def _fixed(*faults: tuple[float, str, str, float | None]) -> Callable[[float, float, random.Random], list[Fault]]:
-    return lambda duration, ttl, rng: [Fault(at, kind, target, lasting) for at, kind, target, lasting in faults]
+def _fixed(*faults: tuple[Any, ...]) -> Callable[[float, float, random.Random], list[Fault]]:
+    """Faults as (at_s, kind, target, duration_s[, value]) tuples."""
+    return lambda duration, ttl, rng: [Fault(*fault) for fault in faults]
 
 
 # Fault schedules (and seeds) with which random campaigns broke an invariant, kept so the fix stays fixed.
@@ -135,6 +136,30 @@ REGRESSIONS = (
             (300.0, "heal", "all", None),
         ),
         seed=5302,
+    ),
+    Scenario(
+        "regression-sync-leader-without-standby",
+        "a standby took over from a synchronous-mode leader that ran without a sync standby, losing its commits",
+        _fixed(
+            (87.0, "interrupt", "n1", None, 3),
+            (87.0, "crash", "n0", None),
+            (103.0, "pause", "n2", 19.0),
+            (123.0, "heal", "all", None),
+        ),
+        config={"synchronous_mode": True},
+        seed=0,
+    ),
+    Scenario(
+        "regression-heal-while-frozen",
+        "the only sync-allowed standby stayed frozen after the heal; the sync key's own leader must take over",
+        _fixed(
+            (61.0, "interrupt", "n0", None, 0),
+            (62.0, "pause", "n1", 19.0),
+            (62.0, "pause", "n0", 70.0),
+            (62.0, "heal", "all", None),
+        ),
+        config={"synchronous_mode": True},
+        seed=0,
     ),
 )
 

@@ -135,11 +135,19 @@ def test_synchronous_mode_promotes_only_the_sync_standby():
     view = cluster(None, sync=SyncState(leader="n0", sync_standby="n2"))
     assert decide(State.FOLLOWER, observe(dcs=view, config=SYNC)).rule == "follow_not_eligible"
     assert decide(State.FOLLOWER, observe("n2", view, config=SYNC)).rule == "follow_race"
-    # n2 published less WAL than n1, but n1 may not be promoted, so n2 is first in line anyway.
+    # The old leader n0 is gone; n2 published less WAL than n1, but n1 may not be promoted, so n2 is first in line.
     behind = evolve(
-        view, members=tuple(evolve(m, wal_position=4_900_000) if m.name == "n2" else m for m in view.members)
+        view,
+        members=tuple(evolve(m, wal_position=4_900_000) if m.name == "n2" else m for m in view.members[1:]),
     )
     assert decide(State.FOLLOWER, observe("n2", behind, standby(wal=4_900_000), config=SYNC)).rule == "follow_race"
+
+
+def test_synchronous_mode_lets_the_sync_keys_own_leader_back_and_nobody_else_when_it_named_no_standby():
+    """A leader that ran without a sync standby acknowledged commits alone: only it may lead again."""
+    view = cluster(None, sync=SyncState(leader="n0", sync_standby=None))
+    assert decide(State.FOLLOWER, observe("n1", view, config=SYNC)).rule == "follow_not_eligible"
+    assert decide(State.FOLLOWER, observe("n0", view, config=SYNC)).rule == "follow_race"
 
 
 def test_candidate_never_promotes_without_the_key():

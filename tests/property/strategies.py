@@ -136,7 +136,7 @@ def failover_observations(draw: st.DrawFn) -> Observation:
         leader=leader,
         members=tuple(sorted((*others, me), key=lambda m: m.name)),
         initialize=sysid,
-        sync=draw(st.none() | st.builds(SyncState, leader=st.just("n0"), sync_standby=maybe_name)),
+        sync=draw(st.none() | st.builds(SyncState, leader=st.sampled_from(["n0", ME]), sync_standby=maybe_name)),
         leader_wal_position=draw(st.none() | wal),
     )
     position = draw(wal)

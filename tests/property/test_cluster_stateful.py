@@ -67,7 +67,8 @@ class ClusterMachine(RuleBasedStateMachine):
         if not hasattr(self, "world"):
             return
         self._inject("heal", "all")
-        self.world.run(self.world.t + liveness_bound_s(self.world) + 1)
+        thawed = max([self.world.t, *(node.paused_until for node in self.world.nodes.values())])
+        self.world.run(thawed + liveness_bound_s(self.world) + 1)
         assert not self.world.trace.violations, "\n".join(self.world.trace.lines[-40:])
 
 

@@ -1,0 +1,191 @@
+"""The one DCS interface the agent uses, and the failure policy both backends share.
+
+A backend (etcd, ZooKeeper) implements a handful of key primitives on paths relative to the scope and raises
+`Unavailable` for anything that means "the store did not answer" (timeout, refused connection, lost session, no
+member left). `Dcs` turns those primitives into the operations the decision core's actions name, retries an
+unavailable store with backoff until `retry_timeout` has passed, and reports every outcome as data: no exception
+leaves a public method. A compare-and-swap that loses is a `CONFLICT`, never retried: somebody else's write won.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from fsm.observation import FailoverRequest, SyncState, TimelineSwitch
+
+from . import layout
+from .layout import MemberRecord, Node, Snapshot
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Unavailable(Exception):
+    """The store did not answer this request (a backend raises it; `Dcs` never lets it out)."""
+
+
+class Outcome(StrEnum):
+    DONE = "done"
+    CONFLICT = "conflict"  # a compare-and-swap or create-if-absent lost: the key holds something else
+    UNAVAILABLE = "unavailable"  # no answer within retry_timeout
+
+    def __bool__(self) -> bool:
+        return self is Outcome.DONE
+
+
+class Dcs(ABC):
+    """Cluster state in a distributed store, under `/<namespace>/<scope>/`, for the member `name`."""
+
+    def __init__(
+        self, name: str, scope: str, namespace: str = "service", ttl_s: float = 30.0, retry_timeout_s: float = 10.0
+    ) -> None:
+        self.name = name
+        self.scope = scope
+        self.root = layout.scope_path(namespace, scope)
+        self.ttl_s = ttl_s
+        self.retry_timeout_s = retry_timeout_s
+
+    # --- primitives a backend implements (paths relative to the scope; raise Unavailable) -------------------
+
+    @abstractmethod
+    def _load(self) -> dict[str, Node]:
+        """Every key under the scope, in one consistent read where the store allows it."""
+
+    @abstractmethod
+    def _create(self, key: str, value: str, lease: bool = False) -> bool:
+        """Create `key` if absent; False if it exists. `lease`: expires with the TTL (etcd) or the session (ZK)."""
+
+    @abstractmethod
+    def _put(self, key: str, value: str, lease: bool = False) -> None:
+        """Write `key` whatever it holds."""
+
+    @abstractmethod
+    def _swap(
+        self,
+        key: str,
+        value: str,
+        *,
+        prev_value: str | None = None,
+        prev_version: int | None = None,
+        lease: bool = False,
+    ) -> bool:
+        """Replace `key` only if it holds `prev_value` / has `prev_version`; False otherwise (or if absent)."""
+
+    @abstractmethod
+    def _delete(self, key: str, *, prev_value: str | None = None) -> bool:
+        """Delete `key` (only if it holds `prev_value`, when given); False if absent or holding something else."""
+
+    @abstractmethod
+    def _wait(self, key: str, timeout_s: float) -> bool:
+        """Block until `key` changes or `timeout_s` passes; True if it changed."""
+
+    @abstractmethod
+    def _renew_leader(self) -> bool:
+        """Refresh this member's hold on the leader key; False if another member holds it or nobody does."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection (the leader key, if held, expires on its own)."""
+
+    def set_ttl(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+
+    # --- the failure policy ----------------------------------------------------------------------------------
+
+    def _retrying(self, what: str, attempt: Callable[[], T]) -> T | None:
+        """Run `attempt` until it answers or retry_timeout passes; None when the store stayed unavailable."""
+        deadline = time.monotonic() + self.retry_timeout_s
+        pause = 0.05
+        while True:
+            try:
+                return attempt()
+            except Unavailable as error:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning("DCS unavailable for %s after %.1f s: %s", what, self.retry_timeout_s, error)
+                    return None
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, 1.0)
+
+    def _outcome(self, what: str, attempt: Callable[[], bool | None]) -> Outcome:
+        answer = self._retrying(what, lambda: attempt() is not False)
+        if answer is None:
+            return Outcome.UNAVAILABLE
+        return Outcome.DONE if answer else Outcome.CONFLICT
+
+    # --- what the agent calls --------------------------------------------------------------------------------
+
+    def read_cluster(self) -> Snapshot | None:
+        """The whole cluster in one read; None when the store is unavailable (the observation's `dcs=None`)."""
+        nodes = self._retrying("read", self._load)
+        if nodes is None:
+            return None
+        snapshot = layout.decode(nodes)
+        for problem in snapshot.problems:
+            log.warning("DCS value ignored: %s", problem)
+        return snapshot
+
+    def race_for_initialize(self) -> Outcome:
+        return self._outcome("initialize race", lambda: self._create(layout.INITIALIZE, ""))
+
+    def cancel_initialize(self) -> Outcome:
+        return self._outcome("initialize cancel", lambda: self._delete(layout.INITIALIZE, prev_value=""))
+
+    def set_initialize(self, system_identifier: str) -> Outcome:
+        return self._outcome("initialize", lambda: self._swap(layout.INITIALIZE, system_identifier, prev_value=""))
+
+    def acquire_leader(self) -> Outcome:
+        """Create the leader key naming this member; if it already does, refresh it instead."""
+        return self._outcome(
+            "leader acquire", lambda: self._create(layout.LEADER, self.name, lease=True) or self._renew_leader()
+        )
+
+    def renew_leader(self) -> Outcome:
+        return self._outcome("leader renew", self._renew_leader)
+
+    def release_leader(self) -> Outcome:
+        return self._outcome("leader release", lambda: self._delete(layout.LEADER, prev_value=self.name))
+
+    def publish_member(self, record: MemberRecord) -> Outcome:
+        key = layout.MEMBERS + record.name
+        return self._outcome("member", lambda: self._put(key, record.to_json(), lease=True))
+
+    def publish_leader_optime(self, wal_position: int) -> Outcome:
+        return self._outcome("status", lambda: self._put(layout.STATUS, layout.encode_status(wal_position)))
+
+    def write_sync(self, sync: SyncState) -> Outcome:
+        return self._outcome("sync", lambda: self._put(layout.SYNC, layout.encode_sync(sync)))
+
+    def write_history(self, history: tuple[TimelineSwitch, ...]) -> Outcome:
+        """Write the leader's whole timeline history: each promotion appends its line to the previous one."""
+        value = layout.encode_history(history, self.name)
+        return self._outcome("history", lambda: self._put(layout.HISTORY, value))
+
+    def request_failover(self, request: FailoverRequest, scheduled_at: str | None = None) -> Outcome:
+        value = layout.encode_failover(request, scheduled_at)
+        return self._outcome("failover request", lambda: self._put(layout.FAILOVER, value))
+
+    def clear_failover(self) -> Outcome:
+        return self._outcome("failover clear", lambda: self._delete(layout.FAILOVER) or True)
+
+    def set_config(self, config: dict[str, Any], version: int | None) -> Outcome:
+        """Compare-and-set the cluster config on the version last read (None: create it only if absent)."""
+        value = layout.encode_config(config)
+        if version is None:
+            return self._outcome("config", lambda: self._create(layout.CONFIG, value))
+        return self._outcome("config", lambda: self._swap(layout.CONFIG, value, prev_version=version))
+
+    def wait_for_leader_change(self, timeout_s: float) -> bool:
+        """Sleep up to `timeout_s`, waking early when the leader key changes (True) or expires."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            return self._wait(layout.LEADER, timeout_s)
+        except Unavailable:
+            time.sleep(max(0.0, deadline - time.monotonic()))  # the loop's own pace, not a busy retry
+            return False

@@ -1,0 +1,218 @@
+"""Patroni's DCS layout and JSON values, both ways: raw keys <-> the decision core's ClusterView.
+
+Every key lives under `/<namespace>/<scope>/` (namespace defaults to `service`):
+
+    leader            the holder's member name (TTL key on etcd, ephemeral node on ZooKeeper)
+    members/<name>    {"conn_url", "api_url", "state", "role", "xlog_location", "timeline", "tags", "version"}
+    initialize        the system identifier ("" while the winner of the race runs initdb)
+    config            the cluster-wide settings as JSON
+    status            {"optime": <leader WAL position>} (older Patroni: optime/leader, a bare number)
+    history           [[timeline, switch_lsn, reason, timestamp, new_leader], ...]
+    failover          {"leader": ..., "member": ..., "scheduled_at": ...}
+    sync              {"leader": ..., "sync_standby": ...}
+
+Values written by other tools may be malformed: decoding never raises, a bad value is read as absent and named in
+`Snapshot.problems` so the agent can log it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from fsm.observation import ClusterView, FailoverRequest, LeaderKey, Member, SyncState, Tags, TimelineSwitch
+
+LEADER = "leader"
+MEMBERS = "members/"
+INITIALIZE = "initialize"
+CONFIG = "config"
+STATUS = "status"
+LEGACY_OPTIME = "optime/leader"
+HISTORY = "history"
+FAILOVER = "failover"
+SYNC = "sync"
+
+REGENT_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One stored key as a backend read it: its text and the version a compare-and-swap must match."""
+
+    value: str
+    version: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The whole cluster as one read saw it: the core's view, the raw `config` for compare-and-set, and any value
+    that could not be decoded."""
+
+    view: ClusterView
+    config: dict[str, Any] | None = None
+    config_version: int | None = None
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """What this node publishes under `members/<name>`."""
+
+    name: str
+    conn_url: str
+    api_url: str
+    state: str = "running"
+    role: str = "replica"
+    wal_position: int = 0
+    timeline: int = 1
+    tags: Tags = field(default_factory=Tags)
+
+    def to_json(self) -> str:
+        tags: dict[str, Any] = {"failover_priority": self.tags.failover_priority}
+        if self.tags.nofailover:
+            tags["nofailover"] = True
+        if self.tags.nosync:
+            tags["nosync"] = True
+        return _dump(
+            {
+                "conn_url": self.conn_url,
+                "api_url": self.api_url,
+                "state": self.state,
+                "role": self.role,
+                "xlog_location": self.wal_position,
+                "timeline": self.timeline,
+                "tags": tags,
+                "version": REGENT_VERSION,
+            }
+        )
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def encode_failover(request: FailoverRequest, scheduled_at: str | None = None) -> str:
+    value = {"leader": request.leader, "member": request.candidate, "scheduled_at": scheduled_at}
+    return _dump({key: item for key, item in value.items() if item is not None})
+
+
+def encode_sync(sync: SyncState) -> str:
+    return _dump({"leader": sync.leader, "sync_standby": sync.sync_standby})
+
+
+def encode_history(history: tuple[TimelineSwitch, ...], new_leader: str | None = None) -> str:
+    return _dump([[s.timeline, s.switch_lsn, s.reason, None, new_leader] for s in history])
+
+
+def encode_status(wal_position: int) -> str:
+    return _dump({"optime": wal_position})
+
+
+def encode_config(config: dict[str, Any]) -> str:
+    return _dump(config)
+
+
+class _Decoder:
+    """Decodes one read's keys; collects a problem instead of raising on a value it cannot use."""
+
+    def __init__(self, nodes: dict[str, Node]) -> None:
+        self.nodes = nodes
+        self.problems: list[str] = []
+
+    def json(self, key: str, kinds: type | tuple[type, ...]) -> Any:
+        node = self.nodes.get(key)
+        if node is None or node.value == "":
+            return None
+        try:
+            value = json.loads(node.value)
+        except ValueError:
+            value = None
+        if not isinstance(value, kinds):
+            self.problems.append(f"{key}: not the JSON Patroni writes, ignored: {node.value[:80]!r}")
+            return None
+        return value
+
+    def member(self, key: str) -> Member | None:
+        data = self.json(key, dict)
+        name = key[len(MEMBERS) :]
+        if data is None or not name:
+            return None
+        try:
+            raw_tags = data.get("tags") or {}
+            tags = Tags(
+                nofailover=bool(raw_tags.get("nofailover", False)),
+                nosync=bool(raw_tags.get("nosync", False)),
+                failover_priority=int(raw_tags.get("failover_priority", 1)),
+            )
+            role = str(data.get("role", "replica"))
+            return Member(
+                name,
+                role="primary" if role in ("master", "primary", "standby_leader") else "replica",
+                state=str(data.get("state", "running")),
+                wal_position=int(data.get("xlog_location") or 0),
+                timeline=int(data.get("timeline") or 1),
+                tags=tags,
+                api_url=str(data.get("api_url", "")),
+                conn_url=str(data.get("conn_url", "")),
+            )
+        except (TypeError, ValueError, AttributeError) as error:
+            self.problems.append(f"{key}: {error}, ignored")
+            return None
+
+    def leader(self) -> LeaderKey | None:
+        node = self.nodes.get(LEADER)
+        return LeaderKey(node.value, node.version) if node and node.value else None
+
+    def leader_wal_position(self) -> int | None:
+        status = self.json(STATUS, dict)
+        optime = status.get("optime") if status else None
+        if optime is None and LEGACY_OPTIME in self.nodes:
+            optime = self.nodes[LEGACY_OPTIME].value
+        try:
+            return int(optime) if optime is not None else None
+        except (TypeError, ValueError):
+            self.problems.append(f"{STATUS}: optime {optime!r} is not a WAL position, ignored")
+            return None
+
+    def history(self) -> tuple[TimelineSwitch, ...]:
+        lines = self.json(HISTORY, list) or []
+        try:
+            return tuple(TimelineSwitch(int(line[0]), int(line[1]), str(line[2] or "")) for line in lines)
+        except (TypeError, ValueError, IndexError):
+            self.problems.append(f"{HISTORY}: lines are not [timeline, lsn, reason, ...], ignored")
+            return ()
+
+    def failover(self) -> FailoverRequest | None:
+        data = self.json(FAILOVER, dict)
+        if not data or (data.get("leader") is None and data.get("member") is None):
+            return None
+        return FailoverRequest(leader=data.get("leader"), candidate=data.get("member"))
+
+    def sync(self) -> SyncState | None:
+        data = self.json(SYNC, dict)
+        return SyncState(data.get("leader"), data.get("sync_standby")) if data is not None else None
+
+
+def decode(nodes: dict[str, Node]) -> Snapshot:
+    """Build the snapshot from every key under the scope, named relative to it (`leader`, `members/n0`, ...)."""
+    decoder = _Decoder(nodes)
+    members = (decoder.member(key) for key in sorted(nodes) if key.startswith(MEMBERS))
+    initialize = nodes[INITIALIZE].value if INITIALIZE in nodes else None
+    view = ClusterView(
+        leader=decoder.leader(),
+        members=tuple(member for member in members if member is not None),
+        initialize=initialize,
+        failover=decoder.failover(),
+        sync=decoder.sync(),
+        leader_wal_position=decoder.leader_wal_position(),
+        history=decoder.history(),
+    )
+    config = decoder.json(CONFIG, dict)
+    config_version = nodes[CONFIG].version if CONFIG in nodes else None
+    return Snapshot(view, config, config_version, tuple(decoder.problems))
+
+
+def scope_path(namespace: str, scope: str) -> str:
+    """`/service/batman` for namespace `service` (or `/service/`) and scope `batman`."""
+    return "/" + "/".join(part.strip("/") for part in (namespace, scope) if part.strip("/"))
