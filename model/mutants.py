@@ -136,6 +136,20 @@ MUTANTS = (
         'when="holds_leader_key lease_valid",',
         "a candidate promotes after it stopped being eligible",
     ),
+    Mutant(
+        "leader-without-watchdog",
+        "fsm/transitions.py",
+        'rule("cand_won", TICK, CAND, LEAD, ArmWatchdog, StartPrimary,',
+        'rule("cand_won", TICK, CAND, LEAD, StartPrimary,',
+        "a failover leader never arms the watchdog, so a frozen agent cannot be fenced",
+    ),
+    Mutant(
+        "deadline-without-margin",
+        "fsm/lease.py",
+        "    return renewed_at_s + config.ttl_s - config.safety_margin_s",
+        "    return renewed_at_s + config.ttl_s",
+        "the leader's own deadline is the key's expiry: no room for clock drift or the time demotion takes",
+    ),
 )
 
 

@@ -6,6 +6,8 @@ that generated observations land on both sides of every guard.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import strategies as st
 
 from fsm.observation import (
@@ -108,7 +110,7 @@ agent_states = st.builds(
     last_outcome=outcomes,
 )
 
-observations = st.builds(
+any_observations = st.builds(
     Observation,
     name=st.just(ME),
     now_s=st.just(NOW),
@@ -119,7 +121,7 @@ observations = st.builds(
     trigger=st.sampled_from(list(Trigger)),
 )
 
-states = st.sampled_from(list(State))
+any_states = st.sampled_from(list(State))
 
 
 @st.composite
@@ -161,4 +163,19 @@ def failover_observations(draw: st.DrawFn) -> Observation:
     return Observation(ME, NOW, config, view, postgres, agent)
 
 
-takeover_states = st.sampled_from([State.FOLLOWER, State.CANDIDATE])
+# Every property draws from both: anything at all, and the rarer moments when a node may take over.
+states = any_states | st.sampled_from([State.FOLLOWER, State.CANDIDATE])
+observations = any_observations | failover_observations()
+
+
+def writable(observation: Observation) -> Observation:
+    """The same observation with the local Postgres running as a writable primary of the cluster's data."""
+    postgres = replace(
+        observation.postgres,
+        data_dir=DataDir.VALID,
+        system_identifier=observation.postgres.system_identifier or SYSIDS[0],
+        running=True,
+        in_recovery=False,
+        read_only=False,
+    )
+    return replace(observation, postgres=postgres)
