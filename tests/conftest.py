@@ -41,6 +41,8 @@ def unfired_rules() -> list[str]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not FIRED and not os.environ.get("REGENT_REQUIRE_RULE_COVERAGE"):
+        return  # a run of tests that take no decision (adapters, config) has no coverage to report
     missing = unfired_rules()
     fired = len(RULES) - len(missing)
     terminalreporter.write_line(

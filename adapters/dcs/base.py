@@ -10,6 +10,8 @@ leaves a public method. A compare-and-swap that loses is a `CONFLICT`, never ret
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -28,6 +30,13 @@ T = TypeVar("T")
 
 class Unavailable(Exception):
     """The store did not answer this request (a backend raises it; `Dcs` never lets it out)."""
+
+
+class _Unknown:
+    """How the leader key looked is unknown (this member just wrote it): a wait watches from now."""
+
+
+UNKNOWN = _Unknown()
 
 
 class Outcome(StrEnum):
@@ -50,6 +59,8 @@ class Dcs(ABC):
         self.root = layout.scope_path(namespace, scope)
         self.ttl_s = ttl_s
         self.retry_timeout_s = retry_timeout_s
+        self._local = threading.local()  # the deadline of the operation this thread runs (agent loop, REST API)
+        self._leader_seen: Node | _Unknown | None = UNKNOWN  # the leader key as the last read_cluster saw it
 
     # --- primitives a backend implements (paths relative to the scope; raise Unavailable) -------------------
 
@@ -82,8 +93,9 @@ class Dcs(ABC):
         """Delete `key` (only if it holds `prev_value`, when given); False if absent or holding something else."""
 
     @abstractmethod
-    def _wait(self, key: str, timeout_s: float) -> bool:
-        """Block until `key` changes or `timeout_s` passes; True if it changed."""
+    def _wait(self, key: str, timeout_s: float, since: Node | _Unknown | None) -> bool:
+        """Block until `key` changes or `timeout_s` passes; True if it changed. `since` is the key as the last read
+        saw it (None: absent): if it already differs when the watch is set, return True at once."""
 
     @abstractmethod
     def _renew_leader(self) -> bool:
@@ -91,27 +103,37 @@ class Dcs(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Release the connection (the leader key, if held, expires on its own)."""
+        """Release the connection. On etcd a held leader key then expires with its TTL; on ZooKeeper closing ends
+        the session, so the leader and member keys vanish at once: close only after writes stopped."""
 
     def set_ttl(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
 
     # --- the failure policy ----------------------------------------------------------------------------------
 
+    def _time_left(self) -> float:
+        """Seconds left of the current operation's retry_timeout: a backend bounds each request by it, so that the
+        last attempt cannot run past the deadline (the lease argument counts on retry_timeout)."""
+        deadline = getattr(self._local, "deadline", None)
+        return math.inf if deadline is None else max(0.0, deadline - time.monotonic())
+
     def _retrying(self, what: str, attempt: Callable[[], T]) -> T | None:
         """Run `attempt` until it answers or retry_timeout passes; None when the store stayed unavailable."""
-        deadline = time.monotonic() + self.retry_timeout_s
+        self._local.deadline = time.monotonic() + self.retry_timeout_s
         pause = 0.05
-        while True:
-            try:
-                return attempt()
-            except Unavailable as error:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    log.warning("DCS unavailable for %s after %.1f s: %s", what, self.retry_timeout_s, error)
-                    return None
-                time.sleep(min(pause, left))
-                pause = min(pause * 2, 1.0)
+        try:
+            while True:
+                try:
+                    return attempt()
+                except Unavailable as error:
+                    left = self._time_left()
+                    if left <= 0:
+                        log.warning("DCS unavailable for %s after %.1f s: %s", what, self.retry_timeout_s, error)
+                        return None
+                    time.sleep(min(pause, left))
+                    pause = min(pause * 2, 1.0)
+        finally:
+            self._local.deadline = None
 
     def _outcome(self, what: str, attempt: Callable[[], bool | None]) -> Outcome:
         answer = self._retrying(what, lambda: attempt() is not False)
@@ -126,6 +148,7 @@ class Dcs(ABC):
         nodes = self._retrying("read", self._load)
         if nodes is None:
             return None
+        self._leader_seen = nodes.get(layout.LEADER)
         snapshot = layout.decode(nodes)
         for problem in snapshot.problems:
             log.warning("DCS value ignored: %s", problem)
@@ -140,17 +163,22 @@ class Dcs(ABC):
     def set_initialize(self, system_identifier: str) -> Outcome:
         return self._outcome("initialize", lambda: self._swap(layout.INITIALIZE, system_identifier, prev_value=""))
 
+    def _writing_leader(self, what: str, attempt: Callable[[], bool | None]) -> Outcome:
+        # This member's own write changes the key after the last read: that change must not wake its next wait.
+        self._leader_seen = UNKNOWN
+        return self._outcome(what, attempt)
+
     def acquire_leader(self) -> Outcome:
         """Create the leader key naming this member; if it already does, refresh it instead."""
-        return self._outcome(
+        return self._writing_leader(
             "leader acquire", lambda: self._create(layout.LEADER, self.name, lease=True) or self._renew_leader()
         )
 
     def renew_leader(self) -> Outcome:
-        return self._outcome("leader renew", self._renew_leader)
+        return self._writing_leader("leader renew", self._renew_leader)
 
     def release_leader(self) -> Outcome:
-        return self._outcome("leader release", lambda: self._delete(layout.LEADER, prev_value=self.name))
+        return self._writing_leader("leader release", lambda: self._delete(layout.LEADER, prev_value=self.name))
 
     def publish_member(self, record: MemberRecord) -> Outcome:
         key = layout.MEMBERS + record.name
@@ -182,10 +210,11 @@ class Dcs(ABC):
         return self._outcome("config", lambda: self._swap(layout.CONFIG, value, prev_version=version))
 
     def wait_for_leader_change(self, timeout_s: float) -> bool:
-        """Sleep up to `timeout_s`, waking early when the leader key changes (True) or expires."""
+        """Sleep up to `timeout_s`, waking early when the leader key changes (True) or expires, including a change
+        since the last `read_cluster` (which the agent's actions may have taken seconds after)."""
         deadline = time.monotonic() + timeout_s
         try:
-            return self._wait(layout.LEADER, timeout_s)
+            return self._wait(layout.LEADER, timeout_s, self._leader_seen)
         except Unavailable:
             time.sleep(max(0.0, deadline - time.monotonic()))  # the loop's own pace, not a busy retry
             return False

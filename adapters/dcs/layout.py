@@ -136,6 +136,9 @@ class _Decoder:
     def member(self, key: str) -> Member | None:
         data = self.json(key, dict)
         name = key[len(MEMBERS) :]
+        if "/" in name:  # Patroni reads only direct children of members/
+            self.problems.append(f"{key}: not a direct child of {MEMBERS}, ignored")
+            return None
         if data is None or not name:
             return None
         try:

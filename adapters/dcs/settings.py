@@ -96,17 +96,8 @@ class _Reader:
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(
-        {
-            "str": "a string",
-            "int": "a number",
-            "float": "a number",
-            "list": "a list",
-            "dict": "a mapping",
-            "bool": "true or false",
-        }.get(k.__name__, k.__name__)
-        for k in kinds
-    )
+    names = {"str": "a string", "int": "a number", "float": "a number", "list": "a list", "dict": "a mapping"}
+    return " or ".join(dict.fromkeys(names.get(k.__name__, k.__name__) for k in kinds))
 
 
 def parse_host(text: str, default_port: int, setting: str) -> tuple[str, int]:

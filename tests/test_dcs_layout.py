@@ -1,0 +1,88 @@
+"""Patroni's DCS values decode into the core's ClusterView, and what Regent writes decodes back to what it meant."""
+
+from __future__ import annotations
+
+import json
+
+from adapters.dcs import layout
+from adapters.dcs.layout import MemberRecord, Node, decode
+from fsm.observation import FailoverRequest, LeaderKey, SyncState, Tags, TimelineSwitch
+
+
+def nodes(**values: str) -> dict[str, Node]:
+    return {key.replace("__", "/"): Node(value, version) for version, (key, value) in enumerate(values.items(), 1)}
+
+
+def test_what_regent_writes_reads_back():
+    record = MemberRecord(
+        "n1",
+        "postgres://10.0.0.1:5432/postgres",
+        "http://10.0.0.1:8008/patroni",
+        "running",
+        "replica",
+        12345,
+        2,
+        Tags(nosync=True, failover_priority=2),
+    )
+    history = (TimelineSwitch(1, 5000, "no recovery target specified"),)
+    snapshot = decode(
+        nodes(
+            leader="n0",
+            members__n1=record.to_json(),
+            initialize="7300000000000000001",
+            status=layout.encode_status(99999),
+            history=layout.encode_history(history, "n0"),
+            failover=layout.encode_failover(FailoverRequest("n0", "n1")),
+            sync=layout.encode_sync(SyncState("n0", "n1")),
+            config=layout.encode_config({"ttl": 30}),
+        )
+    )
+    view = snapshot.view
+    assert view.leader == LeaderKey("n0", 1)
+    (member,) = view.members
+    assert (member.name, member.wal_position, member.timeline, member.tags) == ("n1", 12345, 2, record.tags)
+    assert (member.api_url, member.conn_url, member.role) == (record.api_url, record.conn_url, "replica")
+    assert view.initialize == "7300000000000000001" and view.leader_wal_position == 99999
+    assert view.history == history and view.failover == FailoverRequest("n0", "n1")
+    assert view.sync == SyncState("n0", "n1")
+    assert snapshot.config == {"ttl": 30} and snapshot.config_version == 8 and snapshot.problems == ()
+
+
+def test_member_json_carries_patronis_field_names():
+    data = json.loads(MemberRecord("n0", "postgres://h:5432/postgres", "http://h:8008/patroni").to_json())
+    assert set(data) == {"conn_url", "api_url", "state", "role", "xlog_location", "timeline", "tags", "version"}
+
+
+def test_values_written_by_older_patroni_are_understood():
+    member = json.dumps({"role": "master", "state": "running", "xlog_location": 7, "conn_url": "x", "api_url": "y"})
+    view = decode(nodes(members__old=member, optime__leader="4242")).view
+    assert view.members[0].role == "primary" and view.leader_wal_position == 4242
+
+
+def test_malformed_values_are_ignored_and_named():
+    snapshot = decode(
+        nodes(
+            members__good=MemberRecord("good", "c", "a").to_json(),
+            members__bad="{not json",
+            members__worse=json.dumps({"xlog_location": "lots"}),
+            history=json.dumps({"not": "a list"}),
+            status=json.dumps({"optime": "soon"}),
+            sync="[]",
+            members__a__b=MemberRecord("a/b", "c", "a").to_json(),
+        )
+    )
+    assert [m.name for m in snapshot.view.members] == ["good"]
+    assert snapshot.view.history == () and snapshot.view.leader_wal_position is None and snapshot.view.sync is None
+    named = " ".join(snapshot.problems)
+    for key in ("members/bad", "members/worse", "history", "status", "sync", "members/a/b"):
+        assert key in named
+
+
+def test_an_empty_scope_is_an_uninitialized_cluster():
+    snapshot = decode({})
+    assert snapshot.view.initialize is None and snapshot.view.leader is None and snapshot.config is None
+
+
+def test_scope_path():
+    assert layout.scope_path("service", "batman") == "/service/batman"
+    assert layout.scope_path("/service/", "batman") == "/service/batman"
