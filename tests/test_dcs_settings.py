@@ -57,7 +57,7 @@ def test_with_exhibitor_the_zookeeper_hosts_may_be_left_out():
         ({"scope": "s", "host": "h", "ttl": -1}, "etcd.ttl: must be positive"),
         ({"scope": "s", "host": "h", "protocol": "gopher"}, "etcd.protocol: 'gopher' is neither http nor https"),
         ({"scope": "s", "host": "h", "username": "u"}, "etcd.username and etcd.password: give both or neither"),
-        ({"scope": "s", "host": "h", "hots": ["h"]}, "etcd.hots: unknown setting"),
+        ({"scope": "s", "host": "h", "hots": ["h"]}, "etcd.hots: unknown setting (did you mean 'hosts'?)"),
         ({"scope": "s", "hosts": ["h:1", 7]}, "etcd.hosts: 7 is not a host:port string"),
         ("127.0.0.1:2379", "etcd: must be a mapping, got str"),
     ],

@@ -14,13 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.config_reader import ConfigError, SectionReader
 
-class DcsConfigError(ValueError):
-    """One or more settings are wrong; each line names its setting."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+class DcsConfigError(ConfigError):
+    """One or more DCS settings are wrong; each line names its setting."""
 
 
 @dataclass(frozen=True)
@@ -54,52 +52,6 @@ class ZooKeeperSettings:
     exhibitor: ExhibitorSettings | None = None
 
 
-class _Reader:
-    """Reads one section, collecting every problem before failing."""
-
-    def __init__(self, section: Any, where: str) -> None:
-        self.where = where
-        self.problems: list[str] = []
-        if not isinstance(section, dict):
-            self.problems.append(f"{where}: must be a mapping, got {type(section).__name__}")
-            section = {}
-        self.section: dict[str, Any] = section
-
-    def take(self, key: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
-        value = self.section.get(key, default)
-        if value is None:
-            if required:
-                self.problems.append(f"{self.where}.{key}: missing")
-            return default
-        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            self.problems.append(f"{self.where}.{key}: expected {_kind_name(kind)}, got a boolean")
-            return default
-        if not isinstance(value, kind):
-            self.problems.append(f"{self.where}.{key}: expected {_kind_name(kind)}, got {type(value).__name__}")
-            return default
-        return value
-
-    def positive(self, key: str, default: float) -> float:
-        value = self.take(key, (int, float), default)
-        if value <= 0:
-            self.problems.append(f"{self.where}.{key}: must be positive, got {value}")
-        return float(value)
-
-    def unknown(self, known: set[str]) -> None:
-        for key in sorted(set(self.section) - known):
-            self.problems.append(f"{self.where}.{key}: unknown setting (known: {', '.join(sorted(known))})")
-
-    def done(self) -> None:
-        if self.problems:
-            raise DcsConfigError(self.problems)
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {"str": "a string", "int": "a number", "float": "a number", "list": "a list", "dict": "a mapping"}
-    return " or ".join(dict.fromkeys(names.get(k.__name__, k.__name__) for k in kinds))
-
-
 def parse_host(text: str, default_port: int, setting: str) -> tuple[str, int]:
     """`host:port`, `host` or `[v6]:port` -> (host, port); ValueError naming `setting` otherwise."""
     text = text.strip()
@@ -119,7 +71,7 @@ def parse_host(text: str, default_port: int, setting: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _hosts(reader: _Reader, default_port: int, single: str | None) -> tuple[tuple[str, int], ...]:
+def _hosts(reader: SectionReader, default_port: int, single: str | None) -> tuple[tuple[str, int], ...]:
     """`hosts` as a list or a comma-separated string, or else the single-host setting `single`."""
     raw = reader.take("hosts", (list, str))
     setting = "hosts"
@@ -143,7 +95,7 @@ def _hosts(reader: _Reader, default_port: int, single: str | None) -> tuple[tupl
     return tuple(hosts)
 
 
-def _scope(reader: _Reader, scope: str | None) -> str:
+def _scope(reader: SectionReader, scope: str | None) -> str:
     value = reader.take("scope", str, scope)
     if value is None:
         reader.problems.append(f"{reader.where}.scope: missing (the cluster's name)")
@@ -155,7 +107,7 @@ def _scope(reader: _Reader, scope: str | None) -> str:
 
 def etcd_settings(section: Any, scope: str | None = None, namespace: str = "service") -> EtcdSettings:
     """Parse `etcd:`; `scope` is the top-level one, used when the section has none."""
-    reader = _Reader(section, "etcd")
+    reader = SectionReader(section, "etcd", DcsConfigError)
     reader.unknown(
         {"scope", "ttl", "host", "hosts", "protocol", "username", "password", "cacert", "cert", "key", "namespace"}
     )
@@ -181,11 +133,11 @@ def etcd_settings(section: Any, scope: str | None = None, namespace: str = "serv
 
 def zookeeper_settings(section: Any, scope: str | None = None, namespace: str = "service") -> ZooKeeperSettings:
     """Parse `zookeeper:`; with `exhibitor`, `hosts` may be left out (Exhibitor supplies the ensemble)."""
-    reader = _Reader(section, "zookeeper")
+    reader = SectionReader(section, "zookeeper", DcsConfigError)
     reader.unknown({"scope", "session_timeout", "reconnect_timeout", "hosts", "exhibitor", "namespace"})
     exhibitor = None
     if "exhibitor" in reader.section:
-        sub = _Reader(reader.section["exhibitor"], "zookeeper.exhibitor")
+        sub = SectionReader(reader.section["exhibitor"], "zookeeper.exhibitor", DcsConfigError)
         sub.unknown({"poll_interval", "port", "hosts"})
         port = sub.take("port", int, 8181)
         if not 0 < port < 65536:
