@@ -61,5 +61,12 @@ class SectionReader:
 
 def kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {"str": "a string", "int": "a number", "float": "a number", "list": "a list", "dict": "a mapping"}
+    names = {
+        "str": "a string",
+        "int": "a number",
+        "float": "a number",
+        "list": "a list",
+        "dict": "a mapping",
+        "bool": "true or false",
+    }
     return " or ".join(dict.fromkeys(names.get(k.__name__, k.__name__) for k in kinds))

@@ -11,7 +11,7 @@ etcd:                          zookeeper:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.config_reader import ConfigError, SectionReader
@@ -29,7 +29,7 @@ class EtcdSettings:
     namespace: str = "service"
     protocol: str = "http"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
     cacert: str | None = None
     cert: str | None = None
     key: str | None = None

@@ -1,0 +1,225 @@
+"""The facts about the local Postgres that a decision needs (`fsm.observation.PostgresState`), computed once a loop.
+
+A running server (a live postmaster in postmaster.pid) is asked over SQL; a stopped one is read with pg_controldata
+(positions from the last checkpoint or the minimum recovery point, since a stopped server has no "current" WAL).
+The timeline history comes from this node's own `pg_wal/<TL>.history` file.
+
+Semantics kept consistent with `fsm.observation`:
+- `in_recovery` only while running; a standby of nobody (a read-only demotion) is in recovery, following nobody;
+- `read_only` is a running primary with default_transaction_read_only on;
+- `following` is the member our own config points the standby at, unless its WAL receiver streams from elsewhere
+  (a re-point that has not taken effect yet);
+- a postmaster that is alive but refuses connections (starting up, shutting down) counts as running and not
+  writable.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from fsm.observation import DataDir, PostgresState, TimelineSwitch
+
+from .files import OwnFiles
+from .process import PostmasterControl
+from .runas import Runner
+from .sql import Sql, SqlError
+
+log = logging.getLogger(__name__)
+
+CONTROLDATA_TIMEOUT_S = 10.0
+
+FACTS_QUERY = """
+SELECT pg_is_in_recovery(),
+       current_setting('default_transaction_read_only') = 'on',
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint END,
+       (pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint,
+       (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint,
+       CASE WHEN pg_is_in_recovery() THEN NULL
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+       (SELECT timeline_id FROM pg_control_checkpoint()),
+       (SELECT min_recovery_end_timeline FROM pg_control_recovery()),
+       (SELECT received_tli FROM pg_stat_wal_receiver),
+       (SELECT sender_host FROM pg_stat_wal_receiver),
+       (SELECT sender_port FROM pg_stat_wal_receiver),
+       (SELECT system_identifier FROM pg_control_system())::text,
+       current_setting('data_checksums') = 'on' OR current_setting('wal_log_hints') = 'on',
+       ARRAY(SELECT application_name FROM pg_stat_replication WHERE state = 'streaming')
+"""
+
+
+def parse_lsn(text: str) -> int:
+    """`16/B374D848` -> the byte position as an integer."""
+    high, low = text.strip().split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+@dataclass(frozen=True)
+class ControlData:
+    """What pg_controldata says about a data directory."""
+
+    system_identifier: str
+    state: str  # "shut down", "shut down in recovery", "in production", "in archive recovery", ...
+    checkpoint_lsn: int
+    checkpoint_timeline: int
+    min_recovery_lsn: int
+    min_recovery_timeline: int
+    can_rewind: bool  # data checksums or wal_log_hints
+
+    @classmethod
+    def parse(cls, text: str) -> ControlData:
+        """Raises ValueError (KeyError included) on output that is not pg_controldata's."""
+        fields = {}
+        for line in text.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key.strip()] = value.strip()
+        return cls(
+            system_identifier=fields["Database system identifier"],
+            state=fields["Database cluster state"],
+            checkpoint_lsn=parse_lsn(fields["Latest checkpoint location"]),
+            checkpoint_timeline=int(fields["Latest checkpoint's TimeLineID"]),
+            min_recovery_lsn=parse_lsn(fields["Minimum recovery ending location"]),
+            min_recovery_timeline=int(fields["Min recovery ending loc's timeline"]),
+            can_rewind=fields["Data page checksum version"] != "0" or fields["wal_log_hints setting"] == "on",
+        )
+
+
+def read_controldata(runner: Runner, data_dir: Path) -> ControlData | str:
+    """The control data, or why it could not be read (pg_controldata's own words)."""
+    ran = runner.run([runner.program("pg_controldata"), "-D", str(data_dir)], CONTROLDATA_TIMEOUT_S)
+    if not ran.ok:
+        return ran.message()
+    if "WARNING" in ran.stderr or "WARNING" in ran.stdout:  # a CRC mismatch or another version's control file
+        return ran.message()
+    try:
+        return ControlData.parse(ran.stdout)
+    except (ValueError, KeyError) as error:
+        return f"pg_controldata output not understood ({error})"
+
+
+def dir_empty(path: Path) -> bool:
+    try:
+        return not any(path.iterdir())
+    except FileNotFoundError:
+        return True
+    except NotADirectoryError:
+        return False  # a file where the directory should be: in the way, so moved aside like any unusable one
+
+
+def classify(runner: Runner, data_dir: Path) -> tuple[DataDir, ControlData | str | None]:
+    """EMPTY (absent or empty), VALID (PG_VERSION present and pg_controldata reads it) or BROKEN, with the control
+    data (or the reason it is broken)."""
+    if dir_empty(data_dir):
+        return DataDir.EMPTY, None
+    if not (data_dir / "PG_VERSION").is_file():
+        return DataDir.BROKEN, "no PG_VERSION file"
+    control = read_controldata(runner, data_dir)
+    return (DataDir.VALID if isinstance(control, ControlData) else DataDir.BROKEN), control
+
+
+def read_history(data_dir: Path, timeline: int) -> tuple[TimelineSwitch, ...]:
+    """The switches that led to `timeline`, from `pg_wal/<timeline>.history` (or the newest history file up to that
+    timeline when that one is missing). Timeline 1 has none."""
+    wal = data_dir / "pg_wal"
+    candidates = []
+    try:
+        for entry in wal.iterdir():
+            match = re.fullmatch(r"([0-9A-F]{8})\.history", entry.name)
+            if match and int(match.group(1), 16) <= timeline:
+                candidates.append((int(match.group(1), 16), entry))
+    except OSError:
+        return ()
+    if not candidates:
+        return ()
+    _, path = max(candidates)
+    switches = []
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ()
+    for line in text.splitlines():
+        parts = line.strip().split(None, 2)
+        if len(parts) < 2 or parts[0].startswith("#"):
+            continue
+        try:
+            switches.append(TimelineSwitch(int(parts[0]), parse_lsn(parts[1]), parts[2] if len(parts) > 2 else ""))
+        except ValueError:
+            log.warning("unreadable line in %s: %r", path, line)
+    return tuple(switches)
+
+
+def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sql) -> PostgresState:
+    """The local Postgres's facts; never raises for a server that is down, starting or unreachable."""
+    data_dir = files.settings.data_dir
+    postmaster = control.current()
+    if postmaster is None:
+        return _stopped(runner, data_dir)
+    try:
+        row = sql.one(FACTS_QUERY)
+    except SqlError as error:
+        log.debug("postmaster %s runs but answers no query: %s", postmaster.pid, error)
+        return _unreachable(runner, data_dir, files, postmaster.status)
+    (in_recovery, read_only, written, received, replayed, wal_timeline, checkpoint_tl, min_recovery_tl, received_tl,
+     sender_host, sender_port, system_identifier, can_rewind, streaming) = row  # fmt: skip
+    if in_recovery:
+        timeline = max(checkpoint_tl or 1, min_recovery_tl or 0, received_tl or 0)
+    else:
+        timeline = wal_timeline or checkpoint_tl or 1
+    following = None
+    upstream = files.read_state().upstream
+    if in_recovery and upstream is not None:
+        streams_elsewhere = sender_host is not None and (sender_host, sender_port) != (upstream.host, upstream.port)
+        following = None if streams_elsewhere else upstream.name
+    return PostgresState(
+        data_dir=DataDir.VALID,
+        system_identifier=system_identifier,
+        running=True,
+        in_recovery=bool(in_recovery),
+        read_only=bool(read_only) and not in_recovery,
+        timeline=timeline,
+        wal_written=int(written or 0),
+        wal_received=int(received or 0) if in_recovery else 0,  # a promoted node still reports its last receipt
+        wal_replayed=int(replayed or 0) if in_recovery else 0,
+        following=following,
+        streaming_replicas=frozenset(streaming or ()),
+        timeline_history=read_history(data_dir, timeline),
+        can_rewind=bool(can_rewind),
+    )
+
+
+def _stopped(runner: Runner, data_dir: Path) -> PostgresState:
+    kind, control = classify(runner, data_dir)
+    if not isinstance(control, ControlData):
+        return PostgresState(data_dir=kind)
+    timeline = max(control.checkpoint_timeline, control.min_recovery_timeline)
+    return PostgresState(
+        data_dir=kind,
+        system_identifier=control.system_identifier,
+        timeline=timeline,
+        wal_written=max(control.checkpoint_lsn, control.min_recovery_lsn),
+        timeline_history=read_history(data_dir, timeline),
+        can_rewind=control.can_rewind,
+    )
+
+
+def _unreachable(runner: Runner, data_dir: Path, files: OwnFiles, status: str) -> PostgresState:
+    """A live postmaster that answers no query: running, and not writable while it starts or stops."""
+    stopped = _stopped(runner, data_dir)
+    recovering = status == "starting" or (data_dir / "standby.signal").exists()
+    upstream = files.read_state().upstream
+    return PostgresState(
+        data_dir=DataDir.VALID,
+        system_identifier=stopped.system_identifier,
+        running=True,
+        in_recovery=recovering,
+        read_only=not recovering and status != "ready",
+        timeline=stopped.timeline,
+        wal_written=0 if recovering else stopped.wal_written,
+        wal_replayed=stopped.wal_written if recovering else 0,
+        following=upstream.name if recovering and upstream else None,
+        timeline_history=stopped.timeline_history,
+        can_rewind=stopped.can_rewind,
+    )

@@ -1,0 +1,51 @@
+"""The small values the Postgres adapter takes and returns: an upstream member, an operation's result, a standby's
+replication state, and the slot name a member gets."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A member to stream, clone or rewind from (the agent builds it from the member's conn_url)."""
+
+    name: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Result:
+    """What an operation did. `detail` carries Postgres's (or the tool's) own message on failure; truthy on success."""
+
+    ok: bool
+    detail: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def done(detail: str = "") -> Result:
+    return Result(True, detail)
+
+
+def failed(detail: str) -> Result:
+    return Result(False, detail)
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """One row of pg_stat_replication, for the REST API. `lag_bytes` is None while the standby has replayed nothing."""
+
+    application_name: str
+    state: str  # startup, catchup, streaming, backup, stopping
+    sync_state: str  # async, potential, sync, quorum
+    lag_bytes: int | None
+
+
+def slot_name(member: str) -> str:
+    """The physical slot a member streams through: its name lowercased, other characters than [a-z0-9_] as `_`,
+    at most 63 characters (Postgres's limit), as Patroni names them."""
+    return re.sub(r"[^a-z0-9_]", "_", member.lower())[:63]
