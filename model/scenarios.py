@@ -161,6 +161,17 @@ REGRESSIONS = (
         config={"synchronous_mode": True},
         seed=0,
     ),
+    Scenario(
+        "regression-shutdown-after-heal",
+        "the two sync-allowed nodes finished shutting down just after the heal: a fault, not a broken promise",
+        _fixed(
+            (60.0, "shutdown", "n0", None),
+            (60.0, "shutdown", "n1", None),
+            (60.0, "heal", "all", None),
+        ),
+        config={"synchronous_mode": True},
+        seed=0,
+    ),
 )
 
 SCENARIOS = {

@@ -328,6 +328,7 @@ class World:
         node.acting = False
         if node.shutting_down and node.last_rule is not None and node.last_rule.startswith("shutdown"):
             self.kill(node, "agent stopped after shutdown")
+            self.checker.fault_injected()  # a node leaving after a heal is a new fault: that heal promised nothing
             return
         again = (changed or failed or node.wake or node.shutting_down) and node.streak < MAX_IMMEDIATE
         node.streak = node.streak + 1 if again else 0
