@@ -207,8 +207,8 @@ RULES: tuple[Rule, ...] = (
     rule("demote_dcs_down", TICK, DEMO, FOLLOW, unless="dcs_reachable", reason="writes stopped, DCS unreachable: wait as a follower"),
     rule("demote_reclone", TICK, DEMO, BOOT, Reclone, when="diverged leader_running", unless="rewind_possible",
          reason="diverged and pg_rewind impossible: re-clone"),
-    rule("demote_rewind", TICK, DEMO, FOLLOW, StopPostgres, RewindFromLeader, StartStandby, when="diverged leader_running",
-         reason="diverged from the leader: pg_rewind, then follow"),
+    rule("demote_rewind", TICK, DEMO, SAME, StopPostgres, RewindFromLeader, StartStandby, when="diverged leader_running",
+         reason="diverged from the leader: pg_rewind and start as a standby; rejoin (or, if it failed, re-clone) next"),
     rule("demote_rejoin", TICK, DEMO, FOLLOW, StartStandby, also="diverged", reason="writes stopped, key released: follow the leader"),
     # shutdown: leave Postgres alone in maintenance mode; otherwise stop it, a leader handing over its key
     rule("shutdown_paused", SHUTDOWN, tuple(State), SAME, when="paused", reason="maintenance mode: leave Postgres running"),

@@ -244,3 +244,12 @@ def test_timeline_fork_decides_between_follow_and_rewind():
     decision = decide(State.FOLLOWER, observe(dcs=fork_before_my_wal))
     assert decision.rule == "follow_diverged"
     assert "my WAL 5000000 is past the end of timeline 1 at 4000000" in decision.why
+
+
+def test_a_failed_rewind_leads_to_a_reclone_not_to_endless_restarts():
+    """demote_rewind stays in demoting, so the next loop sees the outcome: rejoin if it worked, re-clone if not."""
+    forked = cluster("n1", members=members("n1", timeline=2), history=forked_history(end_of_tl1=4_000_000))
+    first = decide(State.DEMOTING, observe("n0", forked, stopped()))
+    assert first.rule == "demote_rewind" and first.state is State.DEMOTING
+    failed = observe("n0", forked, stopped(), agent=agent(last_outcome=outcome("StopPostgres", "RewindFromLeader")))
+    assert decide(State.DEMOTING, failed).rule == "demote_reclone"

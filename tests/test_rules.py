@@ -97,7 +97,7 @@ CASES = [
     ("demote_foreign_data", D, observe("n0", cluster("n1"), stopped(system_identifier="42")), B, ""),
     ("demote_dcs_down", D, observe("n0", None, stopped()), F, ""),
     ("demote_reclone", D, observe("n0", N1_LEADS_FORKED, stopped(can_rewind=False)), B, "Reclone"),
-    ("demote_rewind", D, observe("n0", N1_LEADS_FORKED, stopped()), F, "StopPostgres RewindFromLeader StartStandby"),
+    ("demote_rewind", D, observe("n0", N1_LEADS_FORKED, stopped()), D, "StopPostgres RewindFromLeader StartStandby"),
     ("demote_rejoin", D, observe("n0", cluster("n1"), stopped()), F, "StartStandby"),
     ("shutdown_paused", L, leader_view(config=PAUSED, trigger=Trigger.SHUTDOWN), L, ""),
     ("shutdown_leader", L, leader_view(trigger=Trigger.SHUTDOWN), D,

@@ -181,6 +181,7 @@ class OwnFiles:
             "# The agent connects as the superuser over the socket in its own directory (mode 0700: only the",
             "# Postgres OS user and root reach it). First, so that no line below can lock the agent out.",
             f"local all {superuser} {method}",
+            f"local replication {superuser} {method}",  # IDENTIFY_SYSTEM: the timeline a standby replays
         ]
         if s.pg_hba:
             lines += ["", "# postgresql.pg_hba", *s.pg_hba]

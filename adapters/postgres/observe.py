@@ -166,6 +166,12 @@ def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sq
      sender_host, sender_port, system_identifier, can_rewind, streaming) = row  # fmt: skip
     if in_recovery:
         timeline = max(checkpoint_tl or 1, min_recovery_tl or 0, received_tl or 0)
+        try:
+            # Without a connected WAL receiver the control file's timelines lag behind the one replayed (a standby
+            # that followed a failover still says timeline 1 until its next restartpoint): ask the server itself.
+            timeline = max(timeline, sql.replay_timeline())
+        except SqlError as error:
+            log.debug("IDENTIFY_SYSTEM failed, the standby's timeline may lag: %s", error)
     else:
         timeline = wal_timeline or checkpoint_tl or 1
     following = None

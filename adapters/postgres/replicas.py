@@ -175,8 +175,13 @@ class Replicas:
         pg_rewind would do it itself, in single-user mode with the data directory's own config; but the checkpoint
         that ends crash recovery removes WAL segments before it, and pg_rewind then cannot read back from the last
         common checkpoint ("could not find previous WAL record"). With archive_mode on and an archive command that
-        never succeeds no segment counts as archived, so none is removed."""
-        if control.state in ("shut down", "shut down in recovery"):
+        never succeeds no segment counts as archived, so none is removed.
+
+        A standby shut down cleanly before it replayed a checkpoint of its newest timeline (a crashed primary that
+        was restarted as a standby, then stopped) needs the same: its control file still names the older timeline,
+        pg_rewind takes that for the target's timeline and fails ("could not find previous WAL record")."""
+        timeline_behind = control.min_recovery_timeline > control.checkpoint_timeline
+        if control.state == "shut down" or (control.state == "shut down in recovery" and not timeline_behind):
             return done()
         data_dir = self.settings.data_dir
         for name in ("standby.signal", "recovery.signal"):  # single-user mode refuses standby mode
@@ -195,7 +200,11 @@ class Replicas:
     def _checkpoint_after_promotion(self, upstream: Upstream) -> Result:
         """pg_rewind reads the source's timeline from its control file, which a promotion updates only at the next
         checkpoint: before it, pg_rewind finds both nodes on one timeline and says "no rewind required" about a
-        diverged node. So a source whose last checkpoint precedes its current timeline is checkpointed first."""
+        diverged node. So a source whose last checkpoint precedes its current timeline is checkpointed first.
+
+        A source still in recovery (a new leader that holds the key but has not finished its promotion) is waited
+        for: rewound from a standby that promotes meanwhile, the target gets a minimum recovery point on the wrong
+        timeline and then refuses to start ("requested timeline N does not contain minimum recovery point")."""
         s = self.settings
         try:
             conn = connect_remote(
@@ -203,12 +212,19 @@ class Replicas:
             )
         except SqlError as error:
             return failed(f"cannot reach {upstream.name} to rewind from it: {error}")
+        deadline = time.monotonic() + SOURCE_PROMOTION_WAIT_S
         try:
             with conn.cursor() as cur:
-                cur.execute(SOURCE_TIMELINES_QUERY)
-                row = cur.fetchone()
-                current, checkpointed = row or (None, None)
-                if current is not None and checkpointed is not None and checkpointed < current:
+                while True:
+                    cur.execute(SOURCE_TIMELINES_QUERY)
+                    row = cur.fetchone()
+                    current, checkpointed = row or (None, None)
+                    if current is not None:
+                        break
+                    if time.monotonic() > deadline:
+                        return failed(f"{upstream.name} is still in recovery: not a source to rewind from yet")
+                    time.sleep(0.05)
+                if checkpointed is not None and checkpointed < current:
                     log.info("checkpoint on %s: its control file still says timeline %s", upstream.name, checkpointed)
                     cur.execute("CHECKPOINT")
         except psycopg2.Error as error:
@@ -218,6 +234,7 @@ class Replicas:
         return done()
 
 
+SOURCE_PROMOTION_WAIT_S = 10.0  # a leader takes the key before it promotes; promotion itself takes ~0.1 s
 SOURCE_TIMELINES_QUERY = """
 SELECT CASE WHEN pg_is_in_recovery() THEN NULL
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+import psycopg2.extras
 
 from .files import OwnFiles
 
@@ -75,6 +76,37 @@ class Sql:
             raise SqlError(pg_message(error)) from None
         conn.autocommit = True
         return conn
+
+    def replay_timeline(self, timeout_s: float | None = None) -> int:
+        """The timeline a running standby replays now, from IDENTIFY_SYSTEM on a replication connection to itself.
+        SQL has no such function in PostgreSQL 15: pg_stat_wal_receiver shows it only while the WAL receiver is
+        connected, and the control file's timelines lag until the next restartpoint, for minutes after a failover."""
+        s = self.files.settings
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            conn = psycopg2.connect(
+                host=str(self.files.socket_dir),
+                port=s.port,
+                user=s.superuser.username,
+                password=s.superuser.password,
+                dbname="postgres",
+                application_name="regent",
+                connect_timeout=max(1, round(timeout)),
+                connection_factory=psycopg2.extras.PhysicalReplicationConnection,
+            )
+        except psycopg2.Error as error:
+            raise SqlError(pg_message(error)) from None
+        try:
+            with conn.cursor() as cur:
+                cur.execute("IDENTIFY_SYSTEM")
+                row = cur.fetchone()
+        except psycopg2.Error as error:
+            raise SqlError(pg_message(error)) from None
+        finally:
+            conn.close()
+        if row is None:
+            raise SqlError("IDENTIFY_SYSTEM returned no row")
+        return int(row[1])
 
     @contextlib.contextmanager
     def cursor(self, timeout_s: float | None = None) -> Iterator[psycopg2.extensions.cursor]:

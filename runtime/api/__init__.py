@@ -1,0 +1,17 @@
+"""Regent's REST API, following Patroni's: health checks for load balancers, the node's and the cluster's status, and
+the operator's operations (switchover, failover, restart, reload, reinitialize, config).
+
+Rules of this package:
+- Reads never take the HA loop's lock: a health check answers from what the last turn observed (the Postgres state,
+  the DCS snapshot, the lease), plus a live look at the postmaster, so HAProxy gets its answer while a turn runs.
+- Status codes carry the meaning (Patroni's conventions): 200 yes, 503 no, 4xx a request that cannot be served as
+  asked, with a JSON `{"message": ...}` saying why; 500 only for a bug, with the traceback in the log, never in the
+  response. HEAD and OPTIONS answer the GET's status with no body.
+- POST and PATCH need `restapi.auth` (HTTP Basic) when it is configured.
+- Operations that change Postgres (restart, reinitialize) run between two turns of the loop, never during one.
+- The API has its own DCS client: its reads must not move the agent's record of the leader key it waits on.
+"""
+
+from .server import ApiServer
+
+__all__ = ["ApiServer"]

@@ -1,0 +1,168 @@
+"""The documents the reads answer with: node and cluster status, history and decisions as JSON, metrics as
+Prometheus text."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from adapters.dcs.layout import REGENT_VERSION
+from fsm import State
+from fsm.observation import ClusterView, DataDir, Tags
+from runtime.agent import Agent, Turn
+
+from .node import NodeView
+
+# --- JSON documents -------------------------------------------------------------------------------------------------
+
+
+def tags_json(tags: Tags) -> dict[str, Any]:
+    return {"nofailover": tags.nofailover, "nosync": tags.nosync, "failover_priority": tags.failover_priority}
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat()
+
+
+def _role(node: NodeView) -> str:
+    if node.pg.data_dir is not DataDir.VALID:
+        return "uninitialized"
+    if node.pg.running:
+        return "replica" if node.pg.in_recovery else "primary"
+    return "primary" if node.state is State.LEADER else "replica"
+
+
+def node_status(node: NodeView) -> dict[str, Any]:
+    """This node's status in Patroni's field names, plus Regent's `ha_state`."""
+    pg = node.pg
+    if pg.running and pg.in_recovery:
+        xlog: dict[str, Any] = {"received_location": pg.wal_received, "replayed_location": pg.wal_replayed}
+    else:
+        xlog = {"location": pg.wal_position}
+    status: dict[str, Any] = {
+        "state": "running" if node.running else "stopped",
+        "role": _role(node),
+        "timeline": pg.timeline,
+        "xlog": xlog,
+        "database_system_identifier": pg.system_identifier,
+        "cluster_unlocked": node.view is not None and node.leader is None,
+        "patroni": {"version": REGENT_VERSION, "scope": node.scope, "name": node.name},
+        "tags": tags_json(node.tags),
+        "ha_state": node.state.value,
+        "leader": node.leader,
+    }
+    if node.config.pause:
+        status["pause"] = True
+    if node.sync_name == node.name:
+        status["sync_standby"] = True
+    return status
+
+
+def cluster_json(view: ClusterView, scope: str, pause: bool) -> dict[str, Any]:
+    """Every member as Patroni's /cluster lists it: the leader, the sync standby, the replicas with their lag."""
+    leader = view.leader.holder if view.leader else None
+    sync = view.sync.sync_standby if view.sync else None
+    members = []
+    for member in view.members:
+        url = urlsplit(member.conn_url)
+        role = "leader" if member.name == leader else "sync_standby" if member.name == sync else "replica"
+        entry: dict[str, Any] = {
+            "name": member.name,
+            "role": role,
+            "state": member.state,
+            "api_url": member.api_url,
+            "host": url.hostname,
+            "port": url.port or 5432,
+            "timeline": member.timeline,
+            "tags": tags_json(member.tags),
+        }
+        if role != "leader":
+            known = view.leader_wal_position is not None
+            entry["lag"] = max(0, (view.leader_wal_position or 0) - member.wal_position) if known else "unknown"
+        members.append(entry)
+    result: dict[str, Any] = {"scope": scope, "members": members}
+    if pause:
+        result["pause"] = True
+    return result
+
+
+def history_json(view: ClusterView) -> list[list[Any]]:
+    """Patroni's [timeline, lsn, reason, timestamp, new_leader]; the last two are not kept in the decoded view."""
+    return [[switch.timeline, switch.switch_lsn, switch.reason, None, None] for switch in view.history]
+
+
+def _action_json(action: object) -> dict[str, Any]:
+    fields = dataclasses.asdict(action) if dataclasses.is_dataclass(action) else {}  # type: ignore[arg-type]
+    return {"type": type(action).__name__, **fields}
+
+
+def turn_json(turn: Turn) -> dict[str, Any]:
+    decision = turn.decision
+    return {
+        "at": _iso(turn.at),
+        "before": turn.before.value,
+        "after": decision.state.value,
+        "rule": decision.rule,
+        "why": decision.why,
+        "actions": [_action_json(action) for action in decision.actions],
+        "succeeded": sorted(turn.succeeded),
+        "failed": sorted(turn.failed),
+    }
+
+
+def decision_json(agent: Agent) -> dict[str, Any]:
+    """The current state, the last rule and why, and the last turns, newest first."""
+    turns = list(agent.turns)  # a copy: the loop appends while we read
+    last = turns[-1] if turns else None
+    return {
+        "name": agent.name,
+        "state": agent.state.value,
+        "rule": last.decision.rule if last else None,
+        "why": last.decision.why if last else None,
+        "at": _iso(last.at) if last else None,
+        "decisions": [turn_json(turn) for turn in reversed(turns)],
+    }
+
+
+# --- metrics ----------------------------------------------------------------------------------------------------
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def metrics_text(node: NodeView, decisions: Mapping[str, int]) -> str:
+    """Prometheus text exposition (format 0.0.4); every sample carries the scope and the member name."""
+    base = f'scope="{_label(node.scope)}",name="{_label(node.name)}"'
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+        lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"])
+        lines.extend(f"{name}{{{base}{extra}}} {value:g}" for extra, value in samples)
+
+    def gauge(name: str, help_text: str, value: float) -> None:
+        metric(name, "gauge", help_text, [("", value)])
+
+    pg, lease_left = node.pg, node.lease_left_s
+    metric("regent_info", "gauge", "Regent's version.", [(f',version="{REGENT_VERSION}"', 1)])
+    gauge("regent_postgres_running", "1 if a postmaster runs on the data directory.", node.running)
+    gauge("regent_primary", "1 if this node is the running, writable leader holding the key.", node.primary)
+    gauge("regent_replica", "1 if this node is a running standby with an upstream.", node.replica())
+    gauge("regent_leader", "1 if this node holds the leader key with a valid lease.", node.holds_key)
+    gauge("regent_sync_standby", "1 if the sync key names this node.", node.sync_name == node.name)
+    gauge("regent_cluster_unlocked", "1 if the DCS holds no leader key.", node.view is not None and not node.leader)
+    gauge("regent_pause", "1 if the cluster is in maintenance mode.", node.config.pause)
+    gauge("regent_xlog_location", "The furthest WAL position this node has, in bytes.", pg.wal_position)
+    gauge("regent_xlog_received_location", "WAL received by a standby, in bytes.", pg.wal_received)
+    gauge("regent_xlog_replayed_location", "WAL replayed by a standby, in bytes.", pg.wal_replayed)
+    gauge("regent_timeline", "Postgres's timeline.", pg.timeline)
+    gauge("regent_lease_seconds_left", "Seconds to this node's lease deadline (0: none).", max(0.0, lease_left or 0))
+    gauge("regent_loop_seconds_since_turn", "Seconds since the HA loop's last turn.", node.loop_age_s)
+    states = [(f',state="{state.value}"', float(state is node.state)) for state in State]
+    metric("regent_ha_state", "gauge", "1 for the HA state this node is in.", states)
+    counts = [(f',rule="{_label(rule)}"', count) for rule, count in sorted(decisions.items())]
+    metric("regent_decisions_total", "counter", "Turns of the HA loop by the rule that fired.", counts)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,171 @@
+"""What the operations check before they act: request bodies, config patches, switchover and reinitialize
+preconditions."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from adapters.postgres.values import Upstream
+from fsm.facts import derive_facts
+from fsm.observation import AgentState, ClusterConfig, ClusterView, DataDir, Member, Observation, PostgresState
+from runtime.agent import DYNAMIC
+
+from .http import HttpError, Reply
+
+# --- request bodies ----------------------------------------------------------------------------------------------
+
+
+def json_object(body: bytes, allowed: set[str] | None = None, *, empty_ok: bool = False) -> dict[str, Any]:
+    """The body as a JSON object; 400 for anything else, or for keys outside `allowed`."""
+    if not body.strip():
+        if empty_ok:
+            return {}
+        raise HttpError(400, "expected a JSON object in the request body")
+    try:
+        value = json.loads(body)
+    except ValueError as error:  # UnicodeDecodeError included
+        raise HttpError(400, f"malformed JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise HttpError(400, f"expected a JSON object, got {type(value).__name__}")
+    unknown = sorted(set(value) - allowed) if allowed is not None else []
+    if unknown:
+        known = ", ".join(sorted(allowed or ())) or "none"
+        raise HttpError(400, f"unknown keys: {', '.join(unknown)} (known: {known})")
+    return value
+
+
+def member_field(request: dict[str, Any], key: str) -> str | None:
+    value = request.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise HttpError(400, f"{key}: expected a member name, got {value!r}")
+    return value
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge key by key, null deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+CONFIG_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "ttl": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
+    "loop_wait": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
+    "retry_timeout": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
+    "maximum_lag_on_failover": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "bytes >= 0"),
+    "synchronous_mode": (lambda v: isinstance(v, bool), "true or false"),
+    "pause": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def config_type_problems(config: dict[str, Any]) -> list[str]:
+    return [
+        f"{key}: expected {expected}, got {config[key]!r}"
+        for key, (valid, expected) in CONFIG_TYPES.items()
+        if key in config and not valid(config[key])
+    ]
+
+
+def effective_config(local: ClusterConfig, stored: dict[str, Any]) -> ClusterConfig:
+    """The cluster config an agent with `local` settings would run under this `config` key (as Agent.config())."""
+    changes = {attribute: stored[key] for key, attribute in DYNAMIC.items() if stored.get(key) is not None}
+    return replace(local, **changes)
+
+
+# --- switchover checks -----------------------------------------------------------------------------------------
+
+
+def promotion_blocker(view: ClusterView, config: ClusterConfig, member: Member, now_s: float) -> str | None:
+    """Why `member` may not be promoted, judged by the decision core's own `eligible` fact from what the member
+    published (state, WAL position, timeline, tags); None when it may."""
+    if member.role != "replica":
+        return f"it runs as {member.role}"
+    running = member.running
+    pg = PostgresState(
+        DataDir.VALID, running=running, in_recovery=running, timeline=member.timeline, wal_received=member.wal_position
+    )
+    observation = Observation(member.name, now_s, config, view, pg, AgentState(tags=member.tags))
+    facts = derive_facts(observation)
+    if facts.truth["eligible"]:
+        return None
+    note = facts.notes["eligible"]
+    return note.replace("Postgres not running", f"Postgres not running (state {member.state})")
+
+
+def switchover_problem(
+    view: ClusterView, config: ClusterConfig, leader: str | None, candidate: str | None, now_s: float
+) -> str | None:
+    """Why a switchover from `leader` (None: a failover) to `candidate` (None: the best member) cannot be honoured,
+    naming each member's disqualifying fact; None when it can."""
+    holder = view.leader.holder if view.leader else None
+    if leader is not None and leader != holder:
+        return f"leader name does not match: the leader key names {holder or 'nobody'}, not {leader}"
+    if candidate is not None:
+        if candidate == holder:
+            return f"candidate {candidate} is already the leader"
+        member = view.member(candidate)
+        if member is None:
+            names = ", ".join(m.name for m in view.members) or "none"
+            return f"candidate {candidate} does not exist (members: {names})"
+        why = promotion_blocker(view, config, member, now_s)
+        return f"candidate {candidate} is not eligible: {why}" if why else None
+    others = [m for m in view.members if m.name != holder]
+    if not others:
+        return "no member other than the leader could take over"
+    blockers = {m.name: promotion_blocker(view, config, m, now_s) for m in others}
+    if any(why is None for why in blockers.values()):
+        return None
+    return "no good candidate: " + "; ".join(f"{name}: {why}" for name, why in blockers.items())
+
+
+def switch_verdict(view: ClusterView, old: str | None, candidate: str | None, action: str) -> Reply | None:
+    """The answer to a switchover once the DCS shows its outcome; None while it is still under way."""
+    holder = view.leader.holder if view.leader else None
+    done = "switched" if action == "switchover" else "failed"
+    if holder is not None and holder != old:
+        if candidate in (None, holder):
+            return Reply(200, {"message": f"Successfully {done} over to {holder}"})
+        return Reply(200, {"message": f"{done.title()} over to {holder} instead of {candidate}"})
+    if holder is not None and view.failover is None:  # the leader dropped the request without stepping down
+        return Reply(503, {"message": f"{action} failed: {holder} is still the leader"})
+    return None
+
+
+def refuse_schedule(text: str) -> None:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise HttpError(400, f"scheduled_at: {text!r} is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise HttpError(400, "scheduled_at: give a time zone (as 2024-05-01T10:00:00+00:00)")
+    # The decision core acts on a failover key at once: writing a scheduled one would switch over now.
+    raise HttpError(501, "scheduled switchovers are not supported: omit scheduled_at to switch over now")
+
+
+# --- reinitialize checks ---------------------------------------------------------------------------------------
+
+
+def leader_upstream(view: ClusterView, leader: str | None) -> Upstream:
+    member = view.member(leader)
+    if leader is None or member is None or not member.conn_url:
+        raise HttpError(503, f"no leader to clone from (leader key: {leader or 'none'})")
+    url = urlsplit(member.conn_url)
+    return Upstream(member.name, url.hostname or "127.0.0.1", url.port or 5432)

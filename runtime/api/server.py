@@ -1,0 +1,381 @@
+"""The REST API server of one node: its routes, the reads, and the operations run between two turns of the loop."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from adapters.dcs import Dcs, Outcome, Snapshot, connect
+from adapters.postgres.process import find_postmaster
+from adapters.postgres.sql import SqlError
+from fsm import State
+from fsm.lease import lease_timing_problems
+from fsm.observation import ClusterConfig, FailoverRequest, PostgresState
+from runtime.agent import Agent
+from runtime.config import RegentConfig, RestApiSettings
+
+from .documents import cluster_json, decision_json, history_json, metrics_text, node_status
+from .http import PROMETHEUS, UNSAFE, Handler, HttpError, HttpServer, HttpServer6, Reply, Request, tls_context
+from .node import HEALTH, HealthCheck, NodeView, parse_lag
+from .requests import (
+    config_type_problems,
+    effective_config,
+    json_object,
+    leader_upstream,
+    member_field,
+    merge_patch,
+    refuse_schedule,
+    switch_verdict,
+    switchover_problem,
+)
+
+log = logging.getLogger("regent.api")
+
+POLL_S = 0.1  # how often a switchover request re-reads the DCS while it waits for the new leader
+SERVER_DETAILS = (
+    "SELECT current_setting('server_version_num')::int, EXISTS (SELECT FROM pg_settings WHERE pending_restart)"
+)
+
+
+class ApiServer:
+    """The REST API of one node. `start()` serves in a daemon thread; `handle()` is the whole request logic."""
+
+    def __init__(self, agent: Agent, config: RegentConfig, *, dcs: Dcs | None = None) -> None:
+        self.agent = agent
+        self.config = config
+        self.settings: RestApiSettings = config.restapi
+        self.dcs = dcs or connect(config.name, config.dcs, config.cluster.retry_timeout_s)
+        self.started_at = time.time()
+        self.switchover_wait_s: float | None = None  # None: max(5 s, 2 x loop_wait)
+        self.lock_wait_s = 30.0  # how long an operation waits for the loop's current turn to end
+        self._server: HttpServer | None = None
+        self._thread: threading.Thread | None = None
+        self._routes = self._make_routes()
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._server is not None:
+            return
+        host = self.settings.listen_host
+        kind = HttpServer6 if ":" in host else HttpServer
+        server = kind((host, self.settings.listen_port), Handler)
+        server.api = self
+        if self.settings.certfile and self.settings.keyfile:
+            try:
+                server.socket = tls_context(self.settings).wrap_socket(
+                    server.socket, server_side=True, do_handshake_on_connect=False
+                )  # the handshake then runs in each request's thread: a slow client cannot hold up accept()
+            except (OSError, ssl.SSLError):
+                server.server_close()
+                raise
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="regent-api", daemon=True
+        )
+        self._thread.start()
+        scheme = "https" if self.settings.certfile else "http"
+        log.info("REST API listening on %s://%s:%d", scheme, host or "*", self.port)
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.dcs.close()
+
+    @property
+    def port(self) -> int:
+        """The bound port (the configured one is 0 in tests)."""
+        return self._server.server_address[1] if self._server else self.settings.listen_port
+
+    # --- dispatch -----------------------------------------------------------------------------------------------
+
+    def _make_routes(self) -> dict[str, dict[str, Callable[[Request], Reply]]]:
+        routes: dict[str, dict[str, Callable[[Request], Reply]]] = {
+            path: {"GET": self._health_check(check)} for path, check in HEALTH.items()
+        }
+        routes.update(
+            {
+                "/patroni": {"GET": self._get_patroni},
+                "/cluster": {"GET": self._get_cluster},
+                "/history": {"GET": self._get_history},
+                "/config": {"GET": self._get_config, "PATCH": self._patch_config},
+                "/metrics": {"GET": self._get_metrics},
+                "/decision": {"GET": self._get_decision},
+                "/switchover": {"POST": lambda request: self._switchover(request, "switchover")},
+                "/failover": {"POST": lambda request: self._switchover(request, "failover")},
+                "/restart": {"POST": self._restart},
+                "/reload": {"POST": self._reload},
+                "/reinitialize": {"POST": self._reinitialize},
+            }
+        )
+        return routes
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"") -> Reply:
+        """Answer one request; never raises (a bug becomes a 500 and a logged traceback)."""
+        try:
+            return self._dispatch(method, target, headers, body)
+        except HttpError as error:
+            return error.reply()
+        except Exception:
+            log.exception("REST API: %s %s failed", method, target)
+            return Reply(500, {"message": "internal error: the traceback is in the agent's log"})
+
+    def _dispatch(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        split = urlsplit(target)
+        path = split.path.rstrip("/") or "/"
+        routes = self._routes.get(path)
+        if routes is None:
+            raise HttpError(404, f"no such endpoint: {path}")
+        allowed = sorted({*routes, "OPTIONS", *(["HEAD"] if "GET" in routes else [])})
+        allow = (("Allow", ", ".join(allowed)),)
+        if method == "OPTIONS" and "GET" not in routes:
+            return Reply(200, headers=allow)
+        verb = "GET" if method in ("HEAD", "OPTIONS") else method
+        handler = routes.get(verb)
+        if handler is None:
+            raise HttpError(405, f"{method} is not allowed on {path}", allow)
+        if verb in UNSAFE:
+            self._authenticate(headers)
+        try:
+            query = parse_qs(split.query, keep_blank_values=True, strict_parsing=False)
+        except ValueError as error:
+            raise HttpError(400, f"malformed query string: {error}") from None
+        return handler(Request(query, body, head=verb != method))
+
+    def _authenticate(self, headers: Mapping[str, str]) -> None:
+        expected = self.settings.auth
+        if expected is None:
+            return
+        challenge = (("WWW-Authenticate", 'Basic realm="Regent"'),)
+        scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "basic":
+            raise HttpError(401, "authentication required (HTTP Basic)", challenge)
+        try:
+            user, _, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise HttpError(401, "malformed Basic credentials", challenge) from None
+        # Both compared in constant time, and both always: no hint which part was wrong.
+        user_ok = hmac.compare_digest(user.encode(), expected[0].encode())
+        password_ok = hmac.compare_digest(password.encode(), expected[1].encode())
+        if not (user_ok and password_ok):
+            raise HttpError(401, "wrong credentials", challenge)
+
+    # --- reads --------------------------------------------------------------------------------------------------
+
+    def node(self) -> NodeView:
+        agent = self.agent
+        config = agent.config()
+        deadline = agent.executor.lease.deadline(config)
+        turns = agent.turns
+        last_turn_at = turns[-1].at if turns else self.started_at
+        return NodeView(
+            name=agent.name,
+            scope=self.config.postgresql.scope,
+            state=agent.state,
+            pg=agent.postgres or PostgresState(),
+            running=find_postmaster(agent.executor.postgres.settings.data_dir) is not None,
+            view=agent.snapshot.view if agent.snapshot else None,
+            config=config,
+            tags=agent.executor.tags,
+            lease_left_s=None if deadline is None else deadline - agent.executor.clock(),
+            loop_age_s=max(0.0, time.time() - last_turn_at),
+        )
+
+    def _cluster_config(self, snapshot: Snapshot) -> ClusterConfig:
+        """The cluster config as this fresh read says (the agent's own copy may be a turn old)."""
+        try:
+            return effective_config(self.agent.local_config, snapshot.config or {})
+        except (TypeError, ValueError):
+            return self.agent.config()
+
+    def _read_cluster(self) -> Snapshot:
+        snapshot = self.dcs.read_cluster()
+        if snapshot is None:
+            raise HttpError(503, "the DCS did not answer within retry_timeout")
+        return snapshot
+
+    def _health_check(self, check: HealthCheck) -> Callable[[Request], Reply]:
+        def answer(request: Request) -> Reply:
+            lag = parse_lag(request.query["lag"][-1]) if "lag" in request.query else None
+            node = self.node()
+            status = 200 if check(node, lag) else 503
+            return Reply(status, None if request.head else node_status(node))
+
+        return answer
+
+    def _get_patroni(self, request: Request) -> Reply:
+        node = self.node()
+        status = 200 if node.running else 503
+        if request.head:
+            return Reply(status)
+        return Reply(status, {**node_status(node), **self._live_details(node)})
+
+    def _live_details(self, node: NodeView) -> dict[str, Any]:
+        """What only the running server can tell: its version, settings waiting for a restart, its standbys."""
+        if not node.running:
+            return {}
+        postgres = self.agent.executor.postgres
+        details: dict[str, Any] = {}
+        try:
+            version, pending = postgres.sql.one(SERVER_DETAILS, timeout_s=2.0)
+            details["server_version"] = version
+            if pending:
+                details["pending_restart"] = True
+        except SqlError as error:
+            log.debug("REST API: no server details: %s", error)
+        if node.pg.writable:
+            details["replication"] = [
+                {"application_name": r.application_name, "state": r.state, "sync_state": r.sync_state, "lag": lag}
+                for r in postgres.replication_status()
+                for lag in [r.lag_bytes]
+            ]
+        return details
+
+    def _get_cluster(self, request: Request) -> Reply:
+        snapshot = self._read_cluster()
+        if request.head:
+            return Reply(200)
+        return Reply(200, cluster_json(snapshot.view, self.config.postgresql.scope, self.agent.config().pause))
+
+    def _get_history(self, request: Request) -> Reply:
+        snapshot = self._read_cluster()
+        return Reply(200, None if request.head else history_json(snapshot.view))
+
+    def _get_config(self, request: Request) -> Reply:
+        snapshot = self._read_cluster()
+        return Reply(200, None if request.head else (snapshot.config or {}))
+
+    def _get_metrics(self, request: Request) -> Reply:
+        if request.head:
+            return Reply(200, content_type=PROMETHEUS)
+        text = metrics_text(self.node(), dict(self.agent.decision_counts))
+        return Reply(200, text, content_type=PROMETHEUS)
+
+    def _get_decision(self, request: Request) -> Reply:
+        return Reply(200, None if request.head else decision_json(self.agent))
+
+    # --- operations ----------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _between_turns(self) -> Iterator[None]:
+        """Hold the loop's lock: the operation runs between two turns, and no turn decides on a half-done one."""
+        if not self.agent._lock.acquire(timeout=self.lock_wait_s):
+            raise HttpError(503, f"the HA loop is busy: its turn did not end within {self.lock_wait_s:g} s")
+        try:
+            yield
+        finally:
+            self.agent._lock.release()
+
+    def _switchover(self, request: Request, action: str) -> Reply:
+        fields = json_object(request.body, {"leader", "candidate", "member", "scheduled_at"})
+        leader = member_field(fields, "leader")
+        candidate = member_field(fields, "candidate") or member_field(fields, "member")
+        scheduled_at = fields.get("scheduled_at")
+        if action == "failover" and candidate is None:
+            raise HttpError(400, "failover needs a candidate")
+        if action == "switchover" and leader is None:
+            raise HttpError(400, "switchover needs the current leader")
+        if candidate is not None and candidate == leader:
+            raise HttpError(400, "switchover target and source are the same")
+        if scheduled_at is not None:
+            if not isinstance(scheduled_at, str):
+                raise HttpError(400, f"scheduled_at: expected an ISO 8601 time, got {scheduled_at!r}")
+            refuse_schedule(scheduled_at)
+        snapshot = self._read_cluster()
+        view, config = snapshot.view, self._cluster_config(snapshot)
+        if config.pause:  # a paused leader never acts on the key: it would fire, unexpectedly, once pause is lifted
+            raise HttpError(412, f"the cluster is paused (maintenance mode): no {action} until pause is lifted")
+        problem = switchover_problem(view, config, leader, candidate, self.agent.clock())
+        if problem:
+            raise HttpError(412, problem)
+        if self.dcs.request_failover(FailoverRequest(leader, candidate)) is not Outcome.DONE:
+            raise HttpError(503, "could not write the failover key to the DCS")
+        log.info("REST API: %s requested: %s -> %s", action, leader or "(any leader)", candidate or "(best member)")
+        self.agent.wake.set()
+        old = view.leader.holder if view.leader else None
+        return self._await_switch(old, candidate, action, config)
+
+    def _await_switch(self, old: str | None, candidate: str | None, action: str, config: ClusterConfig) -> Reply:
+        wait_s = self.switchover_wait_s if self.switchover_wait_s is not None else max(5.0, 2 * config.loop_wait_s)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            snapshot = self.dcs.read_cluster()
+            verdict = switch_verdict(snapshot.view, old, candidate, action) if snapshot else None
+            if verdict is not None:
+                return verdict
+        message = f"{action} requested; not complete after {wait_s:g} s (the leader acts on it at its next turn)"
+        return Reply(202, {"message": message})
+
+    def _restart(self, request: Request) -> Reply:
+        json_object(request.body, set(), empty_ok=True)  # patronictl sends {}; no option is supported yet
+        with self._between_turns():
+            result = self.agent.executor.postgres.restart()
+        self.agent.wake.set()
+        if not result:
+            raise HttpError(503, f"restart failed: {result.detail}")
+        return Reply(200, {"message": f"restarted successfully: {result.detail}"})
+
+    def _reload(self, request: Request) -> Reply:
+        json_object(request.body, set(), empty_ok=True)
+        result = self.agent.executor.postgres.reload()  # Postgres serialises it with its other operations
+        self.agent.wake.set()
+        if not result:
+            raise HttpError(503, f"reload failed: {result.detail}")
+        return Reply(200, {"message": result.detail or "reloaded"})
+
+    def _reinitialize(self, request: Request) -> Reply:
+        json_object(request.body, {"force"}, empty_ok=True)
+        with self._between_turns():
+            view = self._read_cluster().view
+            holder = view.leader.holder if view.leader else None
+            if holder == self.agent.name or self.agent.state is State.LEADER:
+                raise HttpError(503, "this node is the leader: only a replica can be reinitialized")
+            upstream = leader_upstream(view, holder)
+            postgres = self.agent.executor.postgres
+            cloned = postgres.reclone(upstream)
+            if not cloned:
+                raise HttpError(503, f"reinitialize failed: {cloned.detail}")
+            started = postgres.start_standby(upstream)
+        self.agent.wake.set()
+        if not started:
+            raise HttpError(503, f"re-cloned from {upstream.name}, but the standby did not start: {started.detail}")
+        return Reply(200, {"message": f"reinitialized from {upstream.name}"})
+
+    def _patch_config(self, request: Request) -> Reply:
+        patch = json_object(request.body)
+        snapshot = self._read_cluster()
+        merged = merge_patch(snapshot.config or {}, patch)
+        problems = config_type_problems(merged)
+        if problems:
+            raise HttpError(400, "; ".join(problems))
+        try:
+            effective = effective_config(self.agent.local_config, merged)
+        except ValueError as error:
+            raise HttpError(400, str(error)) from None
+        unsafe = lease_timing_problems(effective)
+        if unsafe:
+            raise HttpError(412, "unsafe timings: " + "; ".join(unsafe))
+        outcome = self.dcs.set_config(merged, snapshot.config_version)
+        if outcome is Outcome.CONFLICT:
+            raise HttpError(409, "the config key changed since it was read: read it again and retry")
+        if outcome is not Outcome.DONE:
+            raise HttpError(503, "could not write the config key to the DCS")
+        log.info("REST API: config key patched: %s", json.dumps(patch, sort_keys=True))
+        self.agent.wake.set()
+        return Reply(200, merged)

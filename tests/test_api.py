@@ -1,0 +1,551 @@
+"""The REST API against a real two-node cluster: etcd, PostgreSQL 15, and two agents wired by `runtime.cli.build`.
+
+n0 bootstraps under test-driven turns, then both agents run their own loops (loop_wait 1 s) while the tests speak
+HTTP to their APIs, as HAProxy and patronictl would. Tests that change roles run last: restart, reinitialize, and
+finally a switchover to n1. A few edge cases that a live cluster cannot hold still for (a lagging standby, a stalled
+loop) are checked on the pure functions behind the endpoints.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import http.client
+import json
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.dcs import EtcdSettings, MemberRecord, connect
+from fsm import State
+from fsm.observation import ClusterConfig, ClusterView, DataDir, LeaderKey, Member, PostgresState, Tags
+from runtime.agent import Agent
+from runtime.api import ApiServer
+from runtime.api.node import NodeView, parse_lag
+from runtime.api.requests import merge_patch, switchover_problem
+from runtime.cli import build
+from runtime.config import RegentConfig, RestApiSettings, WatchdogSettings
+from tests.servers.common import free_port, wait_until
+from tests.servers.etcd import EtcdServer
+from tests.servers.postgres import PgNodes, query
+
+SCOPE = "api-test"
+AUTH = ("admin", "s3cret:pw")
+TIMING = ClusterConfig(ttl_s=10, loop_wait_s=1, retry_timeout_s=3, safety_margin_s=1, primary_start_timeout_s=10)
+
+
+@dataclass
+class Node:
+    name: str
+    config: RegentConfig
+    agent: Agent
+    api: ApiServer
+    loop: threading.Thread | None = None
+
+    def run_loop(self) -> None:
+        self.loop = threading.Thread(target=self.agent.run, name=f"agent-{self.name}", daemon=True)
+        self.loop.start()
+
+
+@dataclass
+class Cluster:
+    etcd: EtcdServer
+    pg: PgNodes
+    nodes: dict[str, Node] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Node:
+        return self.nodes[name]
+
+    def dcs_settings(self) -> EtcdSettings:
+        return EtcdSettings(SCOPE, self.etcd.hosts, ttl_s=TIMING.ttl_s)
+
+    def config(self, name: str) -> RegentConfig:
+        port = free_port()  # a real port, so that the api_url members publish is right
+        restapi = RestApiSettings("127.0.0.1", port, f"127.0.0.1:{port}", AUTH)
+        return RegentConfig(
+            name, TIMING, self.dcs_settings(), self.pg.settings(name), restapi, WatchdogSettings("off")
+        )  # the fence would kill Postgres whenever a test holds a turn back
+
+    def add(self, name: str) -> Node:
+        config = self.config(name)
+        agent, api = build(config)
+        api.switchover_wait_s = 20.0
+        self.nodes[name] = node = Node(name, config, agent, api)
+        return node
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.api.stop()
+            node.agent.shutdown()
+        for node in self.nodes.values():
+            if node.loop is not None:
+                node.agent.stopped.wait(20)
+                node.loop.join(5)
+            node.agent.executor.postgres.stop("immediate")
+            node.agent.executor.postgres.control.reap()
+            node.agent.executor.callbacks.close()
+            node.agent.executor.fence.close()  # type: ignore[attr-defined]
+            node.agent.dcs.close()
+
+
+def step_until(agent: Agent, done: Any, turns: int = 30) -> None:
+    for _ in range(turns):
+        agent.step()
+        if done():
+            return
+    last = agent.turns[-1]
+    raise AssertionError(f"{agent.name} stuck: {last.decision.log_line(last.before)}")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with EtcdServer("api") as etcd, PgNodes(SCOPE) as pg:
+        made = Cluster(etcd, pg)
+        try:
+            n0 = made.add("n0")
+            step_until(n0.agent, lambda: n0.agent.state is State.LEADER and bool(n0.agent.postgres.writable))
+            n0.api.start()
+            n0.run_loop()
+            n1 = made.add("n1")
+            n1.api.start()
+            n1.run_loop()
+            wait_until(lambda: is_replica(n1) and streams_to(n0, "n1"), 30, "n1 streaming from n0")
+            yield made
+        finally:
+            made.close()
+
+
+# --- HTTP -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: http.client.HTTPMessage
+    raw: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.raw)
+
+    @property
+    def message(self) -> str:
+        return str(self.json["message"])
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def call(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    auth: tuple[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> Answer:
+    if tls is not None:
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection("127.0.0.1", port, timeout=60, context=tls)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Authorization": basic(*auth)} if auth else {}
+    data = body if isinstance(body, bytes | None) else json.dumps(body).encode()
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        response = conn.getresponse()
+        return Answer(response.status, response.headers, response.read())
+    finally:
+        conn.close()
+
+
+def get(node: Node, path: str, method: str = "GET") -> Answer:
+    return call(node.api.port, method, path)
+
+
+def admin(node: Node, method: str, path: str, body: Any = None) -> Answer:
+    return call(node.api.port, method, path, body, auth=AUTH)
+
+
+def is_replica(node: Node) -> bool:
+    return get(node, "/replica").status == 200
+
+
+def is_primary(node: Node) -> bool:
+    return get(node, "/primary").status == 200
+
+
+def streams_to(node: Node, standby: str) -> bool:
+    status = get(node, "/patroni").json
+    return any(r["application_name"] == standby and r["state"] == "streaming" for r in status.get("replication", []))
+
+
+# --- health checks ------------------------------------------------------------------------------------------------
+
+EXPECTED = {  # path: (status on the leader n0, status on the replica n1)
+    "/": (200, 503),
+    "/primary": (200, 503),
+    "/master": (200, 503),
+    "/read-write": (200, 503),
+    "/leader": (200, 503),
+    "/replica": (503, 200),
+    "/read-only": (200, 200),
+    "/sync": (503, 503),
+    "/async": (503, 200),
+    "/health": (200, 200),
+    "/liveness": (200, 200),
+    "/readiness": (200, 200),
+}
+
+
+def test_health_checks_answer_by_role_on_get_head_and_options(cluster: Cluster) -> None:
+    wrong = []
+    for path, expected in EXPECTED.items():
+        for node, status in zip((cluster["n0"], cluster["n1"]), expected, strict=True):
+            for method in ("GET", "HEAD", "OPTIONS"):
+                answer = get(node, path, method)
+                if answer.status != status:
+                    wrong.append(f"{method} {path} on {node.name}: {answer.status}, expected {status}")
+                if method != "GET" and answer.raw:
+                    wrong.append(f"{method} {path} on {node.name} has a body: {answer.raw[:60]!r}")
+    assert wrong == []
+    answer = get(cluster["n0"], "/primary")
+    assert answer.headers["Content-Type"] == "application/json"
+    assert answer.json["role"] == "primary" and answer.json["ha_state"] == "leader"
+
+
+def test_replica_lag_threshold(cluster: Cluster) -> None:
+    n1 = cluster["n1"]
+    assert get(n1, "/replica?lag=16MB").status == 200
+    assert get(n1, "/replica?lag=1048576").status == 200
+    bad = get(n1, "/replica?lag=lots")
+    assert bad.status == 400 and "lag" in bad.message
+    assert parse_lag("16MB") == 16 << 20 and parse_lag("2 kB") == 2048 and parse_lag("7") == 7
+    # A standby 2 MiB behind the leader's published position, judged by the same functions /replica uses.
+    view = ClusterView(leader=LeaderKey("n0"), leader_wal_position=10 << 20)
+    pg = PostgresState(DataDir.VALID, running=True, in_recovery=True, wal_received=8 << 20, following="n0")
+    lagging = NodeView("n1", SCOPE, State.FOLLOWER, pg, True, view, TIMING)
+    assert lagging.lag_bytes == 2 << 20
+    assert lagging.replica() and lagging.replica(2 << 20) and not lagging.replica(1 << 20)
+    assert not dataclasses.replace(lagging, pg=dataclasses.replace(pg, following=None)).replica()
+
+
+def test_liveness_needs_a_recent_turn() -> None:
+    pg = PostgresState(DataDir.VALID, running=True)
+    node = NodeView("n0", SCOPE, State.LEADER, pg, True, ClusterView(), TIMING, loop_age_s=12.0)
+    assert node.alive  # 2 x loop_wait + ttl = 12 s
+    assert not dataclasses.replace(node, loop_age_s=12.5).alive
+
+
+def test_a_crashed_leader_is_not_primary_even_before_its_next_turn() -> None:
+    view = ClusterView(leader=LeaderKey("n0"))
+    pg = PostgresState(DataDir.VALID, running=True)
+    node = NodeView("n0", SCOPE, State.LEADER, pg, True, view, TIMING, lease_left_s=5.0)
+    assert node.primary
+    assert not dataclasses.replace(node, running=False).primary  # the live postmaster check
+    assert not dataclasses.replace(node, lease_left_s=-0.1).primary  # past its own deadline
+    assert not dataclasses.replace(node, view=ClusterView(leader=LeaderKey("n1"))).primary
+
+
+# --- status documents -------------------------------------------------------------------------------------------
+
+
+def test_patroni_status_of_leader_and_replica(cluster: Cluster) -> None:
+    n0, n1 = cluster["n0"], cluster["n1"]
+    leader = get(n0, "/patroni").json
+    system_id = n0.agent.executor.postgres.observe().system_identifier
+    assert leader["state"] == "running" and leader["role"] == "primary" and leader["ha_state"] == "leader"
+    assert leader["patroni"]["scope"] == SCOPE and leader["patroni"]["name"] == "n0"
+    assert leader["timeline"] == 1 and leader["xlog"]["location"] > 0
+    assert leader["database_system_identifier"] == system_id and leader["server_version"] >= 150000
+    assert [r["application_name"] for r in leader["replication"]] == ["n1"]
+    assert leader["tags"] == {"nofailover": False, "nosync": False, "failover_priority": 1}
+    replica = get(n1, "/patroni").json
+    assert replica["role"] == "replica" and replica["ha_state"] == "follower" and replica["leader"] == "n0"
+    assert replica["xlog"]["received_location"] > 0 and replica["xlog"]["replayed_location"] > 0
+    assert replica["database_system_identifier"] == system_id
+
+
+def test_cluster_lists_members_with_roles(cluster: Cluster) -> None:
+    members = {m["name"]: m for m in get(cluster["n1"], "/cluster").json["members"]}
+    assert set(members) >= {"n0", "n1"}
+    n0, n1 = members["n0"], members["n1"]
+    assert n0["role"] == "leader" and n1["role"] == "replica" and "lag" not in n0
+    assert n0["state"] == n1["state"] == "running" and n0["timeline"] == n1["timeline"] == 1
+    assert n0["port"] == cluster.pg.settings("n0").port and n0["host"] == "127.0.0.1"
+    assert n1["api_url"] == f"http://127.0.0.1:{cluster['n1'].api.port}/patroni"
+    assert isinstance(n1["lag"], int) and n1["lag"] >= 0
+
+
+def test_decision_shows_the_last_rule_and_turns(cluster: Cluster) -> None:
+    decision = get(cluster["n0"], "/decision").json
+    assert decision["state"] == "leader" and decision["rule"] == "lead_steady" and decision["why"]
+    assert 1 <= len(decision["decisions"]) <= 50
+    newest = decision["decisions"][0]
+    assert newest["before"] == newest["after"] == "leader" and newest["failed"] == []
+    types = [action["type"] for action in newest["actions"]]
+    assert types[0] == "RenewLeaderKey" and "PublishMember" in types
+    published = next(action for action in newest["actions"] if action["type"] == "PublishMember")
+    assert published["role"] == "primary" and published["state"] == "leader"
+    assert set(newest["succeeded"]) == set(types)
+    rules = {turn["rule"] for turn in decision["decisions"]}
+    assert rules <= {"lead_steady", "cand_won_init", "boot_won_init", "boot_race_init"}
+
+
+def test_metrics_in_prometheus_text(cluster: Cluster) -> None:
+    answer = get(cluster["n0"], "/metrics")
+    assert answer.status == 200 and answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = {}
+    for line in answer.raw.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    labels = f'scope="{SCOPE}",name="n0"'
+    assert samples[f"regent_primary{{{labels}}}"] == 1 and samples[f"regent_replica{{{labels}}}"] == 0
+    assert samples[f"regent_leader{{{labels}}}"] == 1 and samples[f"regent_postgres_running{{{labels}}}"] == 1
+    assert samples[f"regent_timeline{{{labels}}}"] == 1 and samples[f"regent_xlog_location{{{labels}}}"] > 0
+    assert 0 < samples[f"regent_lease_seconds_left{{{labels}}}"] <= TIMING.ttl_s
+    assert samples[f'regent_ha_state{{{labels},state="leader"}}'] == 1
+    assert samples[f'regent_ha_state{{{labels},state="follower"}}'] == 0
+    assert samples[f'regent_decisions_total{{{labels},rule="lead_steady"}}'] >= 1
+    replica = get(cluster["n1"], "/metrics").raw.decode()
+    assert 'regent_replica{scope="api-test",name="n1"} 1' in replica
+
+
+# --- requests and their errors ----------------------------------------------------------------------------------
+
+
+def test_unsafe_methods_need_the_right_credentials(cluster: Cluster) -> None:
+    port = cluster["n0"].api.port
+    for auth in (None, ("admin", "wrong"), ("other", AUTH[1])):
+        answer = call(port, "POST", "/reload", auth=auth)
+        assert answer.status == 401, auth
+        assert answer.headers["WWW-Authenticate"].startswith("Basic")
+        assert "message" in answer.json
+    assert call(port, "PATCH", "/config", {"x": 1}).status == 401
+    assert call(port, "GET", "/config").status == 200  # reads need none
+    assert call(port, "POST", "/reload", auth=AUTH).status == 200
+
+
+def test_malformed_requests_get_400_with_a_message(cluster: Cluster) -> None:
+    n0 = cluster["n0"]
+    cases = {
+        b"{not json": "malformed JSON",
+        b"[1, 2]": "expected a JSON object",
+        b"": "expected a JSON object",
+        json.dumps({"candidate": "n1"}).encode(): "needs the current leader",
+        json.dumps({"leader": "n0", "candidate": 7}).encode(): "candidate",
+        json.dumps({"leader": "n0", "candidate": "n1", "color": "red"}).encode(): "unknown keys: color",
+        json.dumps({"leader": "n0", "candidate": "n0"}).encode(): "same",
+    }
+    for body, words in cases.items():
+        answer = admin(n0, "POST", "/switchover", body)
+        assert (answer.status, words in answer.message) == (400, True), (body, answer.raw)
+    failover = admin(n0, "POST", "/failover", {"leader": None})
+    assert failover.status == 400 and "candidate" in failover.message
+    later = admin(n0, "POST", "/switchover", {"leader": "n0", "scheduled_at": "2099-01-01T00:00:00+00:00"})
+    assert later.status == 501 and "scheduled" in later.message
+    assert admin(n0, "POST", "/switchover", {"leader": "n0", "scheduled_at": "soon"}).status == 400
+    assert admin(n0, "POST", "/restart", {"role": "replica"}).status == 400
+    assert n0.agent.snapshot is not None and n0.agent.snapshot.view.failover is None  # nothing was written
+
+
+def test_switchover_to_an_unfit_candidate_is_refused_naming_why(cluster: Cluster) -> None:
+    n0 = cluster["n0"]
+    missing = admin(n0, "POST", "/switchover", {"leader": "n0", "candidate": "n9"})
+    assert missing.status == 412 and "n9 does not exist" in missing.message
+    wrong_leader = admin(n0, "POST", "/switchover", {"leader": "n1", "candidate": "n0"})
+    assert wrong_leader.status == 412 and "leader name does not match" in wrong_leader.message
+    already = admin(n0, "POST", "/failover", {"candidate": "n0"})
+    assert already.status == 412 and "already the leader" in already.message
+    ghost = connect("ghost", cluster.dcs_settings(), TIMING.retry_timeout_s)
+    try:  # a member that published itself stopped and tagged nofailover (its key expires with the TTL)
+        record = MemberRecord("ghost", "postgres://replicator@127.0.0.1:1/postgres", "", state="stopped")
+        assert ghost.publish_member(dataclasses.replace(record, tags=Tags(nofailover=True)))
+        unfit = admin(n0, "POST", "/switchover", {"leader": "n0", "candidate": "ghost"})
+        assert unfit.status == 412, unfit.raw
+        assert "tags forbid promotion" in unfit.message and "not running (state stopped)" in unfit.message
+        snapshot = ghost.read_cluster()
+        assert snapshot is not None and snapshot.view.failover is None  # refused before writing anything
+    finally:
+        ghost.close()
+
+
+def test_switchover_problem_names_each_members_disqualifying_fact() -> None:
+    members = (
+        Member("n0", role="primary", wal_position=100 << 20),
+        Member("n1", wal_position=10 << 20),
+        Member("n2", wal_position=100 << 20, tags=Tags(failover_priority=0)),
+    )
+    view = ClusterView(leader=LeaderKey("n0"), members=members, leader_wal_position=100 << 20)
+    problem = switchover_problem(view, TIMING, "n0", None, 1.0)
+    assert problem is not None and "n1: lag 94371840 B > maximum_lag_on_failover" in problem
+    assert "n2: tags forbid promotion" in problem
+    fit = ClusterView(leader=LeaderKey("n0"), members=(*members, Member("n3", wal_position=100 << 20)))
+    assert switchover_problem(fit, TIMING, "n0", None, 1.0) is None
+    leaderless = dataclasses.replace(fit, leader=None)  # a failover needs no leader, only a fit candidate
+    assert switchover_problem(leaderless, TIMING, None, "n3", 1.0) is None
+    unfit = switchover_problem(leaderless, TIMING, None, "n2", 1.0)
+    assert unfit == "candidate n2 is not eligible: tags forbid promotion"
+    assert "leader name does not match" in str(switchover_problem(leaderless, TIMING, "n0", "n3", 1.0))
+
+
+def test_patch_config_merges_checks_and_compares_versions(cluster: Cluster) -> None:
+    n0, n1 = cluster["n0"], cluster["n1"]
+    assert get(n0, "/config").json == {}
+    first = admin(n0, "PATCH", "/config", {"maximum_lag_on_failover": 2 << 20, "regent_test": {"a": 1, "b": 2}})
+    assert first.status == 200 and first.json == {"maximum_lag_on_failover": 2 << 20, "regent_test": {"a": 1, "b": 2}}
+    assert get(n1, "/config").json == first.json  # it is the DCS key, not a node's copy
+    second = admin(n1, "PATCH", "/config", {"regent_test": {"a": None, "c": [3]}})
+    assert second.json == {"maximum_lag_on_failover": 2 << 20, "regent_test": {"b": 2, "c": [3]}}
+
+    unsafe = admin(n0, "PATCH", "/config", {"ttl": 5})
+    assert unsafe.status == 412 and "loop_wait" in unsafe.message and "ttl (5 s)" in unsafe.message
+    for patch, key in (({"ttl": "30"}, "ttl"), ({"pause": 1}, "pause"), ({"maximum_lag_on_failover": 1.5}, "maxi")):
+        wrong = admin(n0, "PATCH", "/config", patch)
+        assert wrong.status == 400 and wrong.message.startswith(key), wrong.raw
+    assert admin(n0, "PATCH", "/config", b"{oops").status == 400
+
+    stale = n0.api.dcs.read_cluster()
+    assert admin(n0, "PATCH", "/config", {"regent_test": {"d": 4}}).status == 200
+    read_cluster = n0.api.dcs.read_cluster
+    n0.api.dcs.read_cluster = lambda: stale  # type: ignore[method-assign] # as if another writer slipped in
+    try:
+        conflict = admin(n0, "PATCH", "/config", {"regent_test": {"e": 5}})
+    finally:
+        n0.api.dcs.read_cluster = read_cluster  # type: ignore[method-assign]
+    assert conflict.status == 409 and "changed" in conflict.message
+
+    assert admin(n1, "PATCH", "/config", {"pause": True}).json["pause"] is True
+    paused = admin(n0, "POST", "/switchover", {"leader": "n0", "candidate": "n1"})
+    assert paused.status == 412 and "paused" in paused.message
+    assert "e" not in get(n0, "/config").json["regent_test"]
+    cleared = admin(n0, "PATCH", "/config", {"maximum_lag_on_failover": None, "regent_test": None, "pause": None})
+    assert cleared.status == 200 and cleared.json == {}
+
+
+def test_merge_patch_follows_rfc_7386() -> None:
+    assert merge_patch({"a": "b"}, {"a": "c"}) == {"a": "c"}
+    assert merge_patch({"a": [{"b": "c"}]}, {"a": [1]}) == {"a": [1]}
+    assert merge_patch({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}) == {"a": {"b": "d"}}
+    assert merge_patch({}, {"a": {"bb": {"ccc": None}}}) == {"a": {"bb": {}}}
+    assert merge_patch({"e": None}, {"a": 1}) == {"e": None, "a": 1}
+
+
+def test_unknown_paths_and_wrong_methods(cluster: Cluster) -> None:
+    n0 = cluster["n0"]
+    assert get(n0, "/nope").status == 404 and "/nope" in get(n0, "/nope").message
+    wrong = admin(n0, "POST", "/primary")
+    assert wrong.status == 405 and wrong.headers["Allow"] == "GET, HEAD, OPTIONS"
+    put = admin(n0, "PUT", "/config", {"ttl": 30})
+    assert put.status == 405 and "PATCH" in put.headers["Allow"]
+    assert get(n0, "/switchover").status == 405
+    assert get(n0, "/switchover", "OPTIONS").status == 200
+    unknown_method = get(n0, "/primary", "BREW")
+    assert unknown_method.status == 501 and "message" in unknown_method.json
+    with socket.create_connection(("127.0.0.1", n0.api.port), timeout=5) as raw:
+        raw.sendall(b"GET /primary junk HTTP/1.0\r\n\r\n")  # four words: a malformed request line
+        answer = raw.makefile("rb").read()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 400") and "message" in json.loads(body)
+
+
+def test_a_bug_becomes_a_500_without_a_traceback(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> NodeView:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(cluster["n0"].api, "node", broken)
+    answer = get(cluster["n0"], "/primary")
+    assert answer.status == 500 and answer.json["message"].startswith("internal error")
+    assert b"secret" not in answer.raw and b"Traceback" not in answer.raw
+
+
+def test_a_connection_reset_is_not_logged_as_an_error(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level("DEBUG", logger="regent.api")
+    with socket.create_connection(("127.0.0.1", cluster["n0"].api.port), timeout=5) as raw:
+        raw.sendall(b"GET /primary HTTP/1.1\r\n")  # HAProxy's check, cut short by a reset
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    wait_until(lambda: "ended with an error" in caplog.text, 5, "the reset seen by the server")
+    assert "Traceback" not in capsys.readouterr().err
+    assert not [record for record in caplog.records if record.levelname in ("ERROR", "WARNING")]
+
+
+def test_tls_from_certfile_and_keyfile(cluster: Cluster, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    n0 = cluster["n0"]
+    settings = RestApiSettings("127.0.0.1", 0, "127.0.0.1:0", AUTH, cert, key)
+    api = ApiServer(n0.agent, dataclasses.replace(n0.config, restapi=settings))
+    api.start()
+    try:
+        assert api.port != 0
+        trusted = ssl.create_default_context(cafile=str(cert))
+        answer = call(api.port, "GET", "/primary", tls=trusted)
+        assert answer.status == 200 and answer.json["role"] == "primary"
+        assert call(api.port, "POST", "/reload", tls=trusted).status == 401
+        with pytest.raises(ssl.SSLError):
+            call(api.port, "GET", "/health", tls=ssl.create_default_context())  # an untrusted certificate
+        with pytest.raises((http.client.HTTPException, ConnectionError)):
+            call(api.port, "GET", "/health")  # plain HTTP on the TLS port
+        assert call(api.port, "GET", "/health", tls=trusted).status == 200  # still serving after both
+    finally:
+        api.stop()
+
+
+# --- operations that change the cluster (last: they move roles) ---------------------------------------------------
+
+
+def test_restart_and_reload_a_replica(cluster: Cluster) -> None:
+    n1 = cluster["n1"]
+    settings = n1.config.postgresql
+    before = query(settings, "SELECT pg_postmaster_start_time()")[0][0]
+    restarted = admin(n1, "POST", "/restart", {})
+    assert restarted.status == 200 and "restarted" in restarted.message
+    assert query(settings, "SELECT pg_postmaster_start_time()")[0][0] > before
+    wait_until(lambda: is_replica(n1), 20, "n1 a replica again after its restart")
+    reloaded = admin(n1, "POST", "/reload")
+    assert reloaded.status == 200 and "reloaded" in reloaded.message
+
+
+def test_reinitialize_only_a_replica(cluster: Cluster) -> None:
+    n0, n1 = cluster["n0"], cluster["n1"]
+    refused = admin(n0, "POST", "/reinitialize")
+    assert refused.status == 503 and "leader" in refused.message
+    data_dir = n1.config.postgresql.data_dir
+    before = {path.name for path in data_dir.parent.iterdir()}
+    done = admin(n1, "POST", "/reinitialize", {"force": True})
+    assert done.status == 200 and done.message == "reinitialized from n0"
+    moved = {path.name for path in data_dir.parent.iterdir()} - before
+    assert any(name.startswith(data_dir.name) for name in moved)  # the old data directory moved aside, kept
+    wait_until(lambda: is_replica(n1) and streams_to(n0, "n1"), 30, "n1 streaming again after reinitialize")
+
+
+def test_switchover_to_the_replica(cluster: Cluster) -> None:
+    n0, n1 = cluster["n0"], cluster["n1"]
+    wait_until(lambda: n1.agent.snapshot is not None and n1.agent.config().pause is False, 5, "a current snapshot")
+    answer = admin(n0, "POST", "/switchover", {"leader": "n0", "candidate": "n1"})
+    assert answer.status == 200, answer.raw
+    assert answer.message == "Successfully switched over to n1"
+    wait_until(lambda: is_primary(n1), 20, "n1 primary")
+    wait_until(lambda: is_replica(n0), 30, "n0 a replica of n1")
+    assert get(n0, "/primary").status == 503 and get(n1, "/replica").status == 503
+    history = get(n0, "/history").json
+    assert [line[0] for line in history] == [1] and history[0][1] > 0
+    turns = get(n1, "/decision").json["decisions"]
+    assert any(turn["rule"] == "cand_won" for turn in turns)
