@@ -18,6 +18,7 @@ from adapters.dcs import Dcs, Snapshot
 from fsm import Decision, State, decide
 from fsm.observation import ActionOutcome, AgentState, ClusterConfig, Observation, PostgresState, Trigger
 from runtime.executor import Executor
+from runtime.peers import with_fresh_positions
 
 log = logging.getLogger("regent")
 
@@ -117,7 +118,10 @@ class Agent:
         )
         trigger = Trigger.SHUTDOWN if self.shutting_down else Trigger.TICK
         view = snapshot.view if snapshot else None
-        return Observation(self.name, now, self.config(), view, pg, agent, trigger)
+        config = self.config()
+        if view is not None and self.state is State.FOLLOWER:
+            view = with_fresh_positions(view, self.name, min(1.0, config.retry_timeout_s / 4))
+        return Observation(self.name, now, config, view, pg, agent, trigger)
 
     def step(self) -> Turn:
         """Observe, decide, act: one turn of the loop."""

@@ -42,9 +42,12 @@ from .requests import (
 log = logging.getLogger("regent.api")
 
 POLL_S = 0.1  # how often a switchover request re-reads the DCS while it waits for the new leader
-SERVER_DETAILS = (
-    "SELECT current_setting('server_version_num')::int, EXISTS (SELECT FROM pg_settings WHERE pending_restart)"
-)
+SERVER_DETAILS = """
+SELECT current_setting('server_version_num')::int, EXISTS (SELECT FROM pg_settings WHERE pending_restart),
+       pg_is_in_recovery(),
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE (pg_current_wal_lsn() - '0/0')::bigint END,
+       (pg_last_wal_receive_lsn() - '0/0')::bigint, (pg_last_wal_replay_lsn() - '0/0')::bigint
+"""
 
 
 class ApiServer:
@@ -232,10 +235,18 @@ class ApiServer:
         postgres = self.agent.executor.postgres
         details: dict[str, Any] = {}
         try:
-            version, pending = postgres.sql.one(SERVER_DETAILS, timeout_s=2.0)
+            version, pending, in_recovery, written, received, replayed = postgres.sql.one(SERVER_DETAILS, timeout_s=2.0)
             details["server_version"] = version
             if pending:
                 details["pending_restart"] = True
+            # positions now, not as of the last turn: an election asks for them (runtime/peers.py)
+            if in_recovery:
+                live = {"received_location": received, "replayed_location": replayed}
+                xlog = {key: int(value) for key, value in live.items() if value is not None}
+            else:
+                xlog = {"location": int(written)}
+            if xlog:
+                details["xlog"] = xlog
         except SqlError as error:
             log.debug("REST API: no server details: %s", error)
         if node.pg.writable:
