@@ -119,6 +119,9 @@ class Agent:
         trigger = Trigger.SHUTDOWN if self.shutting_down else Trigger.TICK
         view = snapshot.view if snapshot else None
         config = self.config()
+        self.dcs.set_ttl(config.ttl_s)  # the DCS config key may have changed ttl: the keys written follow it
+        if self.dcs.lease_ttl_s() < config.ttl_s:  # the store keeps the key for less (a clamped ZooKeeper session)
+            config = replace(config, ttl_s=self.dcs.lease_ttl_s())
         if view is not None and self.state is State.FOLLOWER:
             view = with_fresh_positions(view, self.name, min(1.0, config.retry_timeout_s / 4))
         return Observation(self.name, now, config, view, pg, agent, trigger)
@@ -131,7 +134,6 @@ class Agent:
             decision = decide(before, observation)
             self.state = decision.state
             self.decision_counts[decision.rule] += 1
-            self.dcs.set_ttl(observation.config.ttl_s)  # the DCS config key may have changed ttl: keys must follow
             succeeded, failed = self.executor.run(decision.actions, self.snapshot, observation.config)
             self.outcome = ActionOutcome(succeeded, failed)
             turn = Turn(time.time(), before, decision, succeeded, failed)

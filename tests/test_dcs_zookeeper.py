@@ -460,6 +460,8 @@ def test_a_shorter_session_than_asked_is_reported(
     assert any(
         "zookeeper.session_timeout: asked for 30 s, the server granted 10 s" in r.getMessage() for r in caplog.records
     )
+    clamped.set_ttl(30.0)
+    assert clamped.lease_ttl_s() == 10.0  # the leader's deadline must follow the key's real lifetime
 
 
 # --- failures ---------------------------------------------------------------------------------------------------

@@ -109,6 +109,11 @@ class Dcs(ABC):
     def set_ttl(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
 
+    def lease_ttl_s(self) -> float:
+        """How long the store keeps the leader key after the leader's last successful write, at the least: the
+        leader's own deadline must not be later (on ZooKeeper the granted session timeout may be shorter)."""
+        return self.ttl_s
+
     # --- the failure policy ----------------------------------------------------------------------------------
 
     def _time_left(self) -> float:

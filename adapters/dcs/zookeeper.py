@@ -168,6 +168,11 @@ class ZooKeeperDcs(Dcs):
 
         connection._connect = recording_connect  # type: ignore[union-attr]
 
+    def lease_ttl_s(self) -> float:
+        # The ephemeral leader key lives as long as the session: the granted timeout, once known, else the asked one.
+        session = self.granted_session_timeout_s or self.settings.session_timeout_s
+        return min(self.ttl_s, session)
+
     def _use_hosts(self, hosts: Hosts) -> None:
         """Exhibitor named a new ensemble: the client connects there from its next connection attempt on."""
         with self._lock:
