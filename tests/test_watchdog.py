@@ -277,8 +277,7 @@ def test_a_dead_fence_process_is_replaced_at_the_next_ping(postmaster, watchdogs
 @pytest.fixture
 def real_postgres() -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
     """A real Postgres 15 postmaster (run as `postgres`, a direct child so it can be timed and reaped)."""
-    if os.geteuid() != 0 or not (PG_BIN / "postgres").exists():
-        pytest.skip("needs root and PostgreSQL 15")
+    assert os.geteuid() == 0 and (PG_BIN / "postgres").exists(), "the tests run as root with PostgreSQL 15 installed"
     parent = "/dev/shm" if Path("/dev/shm").is_dir() else "/tmp"
     base = Path(tempfile.mkdtemp(prefix="regent-wd-", dir=parent))
     base.chmod(0o755)  # postgres must reach the data dir

@@ -58,11 +58,11 @@ class Sql:
         self.files = files
         self.timeout_s = timeout_s
 
-    def connect(self, timeout_s: float | None = None) -> psycopg2.extensions.connection:
+    def _open(self, timeout: float, **kwargs: Any) -> psycopg2.extensions.connection:
+        """A connection over our socket as the superuser; psycopg2's errors become SqlError."""
         s = self.files.settings
-        timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
-            conn = psycopg2.connect(
+            return psycopg2.connect(
                 host=str(self.files.socket_dir),
                 port=s.port,
                 user=s.superuser.username,
@@ -70,10 +70,14 @@ class Sql:
                 dbname="postgres",
                 application_name="regent",
                 connect_timeout=max(1, round(timeout)),
-                options=f"-c statement_timeout={int(timeout * 1000)}",
+                **kwargs,
             )
         except psycopg2.Error as error:
             raise SqlError(pg_message(error)) from None
+
+    def connect(self, timeout_s: float | None = None) -> psycopg2.extensions.connection:
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        conn = self._open(timeout, options=f"-c statement_timeout={int(timeout * 1000)}")
         conn.autocommit = True
         return conn
 
@@ -81,21 +85,8 @@ class Sql:
         """The timeline a running standby replays now, from IDENTIFY_SYSTEM on a replication connection to itself.
         SQL has no such function in PostgreSQL 15: pg_stat_wal_receiver shows it only while the WAL receiver is
         connected, and the control file's timelines lag until the next restartpoint, for minutes after a failover."""
-        s = self.files.settings
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        try:
-            conn = psycopg2.connect(
-                host=str(self.files.socket_dir),
-                port=s.port,
-                user=s.superuser.username,
-                password=s.superuser.password,
-                dbname="postgres",
-                application_name="regent",
-                connect_timeout=max(1, round(timeout)),
-                connection_factory=psycopg2.extras.PhysicalReplicationConnection,
-            )
-        except psycopg2.Error as error:
-            raise SqlError(pg_message(error)) from None
+        conn = self._open(timeout, connection_factory=psycopg2.extras.PhysicalReplicationConnection)
         try:
             with conn.cursor() as cur:
                 cur.execute("IDENTIFY_SYSTEM")

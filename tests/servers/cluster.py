@@ -37,6 +37,7 @@ from adapters.postgres.process import find_postmaster, process_alive
 
 from .common import free_port
 from .etcd import EtcdServer
+from .postgres import stop_immediately
 
 T = TypeVar("T")
 
@@ -293,24 +294,7 @@ class Cluster:
     def stop_postgres(self, n: int) -> None:
         """`pg_ctl stop -m immediate` on node n, if a postmaster runs there (even one no agent manages)."""
         node = self.nodes[n]
-        found = find_postmaster(node.data_dir)
-        if found is None:
-            return
-        subprocess.run(
-            [str(PG_BIN / "pg_ctl"), "stop", "-m", "immediate", "-D", str(node.data_dir)],
-            user="postgres",
-            group="postgres",
-            env={"PATH": "/usr/bin:/bin", "HOME": "/var/lib/postgresql", "LC_ALL": "C.UTF-8"},
-            cwd="/",
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-        deadline = time.monotonic() + 10
-        while process_alive(found.pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if process_alive(found.pid):
-            os.kill(found.pid, signal.SIGKILL)
+        stop_immediately(node.data_dir)
 
     def stop_etcd(self) -> None:
         self.etcd.kill()

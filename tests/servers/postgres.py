@@ -88,24 +88,7 @@ class PgNodes(Closing):
     def close(self) -> None:
         """Stop every server of this base directory (pg_ctl stop -m immediate), then remove the directory."""
         for data_dir in sorted(self.base.glob("*/data*")):
-            found = find_postmaster(data_dir)
-            if found is None:
-                continue
-            subprocess.run(
-                ["/usr/lib/postgresql/15/bin/pg_ctl", "stop", "-m", "immediate", "-D", str(data_dir)],
-                user="postgres",
-                group="postgres",
-                env={"PATH": "/usr/bin:/bin", "HOME": "/var/lib/postgresql", "LC_ALL": "C.UTF-8"},
-                cwd="/",
-                capture_output=True,
-                timeout=30,
-                check=False,
-            )
-            deadline = time.monotonic() + 10
-            while process_alive(found.pid) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if process_alive(found.pid):
-                os.kill(found.pid, signal.SIGKILL)
+            stop_immediately(data_dir)
         for adapter in self.adapters:
             adapter.control.reap()
         shutil.rmtree(self.base, ignore_errors=True)
@@ -184,3 +167,25 @@ def primary_with_standbys(nodes: PgNodes, *standbys: str, primary: str = "n0") -
 def _must(result: Any, what: str) -> None:
     if not result.ok:
         raise AssertionError(f"{what}: {result.detail}")
+
+
+def stop_immediately(data_dir: Path) -> None:
+    """Stop the Postgres of `data_dir`, if one runs: `pg_ctl stop -m immediate` as postgres, SIGKILL if it lingers."""
+    found = find_postmaster(data_dir)
+    if found is None:
+        return
+    subprocess.run(
+        ["/usr/lib/postgresql/15/bin/pg_ctl", "stop", "-m", "immediate", "-D", str(data_dir)],
+        user="postgres",
+        group="postgres",
+        env={"PATH": "/usr/bin:/bin", "HOME": "/var/lib/postgresql", "LC_ALL": "C.UTF-8"},
+        cwd="/",
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    deadline = time.monotonic() + 10
+    while process_alive(found.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if process_alive(found.pid):
+        os.kill(found.pid, signal.SIGKILL)
