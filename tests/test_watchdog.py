@@ -287,7 +287,19 @@ def real_postgres() -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
     run_as = {"user": "postgres", "group": "postgres", "env": env}
     initdb = [PG_BIN / "initdb", "-N", "-A", "trust", "-U", "postgres", "-D", data]
     subprocess.run(initdb, check=True, capture_output=True, **run_as)  # type: ignore[call-overload]
-    command = [PG_BIN / "postgres", "-D", data, "-k", base, "-c", "listen_addresses=", "-c", "fsync=off"]
+    command = [
+        PG_BIN / "postgres",
+        "-D",
+        data,
+        "-k",
+        base,
+        "-c",
+        "listen_addresses=",
+        "-c",
+        "fsync=off",
+        "-c",
+        "dynamic_shared_memory_type=mmap",
+    ]
     with open(base / "log", "wb") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True, **run_as)  # type: ignore[arg-type]
     try:

@@ -40,6 +40,7 @@ TEST_PARAMETERS = (
     ("shared_buffers", "16MB"),
     ("max_connections", 20),
     ("wal_retrieve_retry_interval", "200ms"),
+    ("dynamic_shared_memory_type", "mmap"),  # in the data directory: a killed server leaves nothing in /dev/shm
 )
 
 
