@@ -41,6 +41,16 @@ CHANGES_POSTGRES = frozenset(
 )  # fmt: skip
 
 
+def dynamic_config(local: ClusterConfig, stored: dict[str, Any]) -> ClusterConfig:
+    """`local` overridden by the DCS `config` key's values of the right kind; ValueError if the result is invalid."""
+    changes: dict[str, Any] = {}
+    for key, attribute in DYNAMIC.items():
+        value = stored.get(key)
+        if value is not None and isinstance(value, bool) == isinstance(getattr(local, attribute), bool):
+            changes[attribute] = value
+    return replace(local, **changes)
+
+
 @dataclass(frozen=True)
 class Turn:
     """One turn of the loop, as `/decision` and the log show it."""
@@ -87,13 +97,8 @@ class Agent:
     def config(self) -> ClusterConfig:
         """The local settings, overridden by what the DCS `config` key says (as Patroni's dynamic config)."""
         stored = self.snapshot.config if self.snapshot and self.snapshot.config else {}
-        changes: dict[str, Any] = {}
-        for key, attribute in DYNAMIC.items():
-            value = stored.get(key)
-            if isinstance(value, bool) == isinstance(getattr(self.local_config, attribute), bool) and value is not None:
-                changes[attribute] = value
         try:
-            return replace(self.local_config, **changes)
+            return dynamic_config(self.local_config, stored)
         except (TypeError, ValueError) as error:
             log.warning("ignoring the DCS config key: %s", error)
             return self.local_config

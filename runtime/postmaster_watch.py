@@ -17,13 +17,6 @@ from adapters.postgres.process import find_postmaster
 log = logging.getLogger(__name__)
 
 
-def postmaster_pid(data_dir: Path) -> int | None:
-    """The PID in `postmaster.pid`, if the file is there and names a live postmaster of `data_dir`. A zombie does not
-    count: a postmaster the agent started stays one until the agent reaps it, and `kill -0` still succeeds on it."""
-    found = find_postmaster(data_dir)
-    return found.pid if found else None
-
-
 class PostmasterWatch:
     """Calls `on_exit` when the watched postmaster exits; re-arms on the next postmaster it finds."""
 
@@ -45,7 +38,9 @@ class PostmasterWatch:
     def _run(self) -> None:
         exited: int | None = None  # the postmaster already reported: its pid file outlives it until the next start
         while not self._stop.is_set():
-            pid = postmaster_pid(self.data_dir)
+            # find_postmaster ignores a zombie (`kill -0` still succeeds on one the agent has not reaped yet)
+            found = find_postmaster(self.data_dir)
+            pid = found.pid if found else None
             if pid is None or pid == exited:
                 self._stop.wait(self.rescan_s)
                 continue

@@ -61,22 +61,30 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
-def test_the_script_gets_event_role_and_scope(tmp_path: Path, runners: list[CallbackRunner]) -> None:
+def arguments_received(tmp_path: Path, runners: list[CallbackRunner], event: str, role: str, scope: str) -> list[str]:
+    """Fire `event` at a script that writes down its arguments, one per line; what it wrote."""
     out = tmp_path / "args"
-    runner = CallbackRunner({"on_role_change": script(tmp_path, "cb.sh", f'printf "%s\\n" "$@" > {out}')}, "batman")
+    runner = CallbackRunner({event: script(tmp_path, "cb.sh", f'printf "%s\\n" "$@" > {out}')}, scope)
     runners.append(runner)
-    runner.fire("on_role_change", "master")
+    runner.fire(event, role)
     runner.close(5)
-    assert out.read_text().splitlines() == ["on_role_change", "master", "batman"]
+    return out.read_text().splitlines()
+
+
+def test_the_script_gets_event_role_and_scope(tmp_path: Path, runners: list[CallbackRunner]) -> None:
+    assert arguments_received(tmp_path, runners, "on_role_change", "master", "batman") == [
+        "on_role_change",
+        "master",
+        "batman",
+    ]
 
 
 def test_arguments_are_never_read_by_a_shell(tmp_path: Path, runners: list[CallbackRunner]) -> None:
-    out = tmp_path / "args"
-    runner = CallbackRunner({"on_start": script(tmp_path, "cb.sh", f'printf "%s\\n" "$@" > {out}')}, "a b; touch x")
-    runners.append(runner)
-    runner.fire("on_start", "$(touch pwned)")
-    runner.close(5)
-    assert out.read_text().splitlines() == ["on_start", "$(touch pwned)", "a b; touch x"]
+    assert arguments_received(tmp_path, runners, "on_start", "$(touch pwned)", "a b; touch x") == [
+        "on_start",
+        "$(touch pwned)",
+        "a b; touch x",
+    ]
 
 
 def test_fire_returns_at_once_while_the_script_runs(tmp_path: Path, runners: list[CallbackRunner]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,7 +13,6 @@ from urllib.parse import urlsplit
 from adapters.postgres.values import Upstream
 from fsm.facts import derive_facts
 from fsm.observation import AgentState, ClusterConfig, ClusterView, DataDir, Member, Observation, PostgresState
-from runtime.agent import DYNAMIC
 
 from .http import HttpError, Reply
 
@@ -82,12 +80,6 @@ def config_type_problems(config: dict[str, Any]) -> list[str]:
         for key, (valid, expected) in CONFIG_TYPES.items()
         if key in config and not valid(config[key])
     ]
-
-
-def effective_config(local: ClusterConfig, stored: dict[str, Any]) -> ClusterConfig:
-    """The cluster config an agent with `local` settings would run under this `config` key (as Agent.config())."""
-    changes = {attribute: stored[key] for key, attribute in DYNAMIC.items() if stored.get(key) is not None}
-    return replace(local, **changes)
 
 
 # --- switchover checks -----------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from adapters.postgres.sql import SqlError
 from fsm import State
 from fsm.lease import lease_timing_problems
 from fsm.observation import ClusterConfig, FailoverRequest, PostgresState
-from runtime.agent import Agent
+from runtime.agent import Agent, dynamic_config
 from runtime.config import RegentConfig, RestApiSettings
 
 from .documents import cluster_json, decision_json, history_json, metrics_text, node_status
@@ -29,7 +29,6 @@ from .http import PROMETHEUS, UNSAFE, Handler, HttpError, HttpServer, HttpServer
 from .node import HEALTH, HealthCheck, NodeView, parse_lag
 from .requests import (
     config_type_problems,
-    effective_config,
     json_object,
     leader_upstream,
     member_field,
@@ -202,7 +201,7 @@ class ApiServer:
     def _cluster_config(self, snapshot: Snapshot) -> ClusterConfig:
         """The cluster config as this fresh read says (the agent's own copy may be a turn old)."""
         try:
-            return effective_config(self.agent.local_config, snapshot.config or {})
+            return dynamic_config(self.agent.local_config, snapshot.config or {})
         except (TypeError, ValueError):
             return self.agent.config()
 
@@ -376,7 +375,7 @@ class ApiServer:
         if problems:
             raise HttpError(400, "; ".join(problems))
         try:
-            effective = effective_config(self.agent.local_config, merged)
+            effective = dynamic_config(self.agent.local_config, merged)
         except ValueError as error:
             raise HttpError(400, str(error)) from None
         unsafe = lease_timing_problems(effective)
