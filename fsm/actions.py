@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from fsm.observation import TimelineSwitch
+from fsm.observation import SyncState, TimelineSwitch
 from fsm.states import State
 
 if TYPE_CHECKING:
@@ -249,18 +249,50 @@ class ReleaseLeaderKey(Action):
     adapter: ClassVar[str] = "dcs"
 
 
+def _sync_key(facts: Facts) -> SyncState | None:
+    view = facts.observation.dcs
+    return view.sync if view else None
+
+
 @dataclass(frozen=True)
 class SetSyncStandby(Action):
-    """Make `name` the synchronous standby (None: nobody). To add one: point synchronous_standby_names at it,
-    wait until pg_stat_replication reports it sync, then write the `sync` key. To remove one: write the `sync` key
-    first, then change synchronous_standby_names. The key never names a standby missing acknowledged commits."""
+    """Make `name` the synchronous standby (None: nobody). The key never names a standby that may miss an
+    acknowledged commit, so the order is fixed:
+    - to remove one: write the `sync` key {me, nobody} first, then clear synchronous_standby_names;
+    - to add one: if the key names another standby or another leader (`clear_first`), write {me, nobody} first;
+      then point synchronous_standby_names at `name`, wait until pg_stat_replication reports it sync, and only
+      then write the key {me, name}. A standby that does not become sync in time fails the action but stays
+      named in the setting, so commits wait for it."""
+
+    adapter: ClassVar[str] = "dcs"
+    name: str | None
+    clear_first: bool = False
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        name, key, me = facts.best_sync_standby, _sync_key(facts), facts.observation.name
+        keeps_key = key is not None and key.leader == me and key.sync_standby in (None, name)
+        return cls(name=name, clear_first=name is not None and not keeps_key)
+
+
+@dataclass(frozen=True)
+class PrepareSyncStandby(Action):
+    """In synchronous mode, before Postgres takes writes (StartPrimary, Promote): make synchronous_standby_names
+    agree with the `sync` key, so that not one commit is acknowledged that the key's standby lacks.
+
+    `name` is the standby the key names under this node (it held every commit when this node last wrote): the
+    setting names it again, and commits wait for it. Otherwise (`name` None: the key names another leader,
+    nobody, or is absent) write the key {me, nobody} first, so that no standby may be promoted over this node,
+    then clear the setting. Works on a stopped or standby server (the setting takes effect when it runs as a
+    primary). Ordering: after the leader key is held with a valid lease, before StartPrimary and Promote."""
 
     adapter: ClassVar[str] = "dcs"
     name: str | None
 
     @classmethod
     def plan(cls, facts: Facts, **fixed: Any) -> Action:
-        return cls(name=facts.best_sync_standby)
+        key, me = _sync_key(facts), facts.observation.name
+        return cls(name=key.sync_standby if key is not None and key.leader == me else None)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,9 @@ FACT_DOCS: dict[str, str] = {
     "first_in_line": "a switchover names this node, or no promotable member is ahead of it",
     "switchover_requested": "a switchover away from this leader names a fit target (or any fit member exists)",
     "switchover_stale": "a failover key exists that this leader will not act on (done, not for it, or unfit)",
-    "sync_standby_stale": "the sync key does not name the standby synchronous replication should use",
+    "synchronous_mode": "the cluster runs in synchronous mode (config synchronous_mode)",
+    "sync_standby_stale": "the sync key (or synchronous_standby_names) does not name the standby synchronous "
+    "replication should use, or the key is not this leader's",
     "history_behind": "this leader's timeline history has switches the DCS history lacks",
     "use_slots": "the leader keeps a replication slot per member",
 }
@@ -107,6 +109,8 @@ def derive_facts(obs: Observation) -> Facts:
     _postgres_facts(sheet, obs, leader, leader_member)
     _election_facts(sheet, obs)
     best_sync = _leader_facts(sheet, obs)
+    sync_on = cfg.synchronous_mode
+    sheet.add("synchronous_mode", sync_on, "synchronous_mode is on" if sync_on else "synchronous_mode is off")
     sheet.add("use_slots", cfg.use_slots, "use_slots is on" if cfg.use_slots else "use_slots is off")
     return Facts(obs, sheet.truth, sheet.notes, leader, best_sync)
 
@@ -282,7 +286,7 @@ def _election_facts(sheet: _Sheet, obs: Observation) -> None:
 
 def _leader_facts(sheet: _Sheet, obs: Observation) -> str | None:
     """Facts a leader acts on; returns the standby synchronous replication should use."""
-    view, pg, cfg, me = obs.dcs, obs.postgres, obs.config, obs.name
+    view, pg, me = obs.dcs, obs.postgres, obs.name
     members = view.members if view else ()
     request = view.failover if view else None
     promotable = _promotable(obs)
@@ -303,24 +307,54 @@ def _leader_facts(sheet: _Sheet, obs: Observation) -> str | None:
         sheet.add("switchover_requested", fit, why)
         sheet.add("switchover_stale", not fit, why)
 
-    current = view.sync.sync_standby if view and view.sync else None
-    candidates = sorted(
-        (m for m in members if m.name in pg.streaming_replicas and m.running and not m.tags.nosync),
-        key=lambda m: (-m.wal_position, m.name),
-    )
-    best = None
-    if cfg.synchronous_mode:
-        names = [m.name for m in candidates]
-        best = current if current in names else (names[0] if names else None)
-        owner = view.sync.leader if view and view.sync else None
-        stale = best != current or (current is not None and owner != me)
-        why = f"sync key {owner or 'none'} -> {current or 'nobody'}, streaming candidates {names or 'none'}"
-    else:
-        stale = current is not None
-        why = f"synchronous_mode off, sync key names {current or 'nobody'}"
-    sheet.add("sync_standby_stale", stale, why)
+    best = _best_sync_standby(obs)
+    sheet.add("sync_standby_stale", *_sync_stale(obs, best))
 
     published = max((h.timeline for h in view.history), default=0) if view else 0
     local = max((h.timeline for h in pg.timeline_history), default=0)
     sheet.add("history_behind", local > published, f"local history to timeline {local}, DCS to {published}")
     return best
+
+
+def _best_sync_standby(obs: Observation) -> str | None:
+    """Whom synchronous replication should use: the key's standby while it streams (by its member key, or by
+    Postgres itself holding it in sync state while its member key is briefly missing, as after a DCS outage), else
+    the streaming member Postgres already holds in sync state, else the one furthest ahead (ties by name). None
+    outside sync mode."""
+    view, pg = obs.dcs, obs.postgres
+    if not obs.config.synchronous_mode or view is None:
+        return None
+    current = view.sync.sync_standby if view.sync else None
+    candidates = sorted(
+        (m for m in view.members if m.name in pg.streaming_replicas and m.running and not m.tags.nosync),
+        key=lambda m: (m.name not in pg.sync_replicas, -m.wal_position, m.name),
+    )
+    names = [m.name for m in candidates]
+    published = view.member(current)
+    still_sync = current in pg.sync_replicas and (published is None or not published.tags.nosync)
+    return current if current in names or still_sync else (names[0] if names else None)
+
+
+def _sync_stale(obs: Observation, best: str | None) -> tuple[bool, str]:
+    """Do the sync key, synchronous_standby_names and the replication state disagree with `best`?
+
+    In synchronous mode the key must be this leader's and name `best`, and a running primary's setting must name
+    exactly the key's standby: a setting without it acknowledges commits the key's standby may lack (and the key
+    lets that standby be promoted); a setting naming another makes commits wait for a member the key does not
+    trust. Outside synchronous mode any key naming a standby is stale."""
+    view, pg, me = obs.dcs, obs.postgres, obs.name
+    key = view.sync if view else None
+    current = key.sync_standby if key else None
+    if not obs.config.synchronous_mode:
+        return current is not None, f"synchronous_mode off, sync key names {current or 'nobody'}"
+    owner = key.leader if key else None
+    setting = pg.synchronous_standby_names
+    primary = pg.running and not pg.in_recovery
+    expected = frozenset({current} - {None})
+    shown = ",".join(sorted(setting)) or "''"
+    why = (
+        f"sync key {owner or 'none'} -> {current or 'nobody'}, synchronous_standby_names {shown}, "
+        f"in sync state {sorted(pg.sync_replicas) or 'none'}, best {best or 'nobody'}"
+    )
+    stale = owner != me or best != current or (primary and setting != expected)
+    return stale, why

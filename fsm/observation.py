@@ -197,6 +197,10 @@ class PostgresState:
     wal_replayed: int = 0
     following: str | None = None  # the member a standby streams from (its primary_conninfo)
     streaming_replicas: frozenset[str] = frozenset()  # pg_stat_replication on a primary
+    # The running server's effective synchronous_standby_names ("*" stands for any standby; empty: commits wait
+    # for nobody), and the standbys pg_stat_replication reports in sync (or quorum) state.
+    synchronous_standby_names: frozenset[str] = frozenset()
+    sync_replicas: frozenset[str] = frozenset()
     timeline_history: tuple[TimelineSwitch, ...] = ()  # this node's own history file
     can_rewind: bool = True  # data checksums or wal_log_hints are on
 

@@ -30,6 +30,7 @@ from fsm.actions import (
     FollowLeader,
     InitDb,
     PingWatchdog,
+    PrepareSyncStandby,
     Promote,
     PublishHistory,
     PublishLeaderOptime,
@@ -121,6 +122,7 @@ NOW_PRIMARY = act(RunCallback, event="on_role_change", role="primary")
 NOW_REPLICA = act(RunCallback, event="on_role_change", role="replica")
 STOPPED = act(RunCallback, event="on_stop", role="replica")
 KEEP_LEASE = (RenewLeaderKey, PingWatchdog)
+SYNC_FIRST = act(PrepareSyncStandby, "synchronous_mode")  # before Postgres takes writes: the setting matches the key
 
 # fmt: off
 RULES: tuple[Rule, ...] = (
@@ -162,9 +164,9 @@ RULES: tuple[Rule, ...] = (
          reason="not streaming from the leader: re-point"),
     rule("follow_steady", TICK, FOLLOW, SAME, also="following_leader", reason="streaming from the leader"),
     # candidate: hold the key before promoting; give up as soon as the race is lost or eligibility goes
-    rule("cand_won_init", TICK, CAND, LEAD, ArmWatchdog, StartPrimary, Promote, NOW_PRIMARY,
+    rule("cand_won_init", TICK, CAND, LEAD, ArmWatchdog, SYNC_FIRST, StartPrimary, Promote, NOW_PRIMARY,
          when="holds_leader_key lease_valid initialize_unset", reason="bootstrapping the cluster and holding the key: start as its primary"),
-    rule("cand_won", TICK, CAND, LEAD, ArmWatchdog, StartPrimary, Promote, NOW_PRIMARY, when="holds_leader_key lease_valid eligible",
+    rule("cand_won", TICK, CAND, LEAD, ArmWatchdog, SYNC_FIRST, StartPrimary, Promote, NOW_PRIMARY, when="holds_leader_key lease_valid eligible",
          reason="holding the leader key with a valid lease, still eligible: promote"),
     rule("cand_stop_writes", TICK, CAND, DEMO, STOP_WRITES, when="writable",
          reason="writable without a valid lease of mine: stop writes now"),
@@ -191,14 +193,14 @@ RULES: tuple[Rule, ...] = (
          reason="the leader key is not mine: stop writes now"),
     rule("lead_hand_over", TICK, LEAD, DEMO, STOP_WRITES, ReleaseLeaderKey, DisarmWatchdog, NOW_REPLICA,
          when="restart_budget_spent", unless="postgres_running", reason="Postgres will not restart: hand over"),
-    rule("lead_restart", TICK, LEAD, SAME, *KEEP_LEASE, StartPrimary, unless="postgres_running",
+    rule("lead_restart", TICK, LEAD, SAME, *KEEP_LEASE, SYNC_FIRST, StartPrimary, unless="postgres_running",
          reason="Postgres down: restart it as primary"),
     rule("lead_switchover", TICK, LEAD, DEMO, act(Demote, mode=DemoteMode.GRACEFUL), ReleaseLeaderKey, DisarmWatchdog,
          NOW_REPLICA, when="switchover_requested", reason="switchover requested: stop cleanly, hand the key over"),
-    rule("lead_promote", TICK, LEAD, SAME, *KEEP_LEASE, Promote, unless="writable", reason="Postgres read-only: promote"),
+    rule("lead_promote", TICK, LEAD, SAME, *KEEP_LEASE, SYNC_FIRST, Promote, unless="writable", reason="Postgres read-only: promote"),
     rule("lead_steady", TICK, LEAD, SAME, *KEEP_LEASE, act(ClearSwitchoverRequest, "switchover_stale"),
-         act(SetInitializeKey, "initialize_unset"), act(SetSyncStandby, "sync_standby_stale"),
-         act(PublishHistory, "history_behind"), act(EnsureReplicationSlots, "use_slots"), PublishLeaderOptime,
+         act(SetInitializeKey, "initialize_unset"), act(PublishHistory, "history_behind"),
+         act(EnsureReplicationSlots, "use_slots"), PublishLeaderOptime, act(SetSyncStandby, "sync_standby_stale"),
          also="lease_valid holds_leader_key", reason="leading: renew the lease, keep the cluster's keys current"),
     # demoting: writes stop first, then the key goes, then rejoin by following, pg_rewind or re-clone
     rule("demote_stop_writes", TICK, DEMO, SAME, STOP_WRITES, when="writable", reason="still writable: stop writes first"),

@@ -90,17 +90,28 @@ def _release(w: World, n: Node, act: Action, started: float) -> bool:
     return True
 
 
+def _write_sync_key(w: World, n: Node, standby: str | None) -> None:
+    w.dcs.put("sync", SyncState(n.name, standby), w.t)
+
+
 def _set_sync(w: World, n: Node, act: a.SetSyncStandby, started: float) -> bool:
+    if act.name is None or act.clear_first:
+        _write_sync_key(w, n, None)  # the key lets nobody else be promoted before the setting changes
+    n.pg.sync_standby = act.name  # synchronous_standby_names: commits wait for it from now on
     if act.name is None:
-        w.dcs.put("sync", SyncState(n.name, None), w.t)
-        n.pg.sync_standby = None
         return True
-    n.pg.sync_standby = act.name  # synchronous_standby_names first: commits wait for it from now on
     standby = w.nodes[act.name].pg
     caught_up = standby.streaming_from == n.name and standby.data and n.pg.data and standby.data.wal >= n.pg.acked_wal
     if caught_up:
-        w.dcs.put("sync", SyncState(n.name, act.name), w.t)
+        _write_sync_key(w, n, act.name)
     return bool(caught_up)
+
+
+def _prepare_sync(w: World, n: Node, act: a.PrepareSyncStandby, started: float) -> bool:
+    if act.name is None:
+        _write_sync_key(w, n, None)
+    n.pg.sync_standby = act.name
+    return True
 
 
 def _publish_member(w: World, n: Node, act: a.PublishMember, started: float) -> bool:
@@ -148,7 +159,7 @@ def _clone(w: World, n: Node, act: a.CloneReplica, started: float) -> bool:
     src = source.pg.data
     n.pg.stop()
     n.pg.data = Data(src.sysid, src.timeline, src.segment, src.wal, src.history, src.past)
-    n.pg.broken, n.pg.startable, n.pg.acked_wal = False, True, 0
+    n.pg.broken, n.pg.startable, n.pg.acked_wal, n.pg.sync_standby = False, True, 0, None
     return True
 
 
@@ -170,6 +181,7 @@ def _start_standby(w: World, n: Node, act: a.StartStandby, started: float) -> bo
     pg = n.pg
     if pg.running and not pg.in_recovery:
         pg.stop()  # never leave a writable primary running under a standby's name
+    pg.sync_standby = None  # the adapter writes a standby's settings without synchronous_standby_names
     if pg.running:
         pg.following = act.leader
         return True
@@ -179,7 +191,7 @@ def _start_standby(w: World, n: Node, act: a.StartStandby, started: float) -> bo
 def _follow(w: World, n: Node, act: a.FollowLeader, started: float) -> bool:
     if not (n.pg.running and n.pg.in_recovery):
         return False
-    n.pg.following = act.leader
+    n.pg.following, n.pg.sync_standby = act.leader, None
     return True
 
 
@@ -197,8 +209,11 @@ def _promote(w: World, n: Node, act: Action, started: float) -> bool:
         w.checker.promoting(n)
         segment = pg.data.segment
         w.forks[segment] = max(w.forks.get(segment, 0), pg.data.wal)
+        # What clients were told is committed carries over; WAL past it (commits still waiting for a synchronous
+        # standby when this server stopped taking writes) was never acknowledged, and the first commit the new
+        # timeline acknowledges will have needed its standby to receive that WAL first.
+        pg.acked_wal = min(pg.data.wal, w.acked.get(segment, 0))
         pg.promote(w.new_segment())
-        pg.acked_wal = pg.data.wal
         w.promotions += 1
         w.trace.note(w.t, n.name, f"promoted: timeline {pg.data.timeline} at WAL {pg.data.wal}")
     pg.read_only = False
@@ -212,7 +227,8 @@ def _demote(w: World, n: Node, act: a.Demote, started: float) -> bool:
             if other.pg.streaming_from == n.name and other.pg.data:
                 other.pg.data.wal = pg.data.wal
     if act.mode is DemoteMode.READ_ONLY and pg.running:
-        pg.in_recovery, pg.read_only, pg.following = True, False, None
+        # restarted as a standby of nobody, whose settings carry no synchronous_standby_names
+        pg.in_recovery, pg.read_only, pg.following, pg.sync_standby = True, False, None, None
     else:
         pg.stop()
     return True
@@ -267,6 +283,7 @@ HANDLERS: dict[type[Action], Callable[..., bool]] = {
     a.RenewLeaderKey: _renew,
     a.ReleaseLeaderKey: _release,
     a.SetSyncStandby: _set_sync,
+    a.PrepareSyncStandby: _prepare_sync,
     a.PublishMember: _publish_member,
     a.PublishLeaderOptime: _publish_optime,
     a.PublishHistory: _publish_history,

@@ -1,7 +1,7 @@
 """Exhaustive explorer: every interleaving of discrete events in a small world, on the real `fsm.decide()`.
 
     python -m model.explore --nodes 3 --depth 12 [--faults crash,pause,partition,dcs-outage] [--no-watchdog]
-        [--quantum 10] [--max-faults 1] [--max-states 200000]
+        [--quantum 10] [--max-faults 1] [--max-states 200000] [--allow-cap] [--sync]
 
 It starts from a bootstrapped, healthy cluster (simulated for 60 s) and explores breadth first. An event is one
 of: a node decides (observe + `decide()`); one action of a node's pending decision completes (so a decision can
@@ -10,7 +10,8 @@ watchdog fires, pauses and outages end); or a fault strikes (at most `--max-faul
 decide as often as the explorer likes between two quanta: a superset of real schedules. States are hashed
 on an abstraction (relative times in quanta, WAL relative to the furthest node), so the search covers every
 distinct state up to the depth. The first violation found is the shortest one: it is printed as the path of
-events and as a fault schedule for `python -m model.simulate --schedule`. Exit 1 on a violation.
+events and as a fault schedule for `python -m model.simulate --schedule`. Exit 1 on a violation; exit 3 when
+`--max-states` stopped the search first (unless `--allow-cap`): a capped search proved nothing beyond its states.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ CONSEQUENTIAL = {
     a.FollowLeader,
     a.RewindFromLeader,
     a.SetSyncStandby,
+    a.PrepareSyncStandby,
 }
 MIB = 1_048_576
 
@@ -71,11 +73,20 @@ class Search:
     depth: int
     path: list[Event] | None = None
     world: World | None = None  # the world at the end of `path`
+    capped: bool = False  # stopped at the state limit: states beyond it were never checked
 
 
 class Explorer:
-    def __init__(self, nodes: int, watchdog: bool, faults: tuple[str, ...], quantum_s: float, max_faults: int) -> None:
-        config = replace(ClusterConfig(), maximum_lag_on_failover_bytes=MIB)
+    def __init__(
+        self,
+        nodes: int,
+        watchdog: bool,
+        faults: tuple[str, ...],
+        quantum_s: float,
+        max_faults: int,
+        synchronous_mode: bool = False,
+    ) -> None:
+        config = replace(ClusterConfig(), maximum_lag_on_failover_bytes=MIB, synchronous_mode=synchronous_mode)
         settings = Settings(nodes=nodes, config=config, watchdog=watchdog, max_drift=0.0, clock_offsets=False)
         world = World(settings, seed=0)
         world.run(60.0)
@@ -159,6 +170,8 @@ class Explorer:
             if node.watchdog_deadline is not None and node.watchdog_deadline <= world.t and node.pg.running:
                 node.pg.stop()
                 node.watchdog_deadline = None
+            if node.orphan_fence_deadline is not None and node.orphan_fence_deadline <= world.t:
+                world.orphan_fence_check(node, node.orphan_fence_deadline)
 
     def _fault(self, world: World, event: Event, node: Any) -> None:
         ttl = world.config.ttl_s
@@ -202,6 +215,7 @@ class Explorer:
                     n.outcome,
                     rel_time(n.real(n.renewed_at)),
                     rel_time(n.watchdog_deadline),
+                    rel_time(n.orphan_fence_deadline),
                     pg.running,
                     pg.in_recovery,
                     pg.read_only,
@@ -253,7 +267,7 @@ class Explorer:
                 seen.add(state)
                 reached = max(reached, len(child_path))
                 if len(seen) >= max_states:
-                    return Search(len(seen), reached)
+                    return Search(len(seen), reached, capped=True)
                 frontier.append((child, child_path, faults_used + (event.kind not in ("decide", "act", "tick"))))
         return Search(len(seen), reached)
 
@@ -281,12 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quantum", type=float, default=10.0, help="seconds one tick moves time on")
     parser.add_argument("--max-faults", type=int, default=1, help="faults per path")
     parser.add_argument("--max-states", type=int, default=200_000)
+    parser.add_argument("--allow-cap", action="store_true", help="exit 0 when the state limit stops the search")
+    parser.add_argument("--sync", action="store_true", help="synchronous_mode on")
     args = parser.parse_args(argv)
     faults = tuple(f for f in args.faults.split(",") if f)
     unknown = set(faults) - set(FAULTS)
     if unknown:
         parser.error(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
-    explorer = Explorer(args.nodes, not args.no_watchdog, faults, args.quantum, args.max_faults)
+    explorer = Explorer(args.nodes, not args.no_watchdog, faults, args.quantum, args.max_faults, args.sync)
     started = time.perf_counter()
     search = explorer.run(args.depth, args.max_states)
     elapsed = time.perf_counter() - started
@@ -295,9 +311,15 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"explored {search.states} states to depth {search.depth} (limit {args.depth}) in {elapsed:.1f} s: "
         f"{search.states / elapsed:,.0f} states/s; {args.nodes} nodes, faults {','.join(faults) or 'none'}, "
-        f"watchdog {watchdog}"
+        f"watchdog {watchdog}{', synchronous_mode' if args.sync else ''}"
     )
     if path is None or world is None:
+        if search.capped:
+            print(
+                f"CAPPED at --max-states {args.max_states}: no invariant violated in the states explored, "
+                "but the search did not finish"
+            )
+            return 0 if args.allow_cap else 3
         print("no invariant violated")
         return 0
     violation = world.trace.violations[0]
@@ -306,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     print("decisions on it:")
     for line in world.trace.lines:
         print("  " + line)
-    flag = " --no-watchdog" if args.no_watchdog else ""
+    flag = (" --no-watchdog" if args.no_watchdog else "") + (" --sync" if args.sync else "")
     print(f"replay: python -m model.simulate --nodes {args.nodes}{flag} --schedule '{explorer.schedule(path)}'")
     return 1
 

@@ -88,7 +88,7 @@ def _apply(world: World, fault: Fault, node: Node | None) -> None:
     world.trace.fault(t, node.name if node else None, label)
     if kind == "crash" and node:
         node.pg.stop()
-        world.kill(node, "crashed")
+        world.kill(node, "crashed", host=True)
     elif kind == "restart" and node and not node.alive:
         world.restart(node)
     elif kind in ("postgres_crash", "postgres_broken") and node:

@@ -4,7 +4,9 @@
 2. lease_agreement: a server accepts writes only while the DCS leader key names it (plus a bounded grace for the
    demotion already under way when the key went).
 3. lag_limit: nobody is promoted whose WAL lags the leader's last published position by more than the limit.
-4. sync_durability: in synchronous mode no acknowledged commit is missing from a newly promoted primary.
+4. sync_durability: in synchronous mode no acknowledged commit is missing from a newly promoted primary, and
+   at every instant the standby the `sync` key names holds every commit its leader acknowledged (the key is what
+   lets that standby be promoted).
 5. timeline_sanity: no standby streams WAL whose history diverged from its own (checked where WAL flows).
 6. liveness: after the final heal, a writable leader serves clients within `liveness_bound_s`.
 7. dcs_outage: a server whose node lost the DCS accepts no writes `ttl` after the loss.
@@ -37,6 +39,7 @@ class Checker:
         self._expiry_pending: float | None = None
         self._writable: list[Node] | None = None
         self.healed_at: float | None = None
+        self.heals = 0  # heals and voiding faults so far: a liveness check holds only for the latest heal
         self.served_after_heal = False
         self.unavailable_since: float | None = 0.0
         self.serving: str | None = None
@@ -75,13 +78,15 @@ class Checker:
         """Everything is repaired; the liveness clock starts once the last frozen agent thaws (a heal cannot
         un-freeze a paused process, it only stops freezing new ones)."""
         self.healed_at = self.world.t
+        self.heals += 1  # a heal's promise is known by its number: two heals can share an instant
         self.served_after_heal = False
         thawed = max([self.world.t, *(node.paused_until for node in self.world.nodes.values())])
-        self.world.at(thawed + liveness_bound_s(self.world), self._liveness, self.world.t)
+        self.world.at(thawed + liveness_bound_s(self.world), self._liveness, self.heals)
 
     def fault_injected(self) -> None:
         """A fault after a heal voids that heal's liveness promise (the next heal makes a new one)."""
         self.healed_at = None
+        self.heals += 1
 
     def promoting(self, node: Node) -> None:
         world, data = self.world, node.pg.data
@@ -94,8 +99,8 @@ class Checker:
         if world.config.synchronous_mode and acked > data.wal:
             self.violation(node, "sync_durability", f"{acked - data.wal} B of acknowledged commits missing")
 
-    def _liveness(self, healed_at: float) -> None:
-        if healed_at != self.healed_at:
+    def _liveness(self, heal: int) -> None:
+        if heal != self.heals:
             return
         if not self.served_after_heal and self.world.serving_primary() is None:
             bound = liveness_bound_s(self.world)
@@ -127,6 +132,7 @@ class Checker:
             if since is not None and t - since > world.config.ttl_s:
                 self.violation(node, "dcs_outage", f"still accepts writes {t - since:.3f} s after losing the DCS")
         if world.config.synchronous_mode:
+            self._sync_standby_holds_acknowledged(t)
             for segment, fork in world.forks.items():
                 if world.acked.get(segment, 0) > fork:
                     self.violation(
@@ -134,6 +140,27 @@ class Checker:
                         "sync_durability",
                         f"commits acknowledged on timeline segment {segment} past its fork at {fork}",
                     )
+
+    def _sync_standby_holds_acknowledged(self, t: float) -> None:
+        world = self.world
+        sync = world.dcs.get("sync", t)
+        leader = world.nodes.get(sync.leader or "") if sync else None
+        standby = world.nodes.get(sync.sync_standby or "") if sync else None
+        if leader is None or standby is None or leader.pg.data is None:
+            return
+        data = leader.pg.data
+        acked = world.acked.get(data.segment, 0)
+        start = data.past[-1][1] if data.past else 0  # where the leader's timeline began
+        if acked <= start:
+            return
+        held = standby.pg.data.reach(data.segment) if standby.pg.data else None
+        if held is None or held < acked:
+            missing = acked - (held if held is not None else start)
+            self.violation(
+                standby,
+                "sync_durability",
+                f"the sync key names {standby.name}, which lacks {missing} B its leader {leader.name} acknowledged",
+            )
 
     def _track_service(self, t: float) -> None:
         """Record each window in which no node served writes, and who served before and after it."""

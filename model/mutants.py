@@ -139,8 +139,8 @@ MUTANTS = (
     Mutant(
         "leader-without-watchdog",
         "fsm/transitions.py",
-        'rule("cand_won", TICK, CAND, LEAD, ArmWatchdog, StartPrimary,',
-        'rule("cand_won", TICK, CAND, LEAD, StartPrimary,',
+        'rule("cand_won", TICK, CAND, LEAD, ArmWatchdog, SYNC_FIRST,',
+        'rule("cand_won", TICK, CAND, LEAD, SYNC_FIRST,',
         "a failover leader never arms the watchdog, so a frozen agent cannot be fenced",
     ),
     Mutant(
@@ -149,6 +149,34 @@ MUTANTS = (
         "    return renewed_at_s + config.ttl_s - config.safety_margin_s",
         "    return renewed_at_s + config.ttl_s",
         "the leader's own deadline is the key's expiry: no room for clock drift or the time demotion takes",
+    ),
+    Mutant(
+        "promote-without-sync-setting",
+        "fsm/transitions.py",
+        'SYNC_FIRST = act(PrepareSyncStandby, "synchronous_mode")',
+        'SYNC_FIRST = act(PrepareSyncStandby, "paused")',
+        "in synchronous mode Postgres takes writes again with whatever synchronous_standby_names it has (issue 18)",
+    ),
+    Mutant(
+        "sync-setting-unchecked",
+        "fsm/facts.py",
+        "    stale = owner != me or best != current or (primary and setting != expected)",
+        "    stale = owner != me or best != current",
+        "a leader whose synchronous_standby_names lost the key's standby is not repaired (issue 18)",
+    ),
+    Mutant(
+        "sync-key-never-claimed",
+        "fsm/facts.py",
+        "    stale = owner != me or best != current or (primary and setting != expected)",
+        "    stale = (current is not None and owner != me) or best != current or (primary and setting != expected)",
+        "a leader with no sync key and nobody streaming acknowledges alone while anyone may be promoted (seed 563)",
+    ),
+    Mutant(
+        "replace-sync-standby-keeping-key",
+        "fsm/actions.py",
+        "return cls(name=name, clear_first=name is not None and not keeps_key)",
+        "return cls(name=name, clear_first=False)",
+        "replication moves to a new sync standby while the key still names the old one",
     ),
 )
 

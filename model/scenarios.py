@@ -27,6 +27,7 @@ class Scenario:
     schedule: Callable[[float, float, random.Random], list[Fault]]  # (duration, ttl, rng) -> faults
     config: dict[str, Any] = field(default_factory=dict)  # ClusterConfig fields it needs
     watchdog: bool | None = None  # None: as the command line says
+    dcs_kind: str | None = None  # None: as the command line says
     seed: int = 1  # the seed it runs with unless told otherwise (regressions replay the seed that found them)
 
 
@@ -174,6 +175,52 @@ REGRESSIONS = (
     ),
 )
 
+SYNC = {"synchronous_mode": True}
+
+# Seeds of `--scenario random --sync` that lost acknowledged commits (issue 18): the leader ran with a
+# synchronous_standby_names that did not name the sync key's standby, or with no sync key at all.
+SYNC_RANDOM_SEEDS = (51, 99, 255, 433, 446, 479, 559, 563, 633, 647, 730, 854, 912, 920, 946)
+
+SYNC_REGRESSIONS = (
+    Scenario(
+        "regression-sync-outage-same-leader",
+        "synchronous mode: a DCS outage sends the leader read-only (synchronous_standby_names gone), the same node "
+        "leads again, then dies: the key's standby, promoted, must hold every commit it acknowledged",
+        _fixed((60.0, "dcs_down", "all", 15.0), (95.0, "crash", "leader", None), (300.0, "heal", "all", None)),
+        config=SYNC,
+    ),
+    Scenario(
+        "regression-sync-standby-replaced",
+        "synchronous mode: replication moved to a new standby while the key still named the old one",
+        _fixed(
+            (50.0, "lag_spike", "n1", 15.0),
+            (55.0, "partition_peers", "n0", 1000.0),
+            (65.5, "crash", "n2", None),
+            (300.0, "heal", "all", None),
+        ),
+        config=SYNC,
+    ),
+    *(
+        Scenario(
+            f"regression-sync-random-{seed}",
+            f"synchronous mode, random faults of seed {seed}: acknowledged commits the sync key's standby lacked",
+            _random,
+            config=SYNC,
+            seed=seed,
+        )
+        for seed in SYNC_RANDOM_SEEDS
+    ),
+    Scenario(
+        "regression-sync-unacknowledged-tail",
+        "synchronous mode on ZooKeeper: WAL still waiting for the sync standby when the leader went read-only is "
+        "not an acknowledged commit when the same node is promoted again (the model counted it as one)",
+        _random,
+        config=SYNC,
+        seed=900,
+        dcs_kind="zookeeper",
+    ),
+)
+
 SCENARIOS = {
     s.name: s
     for s in (
@@ -231,5 +278,6 @@ SCENARIOS = {
         Scenario("flapping-network", "the leader's link to the DCS drops for 10 s every 20 s, six times", _flapping),
         Scenario("random", "two to six faults drawn from the seed, then heal", _random),
         *REGRESSIONS,
+        *SYNC_REGRESSIONS,
     )
 }

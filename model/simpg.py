@@ -29,6 +29,10 @@ class Data:
             return 1 << 62
         return next((end for seg, end in self.past if seg == segment), None)
 
+    def reach(self, segment: int) -> int | None:
+        """How far this history's WAL goes on `segment` (None: not at all)."""
+        return self.wal if segment == self.segment else self.end_of(segment)
+
 
 @dataclass
 class SimPostgres:
@@ -38,7 +42,7 @@ class SimPostgres:
     in_recovery: bool = False
     read_only: bool = False
     following: str | None = None
-    sync_standby: str | None = None  # synchronous_standby_names, on a primary
+    sync_standby: str | None = None  # synchronous_standby_names as the node's settings file has it
     startable: bool = True  # a fault can make a crashed server refuse to start
     can_rewind: bool = True
     fresh: bool = False  # made by initdb and never started: it comes up as the primary of timeline 1
@@ -85,6 +89,8 @@ class SimPostgres:
         data = self.data
         wal = data.wal if data else 0
         standby = self.running and self.in_recovery
+        primary = self.running and not self.in_recovery
+        names = frozenset({self.sync_standby} - {None}) if self.running else frozenset()
         return PostgresState(
             data_dir=self.data_dir,
             system_identifier=data.sysid if data else None,
@@ -96,7 +102,9 @@ class SimPostgres:
             wal_received=wal if standby else 0,
             wal_replayed=wal if standby else 0,
             following=self.following if standby else None,
-            streaming_replicas=self.replicas if self.running and not self.in_recovery else frozenset(),
+            streaming_replicas=self.replicas if primary else frozenset(),
+            synchronous_standby_names=names,
+            sync_replicas=self.replicas & names if primary else frozenset(),
             timeline_history=data.history if data else (),
             can_rewind=self.can_rewind,
         )

@@ -46,6 +46,8 @@ def simulate(scenario: Scenario, settings: Settings, seed: int) -> Result:
         settings = replace(settings, config=replace(settings.config, **scenario.config))
     if scenario.watchdog is not None:
         settings = replace(settings, watchdog=scenario.watchdog)
+    if scenario.dcs_kind is not None:
+        settings = replace(settings, dcs_kind=scenario.dcs_kind)
     world = World(settings, seed)
     for fault in scenario.schedule(settings.duration_s, settings.config.ttl_s, world.rng):
         world.at(fault.at_s, inject, world, fault)

@@ -74,6 +74,7 @@ class Node:
     outcome: ActionOutcome = field(default_factory=ActionOutcome)
     last_rule: str | None = None
     watchdog_deadline: float | None = None  # real time; None when disarmed
+    orphan_fence_deadline: float | None = None  # a dead agent's fence process, still armed: it fires then
     interrupt_after: int | None = None  # the agent dies after this many actions of its next decision
     pending: tuple[Action, ...] = ()  # the explorer's not yet completed actions of the node's last decision
     decided_at: float | None = None  # the explorer's time of the node's last decision
@@ -335,9 +336,14 @@ class World:
         node.wake = False
         self.schedule_loop(node, self.t + (IMMEDIATE_S if again else self.config.loop_wait_s))
 
-    def kill(self, node: Node, reason: str) -> None:
+    def kill(self, node: Node, reason: str, host: bool = False) -> None:
+        """The agent dies. Its fence is a process of its own: it dies too only with the whole host (`host`);
+        otherwise, armed, it outlives the agent and still fires at its deadline, whatever a new agent does."""
         node.alive, node.acting, node.wake = False, False, False
         node.generation += 1
+        if not host and node.watchdog_deadline is not None:
+            node.orphan_fence_deadline = node.watchdog_deadline
+            self.at(node.orphan_fence_deadline, self.orphan_fence_check, node, node.orphan_fence_deadline)
         node.watchdog_deadline = None
         self.trace.lanes[node.name].set(self.t, "state", "down")
         self.trace.note(self.t, node.name, reason)
@@ -365,6 +371,15 @@ class World:
             node.pg.stop()
             node.watchdog_deadline = None
             self.trace.note(self.t, node.name, "watchdog fired: Postgres killed")
+
+    def orphan_fence_check(self, node: Node, deadline: float) -> None:
+        """The fence a dead agent left behind reaches its deadline: it kills Postgres, then exits."""
+        if node.orphan_fence_deadline != deadline:
+            return
+        node.orphan_fence_deadline = None
+        if node.pg.running:
+            node.pg.stop()
+            self.trace.note(self.t, node.name, "a dead agent's fence fired: Postgres killed")
 
     # --- the client's view ----------------------------------------------------------------------
 

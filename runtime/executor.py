@@ -134,17 +134,38 @@ class Executor:
         return True
 
     def _SetSyncStandby(self, act: a.SetSyncStandby, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
-        # Adding: Postgres first, the key once the standby is sync. Removing: the key first. Either way the key
-        # never names a standby that may miss acknowledged commits.
-        key = SyncState(self.name, act.name)
+        # Removing: the key first. Adding: the key {me, nobody} first when it names another standby or another
+        # leader (clear_first), then Postgres, then the key once the standby is sync. Either way the key never
+        # names a standby that may miss acknowledged commits.
+        if act.name is None or act.clear_first:
+            cleared = self._write_sync(None)
+            if not cleared:
+                return cleared
         if act.name is None:
-            if not self.dcs.write_sync(key):
-                return Result(False, "could not write the sync key")
             return self.postgres.set_synchronous_standby(None)
         result = self.postgres.set_synchronous_standby(act.name)
-        if result and not self.dcs.write_sync(key):
-            return Result(False, "could not write the sync key")
-        return result
+        if not result:
+            return result
+        written = self._write_sync(act.name)
+        return result if written else written
+
+    def _PrepareSyncStandby(
+        self, act: a.PrepareSyncStandby, snapshot: Snapshot | None, config: ClusterConfig
+    ) -> Result:
+        # Before Postgres takes writes. Naming nobody: the key {me, nobody} first, so that no standby may be
+        # promoted over this node's coming commits; if it cannot be written the action fails and Promote does not
+        # run. Naming the key's standby: only the setting changes, so commits wait for it from the first one.
+        if act.name is None:
+            cleared = self._write_sync(None)
+            if not cleared:
+                return cleared
+        return self.postgres.prepare_synchronous_standby(act.name)
+
+    def _write_sync(self, standby: str | None) -> Result:
+        written = _dcs(self.dcs.write_sync(SyncState(self.name, standby)))
+        if written:
+            return written
+        return Result(False, f"could not write the sync key {{{self.name}, {standby or 'nobody'}}}: {written.detail}")
 
     def _PublishMember(self, act: a.PublishMember, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
         pg = self.postgres.observe()

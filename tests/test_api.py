@@ -539,6 +539,12 @@ def test_reinitialize_only_a_replica(cluster: Cluster) -> None:
 def test_switchover_to_the_replica(cluster: Cluster) -> None:
     n0, n1 = cluster["n0"], cluster["n1"]
     wait_until(lambda: n1.agent.snapshot is not None and n1.agent.config().pause is False, 5, "a current snapshot")
+
+    def n1_caught_up_in_the_dcs() -> bool:  # a test before may have re-cloned n1: its member key lags a loop
+        members = get(n0, "/cluster").json["members"]
+        return any(m["name"] == "n1" and m.get("lag") == 0 for m in members)
+
+    wait_until(n1_caught_up_in_the_dcs, 20, "n1's published position caught up")
     answer = admin(n0, "POST", "/switchover", {"leader": "n0", "candidate": "n1"})
     assert answer.status == 200, answer.raw
     assert answer.message == "Successfully switched over to n1"

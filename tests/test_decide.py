@@ -9,6 +9,7 @@ from fsm.actions import (
     Demote,
     DemoteMode,
     FollowLeader,
+    PrepareSyncStandby,
     Promote,
     PublishMember,
     ReleaseLeaderKey,
@@ -223,15 +224,92 @@ def test_pause_keeps_the_leader_and_blocks_failover():
     assert "StartPrimary" not in kinds(crashed)
 
 
-def test_leader_names_a_streaming_sync_standby():
-    decision = decide(State.LEADER, leader_view(config=SYNC))
-    assert SetSyncStandby(name="n1") in decision.actions
-    settled = decide(State.LEADER, leader_view(config=SYNC, dcs=cluster(sync=SyncState("n0", "n2"))))
-    assert not any(isinstance(a, SetSyncStandby) for a in settled.actions)
-    inherited = decide(State.LEADER, leader_view(config=SYNC, dcs=cluster(sync=SyncState("n1", "n2"))))
-    assert SetSyncStandby(name="n2") in inherited.actions  # rewritten under this leader's name
+def sync_leader(key: SyncState | None, setting: frozenset[str] = frozenset(), **postgres: object):
+    """n0 leading in synchronous mode with the sync key `key` and synchronous_standby_names `setting`."""
+    streaming = postgres.pop("streaming_replicas", frozenset({"n1", "n2"}))
+    assert isinstance(streaming, frozenset)
+    pg = primary(
+        synchronous_standby_names=setting, streaming_replicas=streaming, sync_replicas=setting & streaming, **postgres
+    )
+    return leader_view(config=SYNC, dcs=cluster(sync=key), postgres=pg)
+
+
+def sync_action(decision) -> SetSyncStandby | None:
+    return next((a for a in decision.actions if isinstance(a, SetSyncStandby)), None)
+
+
+def test_leader_names_a_streaming_sync_standby_claiming_the_key_first():
+    unclaimed = decide(State.LEADER, sync_leader(None))
+    assert sync_action(unclaimed) == SetSyncStandby(name="n1", clear_first=True)
+    mine = decide(State.LEADER, sync_leader(SyncState("n0", None)))
+    assert sync_action(mine) == SetSyncStandby(name="n1", clear_first=False)
+    settled = decide(State.LEADER, sync_leader(SyncState("n0", "n2"), frozenset({"n2"})))
+    assert sync_action(settled) is None
+    inherited = decide(State.LEADER, sync_leader(SyncState("n1", "n2")))
+    # rewritten under this leader's name, and the key first names nobody: n1 may not be promoted meanwhile
+    assert sync_action(inherited) == SetSyncStandby(name="n2", clear_first=True)
     off = decide(State.LEADER, leader_view(dcs=cluster(sync=SyncState("n0", "n2"))))
-    assert SetSyncStandby(name=None) in off.actions
+    assert sync_action(off) == SetSyncStandby(name=None)
+
+
+def test_a_setting_that_disagrees_with_the_key_is_repaired():
+    """The key names n2 but Postgres waits for nobody (a read-only restart dropped the setting): stale."""
+    lost = decide(State.LEADER, sync_leader(SyncState("n0", "n2")))
+    assert sync_action(lost) == SetSyncStandby(name="n2", clear_first=False)
+    other = decide(State.LEADER, sync_leader(SyncState("n0", "n2"), frozenset({"n1"})))
+    assert sync_action(other) == SetSyncStandby(name="n2", clear_first=False)
+
+
+def test_replacing_the_sync_standby_clears_the_key_first():
+    gone = frozenset({"n1"})  # n2, the key's standby, no longer streams
+    decision = decide(State.LEADER, sync_leader(SyncState("n0", "n2"), frozenset({"n2"}), streaming_replicas=gone))
+    assert sync_action(decision) == SetSyncStandby(name="n1", clear_first=True)
+
+
+def test_the_keys_standby_in_sync_state_stays_while_its_member_key_is_missing():
+    """After a DCS outage the standby's member key may not be back yet; Postgres still holds it in sync state."""
+    view = cluster(sync=SyncState("n0", "n2"), members=tuple(m for m in members() if m.name != "n2"))
+    pg = primary(synchronous_standby_names=frozenset({"n2"}), sync_replicas=frozenset({"n2"}))
+    decision = decide(State.LEADER, leader_view(config=SYNC, dcs=view, postgres=pg))
+    assert sync_action(decision) is None, decision.why
+
+
+def test_nobody_streaming_names_nobody_and_a_dangling_setting_is_cleared():
+    alone = sync_leader(SyncState("n0", None), frozenset({"n1"}), streaming_replicas=frozenset())
+    decision = decide(State.LEADER, alone)
+    assert sync_action(decision) == SetSyncStandby(name=None)
+
+
+def test_sync_standby_is_named_after_the_cluster_keys_are_published():
+    """A sync standby that is not yet sync fails SetSyncStandby and stops the turn: history goes out before it."""
+    decision = decide(State.LEADER, sync_leader(None))
+    names = kinds(decision)
+    assert names.index("PublishLeaderOptime") < names.index("SetSyncStandby")
+
+
+def test_writes_resume_only_with_the_sync_setting_matching_the_key():
+    """In synchronous mode every row that makes Postgres writable prepares synchronous_standby_names first."""
+    checked = set()
+    for _, state, observation, _, _ in CASES:
+        decision = decide(state, evolve(observation, config=evolve(observation.config, synchronous_mode=True)))
+        names = kinds(decision)
+        for writes in ("StartPrimary", "Promote"):
+            if writes in names:
+                assert "PrepareSyncStandby" in names[: names.index(writes)], decision.rule
+                checked.add(decision.rule)
+    assert {"cand_won", "cand_won_init", "lead_restart", "lead_promote"} <= checked
+
+
+def test_prepare_keeps_the_keys_standby_only_under_this_leader():
+    def prepared(key: SyncState | None) -> PrepareSyncStandby:
+        obs = observe("n1", cluster(None, sync=key), standby(), agent=agent(renewed_ago_s=0.2), config=SYNC)
+        decision = decide(State.CANDIDATE, evolve(obs, dcs=evolve(obs.dcs, leader=cluster("n1").leader)))
+        assert decision.rule == "cand_won", decision.why
+        return next(a for a in decision.actions if isinstance(a, PrepareSyncStandby))
+
+    assert prepared(SyncState("n1", "n2")) == PrepareSyncStandby(name="n2")  # this node's key: n2 has every commit
+    assert prepared(SyncState("n0", "n1")) == PrepareSyncStandby(name=None)  # the old leader's key: claim it
+    assert prepared(None) == PrepareSyncStandby(name=None)
 
 
 def test_timeline_fork_decides_between_follow_and_rewind():

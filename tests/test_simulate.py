@@ -7,10 +7,11 @@ import json
 import pytest
 
 from fsm import State
+from fsm.observation import ClusterConfig
 from model.invariants import liveness_bound_s
-from model.scenarios import SCENARIOS
+from model.scenarios import SCENARIOS, SYNC_RANDOM_SEEDS
 from model.simulate import Result, main, render_text, simulate
-from model.world import Settings
+from model.world import Settings, World
 
 TTL, LOOP_WAIT = 30.0, 10.0
 
@@ -148,6 +149,69 @@ def test_regression_scenarios_keep_every_invariant(scenario):
 def test_random_fault_schedules_keep_every_invariant(seed):
     result = run("random", seed=seed)
     assert result.ok, render_text(result)
+
+
+SYNC_CAMPAIGN_SEEDS = 500  # per store: the campaign that found issue 18's seeds ran 1000; the rest are regressions
+SYNC_CHUNK = 50
+
+
+@pytest.mark.parametrize("dcs_kind", ["etcd", "zookeeper"])
+@pytest.mark.parametrize("first", range(1, SYNC_CAMPAIGN_SEEDS + 1, SYNC_CHUNK))
+def test_random_fault_schedules_in_synchronous_mode_keep_every_invariant(dcs_kind, first):
+    settings = Settings(config=ClusterConfig(synchronous_mode=True), dcs_kind=dcs_kind)
+    for seed in range(first, first + SYNC_CHUNK):
+        result = simulate(SCENARIOS["random"], settings, seed)
+        assert result.ok, f"seed {seed} on {dcs_kind}:\n" + render_text(result)
+
+
+def test_every_seed_that_lost_sync_commits_is_a_regression_scenario():
+    replayed = {s.seed for name, s in SCENARIOS.items() if name.startswith("regression-sync-random-")}
+    assert replayed == set(SYNC_RANDOM_SEEDS)
+    assert all(SCENARIOS[f"regression-sync-random-{seed}"].config == {"synchronous_mode": True} for seed in replayed)
+
+
+def test_the_sync_keys_standby_must_hold_every_acknowledged_commit():
+    """The invariant itself: a leader acknowledging commits its sync-key standby lacks is caught at once."""
+    world = World(Settings(config=ClusterConfig(synchronous_mode=True)), seed=1)
+    world.run(60.0)
+    leader = world.serving_primary()
+    assert leader is not None and world.dcs.get("sync", world.t).sync_standby is not None
+    leader.pg.sync_standby = None  # what the read-only restart did to synchronous_standby_names
+    world.run(61.0)
+    assert world.trace.violations[0]["invariant"] == "sync_durability"
+    assert "which lacks" in world.trace.violations[0]["detail"]
+
+
+def test_a_dead_agents_fence_still_fires_but_a_dead_hosts_does_not():
+    world = World(Settings(), seed=1)
+    world.run(60.0)
+    leader = world.serving_primary()
+    assert leader is not None and leader.watchdog_deadline is not None
+    deadline = leader.watchdog_deadline
+    world.kill(leader, "agent died")  # Postgres runs on, and so does the fence process
+    assert leader.pg.running and leader.orphan_fence_deadline == deadline
+    world.run(deadline + 0.01)
+    assert not leader.pg.running and "a dead agent's fence fired" in "\n".join(world.trace.lines)
+
+    other = World(Settings(), seed=1)
+    other.run(60.0)
+    host = other.serving_primary()
+    assert host is not None
+    other.kill(host, "crashed", host=True)
+    assert host.orphan_fence_deadline is None
+
+
+def test_a_heal_voided_by_a_fault_stays_void_when_another_heal_shares_its_instant():
+    world = World(Settings(), seed=1)
+    world.run(60.0)
+    checker = world.checker
+    checker.healed()  # heal ...
+    for node in world.nodes.values():  # ... a fault at the same instant freezes every agent for a while ...
+        node.paused_until = world.t + 200.0
+    checker.fault_injected()
+    checker.healed()  # ... and a second heal, still at the same instant, promises liveness after the thaw only
+    world.run(world.t + liveness_bound_s(world) + 1)
+    assert not world.trace.violations, world.trace.violations  # the first heal's check must not come back
 
 
 def test_liveness_bound_is_checked_after_heal():

@@ -10,7 +10,10 @@ Semantics kept consistent with `fsm.observation`:
 - `following` is the member our own config points the standby at, unless its WAL receiver streams from elsewhere
   (a re-point that has not taken effect yet);
 - a postmaster that is alive but refuses connections (starting up, shutting down) counts as running and not
-  writable.
+  writable;
+- `synchronous_standby_names` is the running server's effective setting (what a new session shows), parsed, on a
+  standby too; `sync_replicas` (pg_stat_replication rows in sync or quorum state) only on a primary; both are empty
+  for a stopped or unreachable server.
 """
 
 from __future__ import annotations
@@ -46,8 +49,106 @@ SELECT pg_is_in_recovery(),
        (SELECT sender_port FROM pg_stat_wal_receiver),
        (SELECT system_identifier FROM pg_control_system())::text,
        current_setting('data_checksums') = 'on' OR current_setting('wal_log_hints') = 'on',
-       ARRAY(SELECT application_name FROM pg_stat_replication WHERE state = 'streaming')
+       ARRAY(SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'),
+       current_setting('synchronous_standby_names'),
+       ARRAY(SELECT application_name FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))
 """
+
+
+_IDENT_START = re.compile(r"[A-Za-z_\x80-\U0010ffff]")
+_IDENT_CONT = re.compile(r"[A-Za-z0-9_$\x80-\U0010ffff]*")
+
+
+def _standby_tokens(text: str) -> list[tuple[str, str]]:
+    """synchronous_standby_names as Postgres's syncrep scanner sees it: (kind, text) with kind "name" (an
+    identifier or "*"), "quoted" (a double-quoted name, its "" unescaped: never a keyword), "num", or one of "(",
+    ")", ",". Raises ValueError on a character the scanner rejects."""
+    tokens: list[tuple[str, str]] = []
+    at = 0
+    while at < len(text):
+        char = text[at]
+        if char in " \t\n\r\f\v":
+            at += 1
+        elif char in "(),":
+            tokens.append((char, char))
+            at += 1
+        elif char == "*":
+            tokens.append(("name", "*"))
+            at += 1
+        elif char == '"':
+            name, at = [], at + 1
+            while True:
+                end = text.find('"', at)
+                if end < 0:
+                    raise ValueError(f"unterminated quoted name in {text!r}")
+                name.append(text[at:end])
+                if text.startswith('""', end):
+                    name.append('"')
+                    at = end + 2
+                else:
+                    at = end + 1
+                    break
+            tokens.append(("quoted", "".join(name)))
+        elif char.isascii() and char.isdigit():
+            end = at
+            while end < len(text) and text[end].isascii() and text[end].isdigit():
+                end += 1
+            tokens.append(("num", text[at:end]))
+            at = end
+        elif _IDENT_START.match(char):
+            match = _IDENT_CONT.match(text, at + 1)
+            end = match.end() if match else at + 1
+            tokens.append(("name", text[at:end]))
+            at = end
+        else:
+            raise ValueError(f"unexpected {char!r} in {text!r}")
+    return tokens
+
+
+def parse_standby_names(text: str) -> frozenset[str]:
+    """The standby names of a synchronous_standby_names value, in any of Postgres's forms: a plain list
+    (`a, b`), `FIRST n (a, b)`, `ANY n (a, b)` or `n (a, b)`; names bare (kept as written: Postgres matches them
+    to application_name case-insensitively) or double-quoted (`"a""b"` is `a"b`); `*` (any standby) kept as "*".
+    The empty value names nobody. Raises ValueError on text Postgres would not accept (a blank one included)."""
+    if text == "":
+        return frozenset()
+    tokens = _standby_tokens(text)
+    if not tokens:
+        raise ValueError(f"no standby name in {text!r}")
+    kinds = [kind for kind, _ in tokens]
+    keyword = kinds[0] == "name" and tokens[0][1].lower() in ("first", "any")
+    count = 1 if keyword else 0  # where `n` of `FIRST n (...)`, `ANY n (...)` or `n (...)` would be
+    body = tokens
+    if kinds[count : count + 2] == ["num", "("]:
+        if kinds[-1] != ")":
+            raise ValueError(f"no closing parenthesis in {text!r}")
+        if int(tokens[count][1]) < 1:
+            raise ValueError(f"the number of synchronous standbys must be at least 1 in {text!r}")
+        body = tokens[count + 2 : -1]
+    names = []
+    for index, (kind, value) in enumerate(body):
+        expected_name = index % 2 == 0
+        if expected_name and kind in ("name", "quoted", "num"):
+            if kind == "name" and value.lower() in ("first", "any"):
+                raise ValueError(f"{value!r} is a keyword in {text!r}: quote it to name a standby")
+            names.append(value)
+        elif not expected_name and kind == ",":
+            continue
+        else:
+            raise ValueError(f"unexpected {value!r} in {text!r}")
+    if not names or len(body) % 2 == 0:
+        raise ValueError(f"a standby name is missing in {text!r}")
+    return frozenset(names)
+
+
+def _standby_names(text: str | None) -> frozenset[str]:
+    """parse_standby_names for what a running server reports; text it cannot parse (this parser's gap, since the
+    server accepted it) is kept whole, so that it never looks like the setting the sync key asks for."""
+    try:
+        return parse_standby_names(text or "")
+    except ValueError as error:
+        log.warning("synchronous_standby_names not understood, kept as written: %s", error)
+        return frozenset({text or ""})
 
 
 def parse_lsn(text: str) -> int:
@@ -163,7 +264,7 @@ def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sq
         log.debug("postmaster %s runs but answers no query: %s", postmaster.pid, error)
         return _unreachable(runner, data_dir, files, postmaster.status)
     (in_recovery, read_only, written, received, replayed, wal_timeline, checkpoint_tl, min_recovery_tl, received_tl,
-     sender_host, sender_port, system_identifier, can_rewind, streaming) = row  # fmt: skip
+     sender_host, sender_port, system_identifier, can_rewind, streaming, standby_names, in_sync) = row  # fmt: skip
     if in_recovery:
         timeline = max(checkpoint_tl or 1, min_recovery_tl or 0, received_tl or 0)
         try:
@@ -191,6 +292,8 @@ def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sq
         wal_replayed=int(replayed or 0) if in_recovery else 0,
         following=following,
         streaming_replicas=frozenset(streaming or ()),
+        synchronous_standby_names=_standby_names(standby_names),
+        sync_replicas=frozenset() if in_recovery else frozenset(in_sync or ()),
         timeline_history=read_history(data_dir, timeline),
         can_rewind=bool(can_rewind),
     )

@@ -8,7 +8,8 @@ hold one lock, so the REST API and the agent loop never interleave two of them.
 How each action maps (see `fsm.actions` for the contracts):
 InitDb -> bootstrap, StartPrimary -> start_primary, StartStandby -> start_standby, FollowLeader -> follow,
 StopPostgres -> stop, Promote -> promote, Demote -> demote, RewindFromLeader -> rewind, CloneReplica -> clone,
-Reclone -> reclone, EnsureReplicationSlots -> ensure_slots.
+Reclone -> reclone, EnsureReplicationSlots -> ensure_slots, SetSyncStandby -> set_synchronous_standby,
+PrepareSyncStandby -> prepare_synchronous_standby.
 """
 
 from __future__ import annotations
@@ -394,6 +395,40 @@ class Postgres:
         if not state.running or state.in_recovery:
             return failed("slots are managed on a running primary")
         return ensure_slots(self.sql, self.settings.name, members)
+
+    @_operation
+    def prepare_synchronous_standby(self, name: str | None, timeout_s: float = 10.0) -> Result:
+        """Make our settings' synchronous_standby_names name `name` (None: nobody) before this server takes writes
+        (PrepareSyncStandby): the upstream is kept, whatever the role. A stopped server gets the file only (it reads
+        it when it starts); a running one, standby or primary, is reloaded, and the call returns once a new session
+        sees the new value (the postmaster has read it and signalled every process; a server that answers no
+        query yet, still starting, reads it before it takes writes). Waits for no standby."""
+        current = self.files.read_state()
+        if current.sync_standby != name:
+            self.files.write_all(NodeState(current.upstream, name))
+        wanted = f"synchronous_standby_names {'naming ' + name if name else 'empty'}"
+        if self.control.current() is None:
+            return done(f"{wanted} in our settings; Postgres is not running")
+        reloaded = self._reload()
+        if not reloaded:
+            return reloaded
+        expected = frozenset({name} - {None})
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while True:
+            try:
+                shown = self.sql.one("SHOW synchronous_standby_names")[0]
+            except SqlError as error:
+                return done(f"{wanted}, reload signalled (not confirmed: {error})")
+            try:
+                if facts.parse_standby_names(shown) == expected:
+                    return done(f"{wanted} (reloaded)")
+                last = f"still {shown!r}"
+            except ValueError as error:
+                last = str(error)
+            if time.monotonic() > deadline:
+                return failed(f"{wanted} written and reloaded, but after {timeout_s} s the server shows {last}")
+            time.sleep(0.02)
 
     @_operation
     def set_synchronous_standby(self, name: str | None, timeout_s: float = 10.0) -> Result:

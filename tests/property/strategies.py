@@ -97,7 +97,9 @@ def postgres_states(draw: st.DrawFn) -> PostgresState:
         wal_received=draw(wal),
         wal_replayed=draw(wal),
         following=draw(maybe_name),
-        streaming_replicas=draw(st.frozensets(names)),
+        streaming_replicas=(streaming := draw(st.frozensets(names))),
+        synchronous_standby_names=draw(st.frozensets(names, max_size=2)) if running else frozenset(),
+        sync_replicas=draw(st.frozensets(names, max_size=1)) & streaming if running else frozenset(),
         can_rewind=draw(st.booleans()),
     )
 
@@ -163,9 +165,39 @@ def failover_observations(draw: st.DrawFn) -> Observation:
     return Observation(ME, NOW, config, view, postgres, agent)
 
 
-# Every property draws from both: anything at all, and the rarer moments when a node may take over.
+@st.composite
+def sync_leader_observations(draw: st.DrawFn) -> Observation:
+    """This node leading a synchronous-mode cluster with a valid lease and a writable (or crashed) Postgres: the
+    sync key, synchronous_standby_names, the streaming and the sync-state standbys are drawn freely, so that every
+    way they can disagree (issue 18) is met on most examples."""
+    others = ("n0", "n2")
+    view = ClusterView(
+        leader=LeaderKey(ME),
+        members=tuple(Member(n, wal_position=draw(wal), tags=Tags(nosync=draw(st.booleans()))) for n in NAMES),
+        initialize=SYSIDS[0],
+        sync=draw(st.none() | st.builds(SyncState, leader=st.sampled_from(["n0", ME, ME]), sync_standby=maybe_name)),
+    )
+    running = draw(st.booleans() | st.just(True))
+    streaming = draw(st.frozensets(st.sampled_from(others))) if running else frozenset()
+    postgres = PostgresState(
+        data_dir=DataDir.VALID,
+        system_identifier=SYSIDS[0],
+        running=running,
+        in_recovery=running and draw(st.booleans()),
+        wal_written=draw(wal),
+        streaming_replicas=streaming,
+        synchronous_standby_names=draw(st.frozensets(names, max_size=2)) if running else frozenset(),
+        sync_replicas=draw(st.frozensets(st.sampled_from(others), max_size=1)) & streaming,
+    )
+    config = ClusterConfig(synchronous_mode=True)
+    agent = AgentState(lease_renewed_at_s=NOW - draw(st.floats(0, 10)), postgres_down_since_s=None if running else NOW)
+    return Observation(ME, NOW, config, view, postgres, agent)
+
+
+# Every property draws from all: anything at all, and the rarer moments when a node may take over or leads in
+# synchronous mode.
 states = any_states | st.sampled_from([State.FOLLOWER, State.CANDIDATE])
-observations = any_observations | failover_observations()
+observations = any_observations | failover_observations() | sync_leader_observations()
 
 
 def writable(observation: Observation) -> Observation:

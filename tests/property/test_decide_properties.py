@@ -14,15 +14,17 @@ from fsm.actions import (
     CloneReplica,
     Demote,
     FollowLeader,
+    PrepareSyncStandby,
     Promote,
     ReleaseLeaderKey,
+    SetSyncStandby,
     StartPrimary,
     StartStandby,
     StopPostgres,
 )
 from fsm.facts import derive_facts
 from fsm.observation import Observation, Trigger
-from tests.property.strategies import observations, states, writable
+from tests.property.strategies import observations, states, sync_leader_observations, writable
 
 
 def kinds(decision) -> list[type]:
@@ -120,3 +122,33 @@ def test_writes_stop_before_the_key_is_released(state: State, observation: Obser
     actions = kinds(decide(state, observation))
     if ReleaseLeaderKey in actions and Demote in actions:
         assert actions.index(Demote) < actions.index(ReleaseLeaderKey)
+
+
+@given(states, observations)
+def test_in_sync_mode_writes_resume_only_after_the_setting_matches_the_key(state: State, observation: Observation):
+    """Issue 18: before StartPrimary or Promote the setting is made to name the key's standby (only a key under this
+    node's own name is trusted to have one); otherwise the key is claimed with nobody before writes start."""
+    decision = decide(state, observation)
+    actions = kinds(decision)
+    writes = [actions.index(k) for k in (StartPrimary, Promote) if k in actions]
+    if not observation.config.synchronous_mode or not writes:
+        return
+    assert PrepareSyncStandby in actions[: min(writes)], decision.rule
+    prepared = next(a for a in decision.actions if isinstance(a, PrepareSyncStandby))
+    sync = observation.dcs.sync if observation.dcs else None
+    if prepared.name is not None:
+        assert sync is not None and sync.leader == observation.name and sync.sync_standby == prepared.name
+
+
+@given(sync_leader_observations())
+def test_a_leader_that_keeps_writing_repairs_a_setting_that_disagrees_with_the_key(observation: Observation):
+    """A writable leader in synchronous mode whose synchronous_standby_names is not exactly the key's standby (or
+    whose key is not its own) names its standby again in this decision."""
+    decision = decide(State.LEADER, observation)
+    view, pg = observation.dcs, observation.postgres
+    if not (observation.config.synchronous_mode and view and decision.rule == "lead_steady" and pg.writable):
+        return
+    key = view.sync
+    expected = frozenset({key.sync_standby} - {None}) if key and key.leader == observation.name else None
+    if expected is None or pg.synchronous_standby_names != expected:
+        assert SetSyncStandby in kinds(decision), decision.why
