@@ -2,6 +2,7 @@
 
 The driver runs a decision's actions in order and stops at the first that fails; the next observation reports
 each action's fate in `AgentState.last_outcome` (by class name), and the next decision repairs what is left.
+How a driver runs them (preconditions checked right before each, outcomes into the node's memory) is `fsm.node`.
 So every action is idempotent: repeating one that already took effect changes nothing. Each docstring states
 what the action does, what makes it succeed, and its ordering contract.
 
@@ -24,12 +25,27 @@ if TYPE_CHECKING:
 ACTION_TYPES: dict[str, type[Action]] = {}
 
 
+class LeaseEffect(StrEnum):
+    """What an action's success does to the node's lease (`fsm.node.advance`)."""
+
+    NONE = "none"
+    RENEWS = "renews"  # the request's start time becomes the lease renewal
+    ENDS = "ends"  # the node holds no lease any more
+
+
 @dataclass(frozen=True)
 class Action:
-    """Base of all actions. Subclasses register themselves in ACTION_TYPES under their class name."""
+    """Base of all actions. Subclasses register themselves in ACTION_TYPES under their class name.
+
+    The class attributes are the action's contract with the driver, as data (`fsm.node`): which adapter carries
+    it out, whether it changes how Postgres runs (the next turn then comes at once), whether it may run only
+    while the lease is valid at the moment it runs, and what its success does to the lease."""
 
     # Which adapter carries the action out: "dcs", "postgres", "watchdog" or "callback".
     adapter: ClassVar[str] = ""
+    changes_postgres: ClassVar[bool] = False
+    needs_valid_lease: ClassVar[bool] = False
+    lease_effect: ClassVar[LeaseEffect] = LeaseEffect.NONE
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -73,6 +89,7 @@ class InitDb(Action):
     A no-op on a data directory that is already valid. Runs only after RaceForInitialize succeeded."""
 
     adapter: ClassVar[str] = "postgres"
+    changes_postgres: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -105,6 +122,7 @@ class CloneReplica(Action):
     A non-empty unusable directory is moved aside first, never deleted. Runs before StartStandby."""
 
     adapter: ClassVar[str] = "postgres"
+    changes_postgres: ClassVar[bool] = True
     source: str
     methods: tuple[str, ...]
 
@@ -131,6 +149,8 @@ class StartPrimary(Action):
     it (reporting it failed) if that lease has run out by the time it would run."""
 
     adapter: ClassVar[str] = "postgres"
+    changes_postgres: ClassVar[bool] = True
+    needs_valid_lease: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -141,6 +161,7 @@ class StartStandby(Action):
     re-pointed like FollowLeader. Never leaves a writable primary running: a writable one is stopped first."""
 
     adapter: ClassVar[str] = "postgres"
+    changes_postgres: ClassVar[bool] = True
     leader: str | None
 
     @classmethod
@@ -153,6 +174,7 @@ class FollowLeader(Action):
     """Re-point a running standby at `leader`: reload when primary_conninfo can change live, else restart."""
 
     adapter: ClassVar[str] = "postgres"
+    changes_postgres: ClassVar[bool] = True
     leader: str
 
     @classmethod
@@ -165,6 +187,7 @@ class StopPostgres(Action):
     """Stop Postgres with `mode`; a no-op when it is not running."""
 
     adapter: ClassVar[str] = "postgres"
+    changes_postgres: ClassVar[bool] = True
     mode: StopMode = StopMode.FAST
 
 
@@ -178,6 +201,8 @@ class Promote(Action):
     it (reporting it failed) if the lease has run out by the time it would run."""
 
     adapter: ClassVar[str] = "postgres"
+    changes_postgres: ClassVar[bool] = True
+    needs_valid_lease: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -187,6 +212,7 @@ class Demote(Action):
     Ordering: always before the leader key is released or abandoned, and before DisarmWatchdog."""
 
     adapter: ClassVar[str] = "postgres"
+    changes_postgres: ClassVar[bool] = True
     mode: DemoteMode
 
 
@@ -197,6 +223,7 @@ class RewindFromLeader(Action):
     Runs before StartStandby; its failure is reported so the next decision re-clones instead."""
 
     adapter: ClassVar[str] = "postgres"
+    changes_postgres: ClassVar[bool] = True
     leader: str
 
     @classmethod
@@ -229,6 +256,7 @@ class AcquireLeaderKey(Action):
     Ordering: before Promote, in an earlier decision (a node promotes only once it observes the key)."""
 
     adapter: ClassVar[str] = "dcs"
+    lease_effect: ClassVar[LeaseEffect] = LeaseEffect.RENEWS
 
 
 @dataclass(frozen=True)
@@ -238,6 +266,7 @@ class RenewLeaderKey(Action):
     Records the request's start time as the lease renewal. Runs first in every leader decision."""
 
     adapter: ClassVar[str] = "dcs"
+    lease_effect: ClassVar[LeaseEffect] = LeaseEffect.RENEWS
 
 
 @dataclass(frozen=True)
@@ -247,6 +276,7 @@ class ReleaseLeaderKey(Action):
     Ordering: only after Demote succeeded, so writes stop before anyone else can take the key."""
 
     adapter: ClassVar[str] = "dcs"
+    lease_effect: ClassVar[LeaseEffect] = LeaseEffect.ENDS
 
 
 def _sync_key(facts: Facts) -> SyncState | None:

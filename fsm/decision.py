@@ -16,13 +16,15 @@ class Decision:
     """What to do: the next state, the actions in order (the driver stops at the first that fails), the name
     of the rule that fired, and why: the notes of that rule's guards, with the values behind them.
 
-    Time passes between a decision and its last action. So the driver re-checks the lease right before an
-    action that makes Postgres writable (StartPrimary, Promote) and reports it failed if the deadline passed."""
+    Time passes between a decision and its last action. So the driver checks each action's preconditions right
+    before it runs (`fsm.node.blocked`: StartPrimary and Promote need a lease still valid) and reports it failed
+    if they no longer hold."""
 
     state: State
     actions: tuple[Action, ...]
     rule: str
     why: str
+    final: bool = False  # the agent ends once these actions have run
 
     def log_line(self, previous: State) -> str:
         return f"{previous.value} -> {self.state.value} [{self.rule}] {self.why}"
@@ -48,4 +50,4 @@ def decide(state: State, observation: Observation) -> Decision:
     # The guards, what a fallback row reports, and the facts behind each conditional action that was emitted.
     emitted_because = [a.when for a in rule.actions if a.when is not None and facts.truth[a.when]]
     why = "; ".join(facts.explain(name) for name in (*rule.reported, *emitted_because)) or "unconditional"
-    return Decision(next_state, actions, rule.name, why)
+    return Decision(next_state, actions, rule.name, why, rule.final)

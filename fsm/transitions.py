@@ -85,6 +85,7 @@ class Rule:
     unless: tuple[str, ...] = ()
     actions: tuple[Act, ...] = field(default=())
     also: tuple[str, ...] = ()  # facts reported in `why` besides the guards (what a fallback row fell back on)
+    final: bool = False  # the agent ends once this row's actions have run (a shutdown)
 
     @property
     def guards(self) -> tuple[str, ...]:
@@ -104,14 +105,14 @@ def rule(
     when: str = "",
     unless: str = "",
     also: str = "",
+    final: bool = False,
     reason: str,
 ) -> Rule:
     """A row; `when`, `unless` and `also` are space-separated fact names; bare action types take no arguments."""
     sources = source if isinstance(source, tuple) else (source,)
     acts = tuple(a if isinstance(a, Act) else Act(a) for a in actions)
-    return Rule(
-        name, trigger, sources, dest, reason, tuple(when.split()), tuple(unless.split()), acts, tuple(also.split())
-    )
+    guards = tuple(when.split()), tuple(unless.split())
+    return Rule(name, trigger, sources, dest, reason, *guards, acts, tuple(also.split()), final)
 
 
 TICK, SHUTDOWN = Trigger.TICK, Trigger.SHUTDOWN
@@ -213,11 +214,11 @@ RULES: tuple[Rule, ...] = (
          reason="diverged from the leader: pg_rewind and start as a standby; rejoin (or, if it failed, re-clone) next"),
     rule("demote_rejoin", TICK, DEMO, FOLLOW, StartStandby, also="diverged", reason="writes stopped, key released: follow the leader"),
     # shutdown: leave Postgres alone in maintenance mode; otherwise stop it, a leader handing over its key
-    rule("shutdown_paused", SHUTDOWN, tuple(State), SAME, when="paused", reason="maintenance mode: leave Postgres running"),
+    rule("shutdown_paused", SHUTDOWN, tuple(State), SAME, when="paused", final=True, reason="maintenance mode: leave Postgres running"),
     rule("shutdown_leader", SHUTDOWN, LEAD, DEMO, act(Demote, mode=DemoteMode.GRACEFUL), ReleaseLeaderKey, DisarmWatchdog,
-         STOPPED, reason="shutting down: stop cleanly, hand the key over"),
+         STOPPED, final=True, reason="shutting down: stop cleanly, hand the key over"),
     rule("shutdown_member", SHUTDOWN, (BOOT, FOLLOW, CAND, DEMO), SAME, StopPostgres, ReleaseLeaderKey, STOPPED,
-         reason="shutting down: stop Postgres"),
+         final=True, reason="shutting down: stop Postgres"),
 )
 # fmt: on
 

@@ -110,7 +110,20 @@ def _sources(row: Rule) -> str:
 
 
 def _dest(row: Rule) -> str:
-    return "(same)" if row.dest is None else row.dest.value
+    dest = "(same)" if row.dest is None else row.dest.value
+    return f"{dest}, final" if row.final else dest
+
+
+def _contract(kind: type) -> str:
+    """An action's driver contract (`fsm.node`), as the class attributes say it."""
+    parts = [kind.adapter]
+    if kind.changes_postgres:
+        parts.append("changes Postgres: next turn at once")
+    if kind.needs_valid_lease:
+        parts.append("runs only with a valid lease")
+    if kind.lease_effect.value != "none":
+        parts.append(f"{kind.lease_effect.value} the lease")
+    return "; ".join(parts)
 
 
 def dump_rules() -> str:
@@ -133,6 +146,7 @@ def render_markdown() -> str:
         "are tried top to bottom and the first whose guards hold fires: `a & !b` means fact `a` holds and fact `b`",
         "does not. Actions run in order and stop at the first failure; `X if f` is emitted only when fact `f` holds.",
         "Every decision taken while the DCS answers also ends with `PublishMember` (the member key heartbeat).",
+        "A `final` row ends the agent after its actions (`fsm.node.end_turn`).",
         "",
         "```mermaid",
         mermaid(),
@@ -164,7 +178,7 @@ def render_markdown() -> str:
     for name, kind in ACTION_TYPES.items():
         if kind.adapter:
             doc = " ".join((kind.__doc__ or "").split())
-            out.append(f"- `{name}` ({kind.adapter}): {doc}")
+            out.append(f"- `{name}` ({_contract(kind)}): {doc}")
     return "\n".join(out) + "\n"
 
 

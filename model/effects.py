@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from fsm import actions as a
 from fsm.actions import Action, DemoteMode
-from fsm.lease import lease_deadline_s
 from fsm.observation import Member, SyncState
 from model.simpg import Data, same_lineage
 
@@ -72,7 +71,6 @@ def _take_key(w: World, n: Node, started: float, may_create: bool) -> bool:
     held = w.dcs.compare_and_swap("leader", n.name, n.name, w.t, ttl=True, owner=n.name)
     created = not held and may_create and w.dcs.create("leader", n.name, w.t, ttl=True, owner=n.name)
     if held or created:
-        n.renewed_at = started
         w.checker.leader_key_written()
     return held or created
 
@@ -163,18 +161,11 @@ def _clone(w: World, n: Node, act: a.CloneReplica, started: float) -> bool:
     return True
 
 
-def _lease_still_valid(w: World, n: Node) -> bool:
-    """The driver's last check before making Postgres writable: has the lease run out since the decision?"""
-    deadline = lease_deadline_s(n.renewed_at, w.config)
-    return deadline is not None and n.local(w.t) < deadline
-
-
 def _start_primary(w: World, n: Node, act: Action, started: float) -> bool:
     pg = n.pg
     if pg.running:
         return True
-    as_primary = pg.fresh or pg.was_primary
-    return (not as_primary or _lease_still_valid(w, n)) and pg.start(None, primary=as_primary)
+    return pg.start(None, primary=pg.fresh or pg.was_primary)
 
 
 def _start_standby(w: World, n: Node, act: a.StartStandby, started: float) -> bool:
@@ -202,7 +193,7 @@ def _stop(w: World, n: Node, act: Action, started: float) -> bool:
 
 def _promote(w: World, n: Node, act: Action, started: float) -> bool:
     pg = n.pg
-    if not pg.running or not _lease_still_valid(w, n):
+    if not pg.running:
         return False
     if pg.in_recovery:
         assert pg.data is not None

@@ -152,9 +152,7 @@ class Explorer:
         while node.pending and (first or type(node.pending[0]) not in CONSEQUENTIAL):
             first = False
             action, node.pending = node.pending[0], node.pending[1:]
-            step = plan_action(world, node, action)
-            ok = step.effect(node.local(world.t))
-            world.record_outcome(node, step, ok)
+            ok = world.run_action(node, plan_action(world, node, action), node.local(world.t))
             if not ok:
                 node.pending = ()
 
@@ -212,8 +210,8 @@ class Explorer:
                     n.peer_link,
                     n.pending,
                     n.decided_at == t,
-                    n.outcome,
-                    rel_time(n.real(n.renewed_at)),
+                    n.memory.last_outcome,
+                    rel_time(n.real(n.memory.lease_renewed_at_s)),
                     rel_time(n.watchdog_deadline),
                     rel_time(n.orphan_fence_deadline),
                     pg.running,

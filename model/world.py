@@ -1,10 +1,12 @@
 """The simulated world: nodes (agent + Postgres + clock), the DCS, the network and a client workload, driven by
 one event queue, one simulated clock and one seeded random source. Agents run the real `fsm.decide()`.
 
-An agent loop is: read the DCS (at once, or after `retry_timeout_s` when it cannot reach it), decide, then run the
-decision's actions one after another, each taking effect when it completes (see `model.effects`); then sleep
-`loop_wait_s`, or decide again at once when its state changed, an action failed or the leader key changed
-(a watch wake-up). A paused agent's pending events wait for it; a crashed node's events are dropped.
+An agent is the node core of `fsm.node` (the same memory and loop policy the real agent runs) in a simulated
+shell: read the DCS (at once, or after `retry_timeout_s` when it cannot reach it) and Postgres, `step`, then run
+the decision's actions one after another, each taking effect when it completes (see `model.effects`) if
+`blocked` lets it, and `advance` the memory with its outcome; then sleep as `end_turn` says (a watch on the
+leader key wakes every agent but the leader). A paused agent's pending events wait for it; a crashed node's
+events are dropped.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-from fsm import Decision, State, decide
+from fsm import Decision, State
+from fsm import node as core
 from fsm.actions import Action
 from fsm.lease import lease_deadline_s
-from fsm.observation import ActionOutcome, AgentState, ClusterConfig, ClusterView, Observation, Tags, Trigger
+from fsm.observation import ClusterConfig, ClusterView, Tags
 from model.effects import Step, plan_action
 from model.invariants import Checker
 from model.simdcs import SimDCS
@@ -27,7 +30,6 @@ from model.simpg import SimPostgres, accepts_stream, same_lineage
 from model.trace import Trace
 
 IMMEDIATE_S = 0.001  # the gap before an agent decides again at once
-MAX_IMMEDIATE = 5  # at most this many immediate loops in a row, then loop_wait
 INSTANT_S = 0.01  # actions this short take effect within the event that starts them
 
 
@@ -55,7 +57,7 @@ class Node:
     name: str
     pg: SimPostgres = field(default_factory=SimPostgres)
     tags: Tags = field(default_factory=Tags)
-    state: State = State.BOOTSTRAP
+    memory: core.Memory = field(default_factory=core.Memory)  # the node core's memory, as the real agent keeps it
     alive: bool = True
     generation: int = 0  # bumped when the agent dies: its pending events are dropped
     token: int = 0  # bumped when a loop is scheduled: only the latest scheduled loop runs
@@ -68,16 +70,15 @@ class Node:
     shutting_down: bool = False
     acting: bool = False
     wake: bool = False
-    streak: int = 0
-    renewed_at: float | None = None  # local clock
-    down_since: float | None = None  # local clock
-    outcome: ActionOutcome = field(default_factory=ActionOutcome)
-    last_rule: str | None = None
     watchdog_deadline: float | None = None  # real time; None when disarmed
     orphan_fence_deadline: float | None = None  # a dead agent's fence process, still armed: it fires then
     interrupt_after: int | None = None  # the agent dies after this many actions of its next decision
     pending: tuple[Action, ...] = ()  # the explorer's not yet completed actions of the node's last decision
     decided_at: float | None = None  # the explorer's time of the node's last decision
+
+    @property
+    def state(self) -> State:
+        return self.memory.state
 
     def local(self, t: float) -> float:
         return self.clock_offset + t * self.clock_rate
@@ -263,37 +264,32 @@ class World:
         before = node.state
         decision = self.decide_for(node, view)
         steps = [plan_action(self, node, a) for a in decision.actions]
-        self._run(node, generation, steps, 0, before is not decision.state)
+        self._run(node, generation, steps, 0, before, decision)
 
     def decide_for(self, node: Node, view: ClusterView | None) -> Decision:
-        """Observe `node` (with the DCS `view` it read), run the decision core, record and adopt the decision."""
-        now = node.local(self.t)
-        pg = node.pg.observe()
-        node.down_since = None if pg.running else (node.down_since if node.down_since is not None else now)
-        agent = AgentState(
-            tags=node.tags,
-            lease_renewed_at_s=node.renewed_at,
-            postgres_down_since_s=node.down_since,
-            last_outcome=node.outcome,
-        )
-        trigger = Trigger.SHUTDOWN if node.shutting_down else Trigger.TICK
-        decision = decide(node.state, Observation(node.name, now, self.config, view, pg, agent, trigger))
-        before, node.state = node.state, decision.state
-        if before is not decision.state or decision.rule != node.last_rule:
+        """Read `node`'s Postgres (with the DCS `view` it read) into the node core's step; record the decision."""
+        readings = core.Readings(view, node.pg.observe(), self.config, node.tags, shutting_down=node.shutting_down)
+        before, last_rule = node.state, node.memory.last_rule
+        turn = core.step(node.name, node.memory, readings, node.local(self.t))
+        node.memory, decision = turn.memory, turn.decision
+        if before is not decision.state or decision.rule != last_rule:
             self.trace.decision(self.t, node.name, before.value, decision.state.value, decision.rule, decision.why)
-        node.last_rule = decision.rule
         self.trace.lanes[node.name].set(self.t, "state", decision.state.value)
-        node.outcome = ActionOutcome()
         return decision
 
-    def record_outcome(self, node: Node, step: Step, ok: bool) -> None:
-        name = type(step.action).__name__
-        done, failed = node.outcome.succeeded, node.outcome.failed
-        node.outcome = ActionOutcome(done | {name}, failed) if ok else ActionOutcome(done, failed | {name})
+    def run_action(self, node: Node, step: Step, started_local: float) -> bool:
+        """Run one planned action as the node core says: skipped (failed) if `blocked` at the moment it takes
+        effect, else its effect; the memory advances with the outcome."""
+        now_local = node.local(self.t)
+        ok = core.blocked(step.action, node.memory, self.config, now_local) is None and step.effect(started_local)
+        node.memory = core.advance(node.memory, step.action, ok, started_local)
+        return ok
 
-    def _run(self, node: Node, generation: int, steps: list[Step], index: int, changed: bool) -> None:
+    def _run(
+        self, node: Node, generation: int, steps: list[Step], index: int, before: State, decision: Decision
+    ) -> None:
         if index == len(steps):
-            self._finish(node, changed, failed=False)
+            self._finish(node, before, decision)
             return
         if node.interrupt_after is not None and index >= node.interrupt_after:
             # The agent process dies between two actions and is restarted at once: Postgres is left as it is.
@@ -303,37 +299,43 @@ class World:
             return
         step = steps[index]
         if step.duration_s <= INSTANT_S:  # a watchdog ping, a callback: done within this event
-            self._complete(node, generation, steps, index, changed, node.local(self.t))
+            self._complete(node, generation, steps, index, before, decision, node.local(self.t))
         else:
-            self.at(
-                self.t + step.duration_s, self._complete, node, generation, steps, index, changed, node.local(self.t)
-            )
+            done_at = self.t + step.duration_s
+            self.at(done_at, self._complete, node, generation, steps, index, before, decision, node.local(self.t))
 
     def _complete(
-        self, node: Node, generation: int, steps: list[Step], index: int, changed: bool, started_local: float
+        self,
+        node: Node,
+        generation: int,
+        steps: list[Step],
+        index: int,
+        before: State,
+        decision: Decision,
+        started_local: float,
     ) -> None:
         if generation != node.generation:
             return
         if node.paused(self.t):
-            self.at(node.paused_until, self._complete, node, generation, steps, index, changed, started_local)
+            args = (node, generation, steps, index, before, decision, started_local)
+            self.at(node.paused_until, self._complete, *args)
             return
-        step = steps[index]
-        ok = step.effect(started_local)
-        self.record_outcome(node, step, ok)
-        if not ok:
-            self._finish(node, changed, failed=True)
+        if self.run_action(node, steps[index], started_local):
+            self._run(node, generation, steps, index + 1, before, decision)
         else:
-            self._run(node, generation, steps, index + 1, changed)
+            self._finish(node, before, decision)
 
-    def _finish(self, node: Node, changed: bool, failed: bool) -> None:
+    def _finish(self, node: Node, before: State, decision: Decision) -> None:
         node.acting = False
-        if node.shutting_down and node.last_rule is not None and node.last_rule.startswith("shutdown"):
+        node.memory, wake = core.end_turn(
+            node.memory, before, decision, woken=node.wake, shutting_down=node.shutting_down
+        )
+        node.wake = False
+        if wake.kind is core.WakeKind.STOP:
             self.kill(node, "agent stopped after shutdown")
             self.checker.fault_injected()  # a node leaving after a heal is a new fault: that heal promised nothing
             return
-        again = (changed or failed or node.wake or node.shutting_down) and node.streak < MAX_IMMEDIATE
-        node.streak = node.streak + 1 if again else 0
-        node.wake = False
+        again = wake.kind is core.WakeKind.AT_ONCE
         self.schedule_loop(node, self.t + (IMMEDIATE_S if again else self.config.loop_wait_s))
 
     def kill(self, node: Node, reason: str, host: bool = False) -> None:
@@ -350,9 +352,7 @@ class World:
 
     def restart(self, node: Node) -> None:
         """A fresh agent process: it starts in bootstrap and knows nothing of its past lease."""
-        node.alive, node.shutting_down, node.state = True, False, State.BOOTSTRAP
-        node.renewed_at = node.down_since = node.last_rule = None
-        node.outcome, node.streak, node.paused_until = ActionOutcome(), 0, 0.0
+        node.alive, node.shutting_down, node.memory, node.paused_until = True, False, core.Memory(), 0.0
         self.trace.lanes[node.name].set(self.t, "state", State.BOOTSTRAP.value)
         self.schedule_loop(node, self.t)
 
@@ -360,7 +360,7 @@ class World:
 
     def ping_watchdog(self, node: Node) -> None:
         """The watchdog fires at the node's lease deadline, read on the node's own clock."""
-        deadline_local = lease_deadline_s(node.renewed_at, self.config)
+        deadline_local = lease_deadline_s(node.memory.lease_renewed_at_s, self.config)
         if not self.settings.watchdog or deadline_local is None:
             return
         node.watchdog_deadline = node.real(deadline_local)

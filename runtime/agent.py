@@ -1,7 +1,10 @@
-"""The HA loop: observe -> `fsm.decide()` -> act -> sleep until loop_wait passes or something changes.
+"""The HA loop: the node core of `fsm.node` in the daemon's shell.
 
-`Agent.step()` is one synchronous turn that tests drive; `Agent.run()` owns sleeping, wake-ups and shutdown. Every
-turn that changes state or rule is logged on one line with the rule and why.
+`Agent.step()` is one synchronous turn that tests drive: read the ports (DCS, Postgres) into readings, step the core,
+run the decision's actions through the executor's handler table (each checked by the core right before it runs, its
+outcome advancing the core's memory), and ask the core when the next turn comes. `Agent.run()` owns sleeping,
+wake-ups and shutdown, and follows that answer. Every turn that changes state or rule is logged on one line with
+the rule and why.
 """
 
 from __future__ import annotations
@@ -11,44 +14,16 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 from adapters.dcs import Dcs, Snapshot
-from fsm import Decision, State, decide
-from fsm.observation import ActionOutcome, AgentState, ClusterConfig, Observation, PostgresState, Trigger
+from fsm import Decision, State
+from fsm import node as core
+from fsm.observation import ClusterConfig, PostgresState
 from runtime.executor import Executor
 from runtime.peers import with_fresh_positions
 
 log = logging.getLogger("regent")
-
-# Settings the DCS `config` key may change at run time (Patroni's dynamic configuration), by their YAML names.
-DYNAMIC = {
-    "ttl": "ttl_s",
-    "loop_wait": "loop_wait_s",
-    "retry_timeout": "retry_timeout_s",
-    "maximum_lag_on_failover": "maximum_lag_on_failover_bytes",
-    "synchronous_mode": "synchronous_mode",
-    "pause": "pause",
-}
-MAX_IMMEDIATE = 5  # turns in a row without sleeping while things change; then loop_wait again
-# Actions that change how Postgres runs. After one succeeded the next turn comes at once: the REST API answers from
-# the last observation, so a leader that restarted its crashed Postgres would otherwise fail /primary for a whole
-# loop_wait although it takes writes again.
-CHANGES_POSTGRES = frozenset(
-    {"InitDb", "CloneReplica", "Reclone", "StartPrimary", "StartStandby", "FollowLeader", "StopPostgres", "Promote",
-     "Demote", "RewindFromLeader"}
-)  # fmt: skip
-
-
-def dynamic_config(local: ClusterConfig, stored: dict[str, Any]) -> ClusterConfig:
-    """`local` overridden by the DCS `config` key's values of the right kind; ValueError if the result is invalid."""
-    changes: dict[str, Any] = {}
-    for key, attribute in DYNAMIC.items():
-        value = stored.get(key)
-        if value is not None and isinstance(value, bool) == isinstance(getattr(local, attribute), bool):
-            changes[attribute] = value
-    return replace(local, **changes)
 
 
 @dataclass(frozen=True)
@@ -60,6 +35,7 @@ class Turn:
     decision: Decision
     succeeded: frozenset[str]
     failed: frozenset[str]
+    wake: core.Wake
 
 
 class Agent:
@@ -79,9 +55,7 @@ class Agent:
         self.executor = executor
         self.replica_methods = replica_methods
         self.clock = clock
-        self.state = State.BOOTSTRAP
-        self.outcome = ActionOutcome()
-        self.postgres_down_since: float | None = None
+        self.memory = core.Memory()
         self.snapshot: Snapshot | None = None
         self.postgres: PostgresState | None = None
         self.turns: deque[Turn] = deque(maxlen=50)
@@ -92,71 +66,80 @@ class Agent:
         self._soon: deque[Callable[[], None]] = deque()  # work for the loop's thread between two turns (SIGHUP)
         self._lock = threading.Lock()  # one turn at a time (the loop, or an API-triggered turn)
 
+    @property
+    def state(self) -> State:
+        return self.memory.state
+
     # --- one turn --------------------------------------------------------------------------------------------
 
     def config(self) -> ClusterConfig:
         """The local settings, overridden by what the DCS `config` key says (as Patroni's dynamic config)."""
         stored = self.snapshot.config if self.snapshot and self.snapshot.config else {}
         try:
-            return dynamic_config(self.local_config, stored)
+            return core.dynamic_config(self.local_config, stored)
         except (TypeError, ValueError) as error:
             log.warning("ignoring the DCS config key: %s", error)
             return self.local_config
 
-    def observe(self) -> Observation:
+    def read(self) -> core.Readings:
+        """This turn's readings from the ports: the DCS (the last snapshot when it does not answer) and Postgres."""
         snapshot = self.dcs.read_cluster()
         if snapshot is not None:
             self.snapshot = snapshot
-        pg = self.executor.postgres.observe()
-        self.postgres = pg
-        now = self.clock()
-        if pg.running:
-            self.postgres_down_since = None
-        elif self.postgres_down_since is None:
-            self.postgres_down_since = now
-        agent = AgentState(
-            tags=self.executor.tags,
-            create_replica_methods=self.replica_methods,
-            lease_renewed_at_s=self.executor.lease.renewed_at_s,
-            postgres_down_since_s=self.postgres_down_since,
-            last_outcome=self.outcome,
-        )
-        trigger = Trigger.SHUTDOWN if self.shutting_down else Trigger.TICK
+        self.postgres = self.executor.postgres.observe()
+        dynamic = self.config()
+        self.dcs.set_ttl(dynamic.ttl_s)  # the DCS config key may have changed ttl: the keys written follow it
+        config = core.effective_config(dynamic, None, self.dcs.lease_ttl_s())  # a clamped ZooKeeper session
         view = snapshot.view if snapshot else None
-        config = self.config()
-        self.dcs.set_ttl(config.ttl_s)  # the DCS config key may have changed ttl: the keys written follow it
-        if self.dcs.lease_ttl_s() < config.ttl_s:  # the store keeps the key for less (a clamped ZooKeeper session)
-            config = replace(config, ttl_s=self.dcs.lease_ttl_s())
         if view is not None and self.state is State.FOLLOWER:
             view = with_fresh_positions(view, self.name, min(1.0, config.retry_timeout_s / 4))
-        return Observation(self.name, now, config, view, pg, agent, trigger)
+        return core.Readings(
+            view, self.postgres, config, self.executor.tags, self.replica_methods, shutting_down=self.shutting_down
+        )
 
     def step(self) -> Turn:
-        """Observe, decide, act: one turn of the loop."""
+        """Read, step the core, run the actions, ask the core when the next turn comes: one turn of the loop."""
         with self._lock:
-            observation = self.observe()
             before = self.state
-            decision = decide(before, observation)
-            self.state = decision.state
+            readings = self.read()
+            planned = core.step(self.name, self.memory, readings, self.clock())
+            decision = planned.decision
+            self.memory = self._act(planned.memory, decision, readings.config)
             self.decision_counts[decision.rule] += 1
-            succeeded, failed = self.executor.run(decision.actions, self.snapshot, observation.config)
-            self.outcome = ActionOutcome(succeeded, failed)
-            turn = Turn(time.time(), before, decision, succeeded, failed)
+            self.memory, wake = core.end_turn(
+                self.memory, before, decision, woken=self.wake.is_set(), shutting_down=self.shutting_down
+            )
+            outcome = self.memory.last_outcome
+            turn = Turn(time.time(), before, decision, outcome.succeeded, outcome.failed, wake)
             last = self.turns[-1] if self.turns else None
-            if last is None or before is not decision.state or last.decision.rule != decision.rule or failed:
+            if last is None or before is not decision.state or last.decision.rule != decision.rule or outcome.failed:
                 log.info(
                     "%s -> %s [%s] %s%s", before.value, decision.state.value, decision.rule, decision.why,
-                    f" (failed: {', '.join(sorted(failed))})" if failed else "",
+                    f" (failed: {', '.join(sorted(outcome.failed))})" if outcome.failed else "",
                 )  # fmt: skip
             self.turns.append(turn)
             return turn
 
+    def _act(self, memory: core.Memory, decision: Decision, config: ClusterConfig) -> core.Memory:
+        """Run the actions in order through the executor, stopping at the first that fails or may not run."""
+        for action in decision.actions:
+            reason = core.blocked(action, memory, config, self.clock())
+            started = self.clock()
+            if reason is not None:
+                log.warning("%s skipped: %s", type(action).__name__, reason)
+                ok = False
+            else:
+                ok = self.executor.run(action, self.snapshot, config, memory)
+            memory = core.advance(memory, action, ok, started)
+            if not ok:
+                break
+        return memory
+
     # --- the daemon ------------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Loop until a shutdown turn has run. Sleeps loop_wait between quiet turns; a follower wakes when the
-        leader key changes, anyone when `wake` is set."""
-        immediate = 0
+        """Loop until a shutdown turn has run, sleeping as the core's `Wake` says: at once, or loop_wait (a follower
+        wakes early when the leader key changes, anyone when `wake` is set)."""
         while True:
             self._run_soon()
             try:
@@ -167,29 +150,24 @@ class Agent:
                 log.exception("the turn failed; trying again after loop_wait")
                 if self.shutting_down:
                     return
-                self._sleep(self.config().loop_wait_s)
+                self._sleep(self.config().loop_wait_s, watch=self.state is not State.LEADER)
                 continue
-            if self.shutting_down and turn.decision.rule.startswith("shutdown"):
+            if turn.wake.kind is core.WakeKind.STOP:
                 self.stopped.set()
                 return
-            changed = (
-                turn.before is not turn.decision.state or bool(turn.failed) or bool(turn.succeeded & CHANGES_POSTGRES)
-            )
-            immediate = immediate + 1 if changed and immediate < MAX_IMMEDIATE else 0
-            if immediate:
+            if turn.wake.kind is core.WakeKind.AT_ONCE:
+                self.wake.clear()
                 continue
-            self._sleep(self.config().loop_wait_s)
+            self._sleep(self.config().loop_wait_s, watch=turn.wake.watch)
 
-    def _sleep(self, seconds: float) -> None:
+    def _sleep(self, seconds: float, watch: bool) -> None:
         if self.wake.is_set() or self.shutting_down:
             self.wake.clear()
             return
-        if self.state is State.LEADER:
-            self.wake.wait(seconds)  # a leader's own renewals would wake a watch every loop
-        else:
+        if watch:
             waker = threading.Thread(target=self._watch, args=(seconds,), daemon=True)
             waker.start()
-            self.wake.wait(seconds)
+        self.wake.wait(seconds)
         self.wake.clear()
 
     def _watch(self, seconds: float) -> None:

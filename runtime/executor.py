@@ -1,8 +1,8 @@
-"""Carries out a decision's actions through the adapters, in order, stopping at the first that fails.
+"""Carries out one action through the adapters: an explicit table from action type to handler.
 
-Each action type maps to one adapter call. Two checks belong to the driver, not the core: a StartPrimary or
-Promote runs only if the lease is still valid *now* (the decision may be seconds old), and the start of each
-successful acquire or renew is recorded as the lease renewal.
+The node core (`fsm.node`) decides which action runs when: its preconditions (a valid lease for StartPrimary and
+Promote) are checked before the executor is called, and what a success means for the lease (a renew's start time,
+a release) is recorded in the core's memory from the action's outcome. The handlers only do the side effect.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from adapters.callbacks import CallbackRunner
@@ -21,6 +21,7 @@ from adapters.postgres.settings import ReplicaMethod
 from adapters.postgres.values import Result, Upstream
 from fsm import actions as a
 from fsm.lease import lease_deadline_s
+from fsm.node import Memory
 from fsm.observation import ClusterConfig, SyncState, Tags
 
 log = logging.getLogger(__name__)
@@ -34,14 +35,16 @@ class Fence(Protocol):
     def disarm(self) -> bool: ...
 
 
-@dataclass
-class Lease:
-    """The agent's own lease bookkeeping: the start of its last successful acquire or renew."""
+@dataclass(frozen=True)
+class Context:
+    """What a handler may need besides its action: the DCS snapshot of the turn, its settings, the core's memory."""
 
-    renewed_at_s: float | None = None
+    snapshot: Snapshot | None
+    config: ClusterConfig
+    memory: Memory
 
-    def deadline(self, config: ClusterConfig) -> float | None:
-        return lease_deadline_s(self.renewed_at_s, config)
+    def lease_deadline(self) -> float | None:
+        return lease_deadline_s(self.memory.lease_renewed_at_s, self.config)
 
 
 @dataclass
@@ -55,38 +58,22 @@ class Executor:
     api_url: str
     tags: Tags = field(default_factory=Tags)
     clock: Callable[[], float] = time.monotonic
-    lease: Lease = field(default_factory=Lease)
 
-    def run(
-        self, actions: tuple[a.Action, ...], snapshot: Snapshot | None, config: ClusterConfig
-    ) -> tuple[frozenset[str], frozenset[str]]:
-        """Run `actions` in order; returns the names of those that succeeded and of the one that failed (if any)."""
-        succeeded: set[str] = set()
-        for action in actions:
-            name = type(action).__name__
-            try:
-                ok, detail = self._one(action, snapshot, config)
-            except Exception as error:  # an adapter bug must not kill the HA loop; the next loop re-observes
-                log.exception("%s raised", name)
-                ok, detail = False, f"{type(error).__name__}: {error}"
-            if not ok:
-                log.warning("%s failed: %s", name, detail)
-                return frozenset(succeeded), frozenset({name})
-            succeeded.add(name)
-        return frozenset(succeeded), frozenset()
+    def run(self, action: a.Action, snapshot: Snapshot | None, config: ClusterConfig, memory: Memory) -> bool:
+        """Carry out `action`; True if it succeeded. Never raises: an adapter bug is logged as a failure, and the
+        next turn observes afresh."""
+        name = type(action).__name__
+        try:
+            result = HANDLERS[type(action)](self, action, Context(snapshot, config, memory))
+            ok, detail = (result.ok, result.detail) if isinstance(result, Result) else (bool(result), "")
+        except Exception as error:  # an adapter bug must not kill the HA loop; the next loop re-observes
+            log.exception("%s raised", name)
+            ok, detail = False, f"{type(error).__name__}: {error}"
+        if not ok:
+            log.warning("%s failed: %s", name, detail)
+        return ok
 
-    # --- one action -----------------------------------------------------------------------------------------
-
-    def _one(self, action: a.Action, snapshot: Snapshot | None, config: ClusterConfig) -> tuple[bool, str]:
-        handler = getattr(self, f"_{type(action).__name__}")
-        result = handler(action, snapshot, config)
-        if isinstance(result, Result):
-            return result.ok, result.detail
-        return bool(result), ""
-
-    def _lease_valid_now(self, config: ClusterConfig) -> bool:
-        deadline = self.lease.deadline(config)
-        return deadline is not None and self.clock() < deadline
+    # --- the handlers, one per action type (HANDLERS below) --------------------------------------------------
 
     def _upstream(self, member: str, snapshot: Snapshot | None) -> Upstream | None:
         view = snapshot.view if snapshot else None
@@ -104,36 +91,26 @@ class Executor:
 
     # DCS --------------------------------------------------------------------------------------------------------
 
-    def _RaceForInitialize(self, act: a.RaceForInitialize, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
+    def race_for_initialize(self, act: a.RaceForInitialize, ctx: Context) -> Result:
         return _dcs(self.dcs.race_for_initialize())
 
-    def _CancelInitialize(self, act: a.CancelInitialize, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
+    def cancel_initialize(self, act: a.CancelInitialize, ctx: Context) -> Result:
         return _dcs(self.dcs.cancel_initialize())
 
-    def _SetInitializeKey(self, act: a.SetInitializeKey, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
+    def set_initialize_key(self, act: a.SetInitializeKey, ctx: Context) -> Result:
         return _dcs(self.dcs.set_initialize(act.system_identifier))
 
-    def _keep_lease(self, write: Callable[[], Outcome]) -> Result:
-        started = self.clock()
-        outcome = write()
-        if outcome:
-            self.lease.renewed_at_s = started  # the request's start: the DCS applied it no earlier
-        return _dcs(outcome)
+    def acquire_leader_key(self, act: a.AcquireLeaderKey, ctx: Context) -> Result:
+        return _dcs(self.dcs.acquire_leader())
 
-    def _AcquireLeaderKey(self, act: a.AcquireLeaderKey, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
-        return self._keep_lease(self.dcs.acquire_leader)
+    def renew_leader_key(self, act: a.RenewLeaderKey, ctx: Context) -> Result:
+        return _dcs(self.dcs.renew_leader())
 
-    def _RenewLeaderKey(self, act: a.RenewLeaderKey, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
-        return self._keep_lease(self.dcs.renew_leader)
+    def release_leader_key(self, act: a.ReleaseLeaderKey, ctx: Context) -> bool:
+        # Released, or (CONFLICT) held by nobody or by another: not ours either way. Unavailable: still ours.
+        return self.dcs.release_leader() is not Outcome.UNAVAILABLE
 
-    def _ReleaseLeaderKey(self, act: a.ReleaseLeaderKey, snapshot: Snapshot | None, config: ClusterConfig) -> bool:
-        released = self.dcs.release_leader()
-        if released is Outcome.UNAVAILABLE:
-            return False
-        self.lease.renewed_at_s = None  # released, or (CONFLICT) held by nobody or by another: not ours either way
-        return True
-
-    def _SetSyncStandby(self, act: a.SetSyncStandby, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
+    def set_sync_standby(self, act: a.SetSyncStandby, ctx: Context) -> Result:
         # Removing: the key first. Adding: the key {me, nobody} first when it names another standby or another
         # leader (clear_first), then Postgres, then the key once the standby is sync. Either way the key never
         # names a standby that may miss acknowledged commits.
@@ -149,9 +126,7 @@ class Executor:
         written = self._write_sync(act.name)
         return result if written else written
 
-    def _PrepareSyncStandby(
-        self, act: a.PrepareSyncStandby, snapshot: Snapshot | None, config: ClusterConfig
-    ) -> Result:
+    def prepare_sync_standby(self, act: a.PrepareSyncStandby, ctx: Context) -> Result:
         # Before Postgres takes writes. Naming nobody: the key {me, nobody} first, so that no standby may be
         # promoted over this node's coming commits; if it cannot be written the action fails and Promote does not
         # run. Naming the key's standby: only the setting changes, so commits wait for it from the first one.
@@ -167,7 +142,7 @@ class Executor:
             return written
         return Result(False, f"could not write the sync key {{{self.name}, {standby or 'nobody'}}}: {written.detail}")
 
-    def _PublishMember(self, act: a.PublishMember, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
+    def publish_member(self, act: a.PublishMember, ctx: Context) -> Result:
         pg = self.postgres.observe()
         record = MemberRecord(
             self.name, self.conn_url, self.api_url, "running" if pg.running else "stopped", act.role,
@@ -175,22 +150,18 @@ class Executor:
         )  # fmt: skip
         return _dcs(self.dcs.publish_member(record))
 
-    def _PublishLeaderOptime(
-        self, act: a.PublishLeaderOptime, snapshot: Snapshot | None, config: ClusterConfig
-    ) -> Result:
+    def publish_leader_optime(self, act: a.PublishLeaderOptime, ctx: Context) -> Result:
         return _dcs(self.dcs.publish_leader_optime(act.wal_position))
 
-    def _PublishHistory(self, act: a.PublishHistory, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
+    def publish_history(self, act: a.PublishHistory, ctx: Context) -> Result:
         return _dcs(self.dcs.write_history(act.history))
 
-    def _ClearSwitchoverRequest(
-        self, act: a.ClearSwitchoverRequest, snapshot: Snapshot | None, config: ClusterConfig
-    ) -> Result:
+    def clear_switchover_request(self, act: a.ClearSwitchoverRequest, ctx: Context) -> Result:
         return _dcs(self.dcs.clear_failover())
 
     # Postgres ---------------------------------------------------------------------------------------------------
 
-    def _InitDb(self, act: a.InitDb, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
+    def init_db(self, act: a.InitDb, ctx: Context) -> Result:
         return self.postgres.bootstrap()
 
     def _methods(self, names: tuple[str, ...]) -> list[ReplicaMethod]:
@@ -198,60 +169,54 @@ class Executor:
         configured = {method.name: method for method in self.postgres.settings.create_replica_methods}
         return [configured.get(name, ReplicaMethod(name)) for name in names]
 
-    def _CloneReplica(self, act: a.CloneReplica, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
+    def clone_replica(self, act: a.CloneReplica, ctx: Context) -> Result:
         methods = self._methods(act.methods)
-        return self._needs_upstream(act.source, snapshot, lambda upstream: self.postgres.clone(upstream, methods))
+        return self._needs_upstream(act.source, ctx.snapshot, lambda upstream: self.postgres.clone(upstream, methods))
 
-    def _Reclone(self, act: a.Reclone, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
+    def reclone(self, act: a.Reclone, ctx: Context) -> Result:
         methods = self._methods(act.methods)
-        return self._needs_upstream(act.source, snapshot, lambda upstream: self.postgres.reclone(upstream, methods))
+        return self._needs_upstream(act.source, ctx.snapshot, lambda upstream: self.postgres.reclone(upstream, methods))
 
-    def _StartPrimary(self, act: a.StartPrimary, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
-        if not self._lease_valid_now(config):
-            return Result(False, "the lease ran out before Postgres could start as primary")
+    def start_primary(self, act: a.StartPrimary, ctx: Context) -> Result:
         return self.postgres.start_primary()
 
-    def _StartStandby(self, act: a.StartStandby, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
+    def start_standby(self, act: a.StartStandby, ctx: Context) -> Result:
         if act.leader is None:
             return self.postgres.start_standby(None)
-        return self._needs_upstream(act.leader, snapshot, self.postgres.start_standby)
+        return self._needs_upstream(act.leader, ctx.snapshot, self.postgres.start_standby)
 
-    def _FollowLeader(self, act: a.FollowLeader, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
-        return self._needs_upstream(act.leader, snapshot, self.postgres.follow)
+    def follow_leader(self, act: a.FollowLeader, ctx: Context) -> Result:
+        return self._needs_upstream(act.leader, ctx.snapshot, self.postgres.follow)
 
-    def _StopPostgres(self, act: a.StopPostgres, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
+    def stop_postgres(self, act: a.StopPostgres, ctx: Context) -> Result:
         return self.postgres.stop(act.mode)
 
-    def _Promote(self, act: a.Promote, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
-        if not self._lease_valid_now(config):
-            return Result(False, "the lease ran out before the promote could run")
+    def promote(self, act: a.Promote, ctx: Context) -> Result:
         return self.postgres.promote()
 
-    def _Demote(self, act: a.Demote, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
+    def demote(self, act: a.Demote, ctx: Context) -> Result:
         return self.postgres.demote(act.mode)
 
-    def _RewindFromLeader(self, act: a.RewindFromLeader, snapshot: Snapshot | None, config: ClusterConfig) -> Result:
-        return self._needs_upstream(act.leader, snapshot, self.postgres.rewind)
+    def rewind_from_leader(self, act: a.RewindFromLeader, ctx: Context) -> Result:
+        return self._needs_upstream(act.leader, ctx.snapshot, self.postgres.rewind)
 
-    def _EnsureReplicationSlots(
-        self, act: a.EnsureReplicationSlots, snapshot: Snapshot | None, config: ClusterConfig
-    ) -> Result:
+    def ensure_replication_slots(self, act: a.EnsureReplicationSlots, ctx: Context) -> Result:
         return self.postgres.ensure_slots(act.members)
 
     # watchdog and callbacks ---------------------------------------------------------------------------------
 
-    def _ArmWatchdog(self, act: a.ArmWatchdog, snapshot: Snapshot | None, config: ClusterConfig) -> bool:
-        deadline = self.lease.deadline(config)
+    def arm_watchdog(self, act: a.ArmWatchdog, ctx: Context) -> bool:
+        deadline = ctx.lease_deadline()
         return deadline is not None and self.fence.arm(deadline)
 
-    def _PingWatchdog(self, act: a.PingWatchdog, snapshot: Snapshot | None, config: ClusterConfig) -> bool:
-        deadline = self.lease.deadline(config)
+    def ping_watchdog(self, act: a.PingWatchdog, ctx: Context) -> bool:
+        deadline = ctx.lease_deadline()
         return deadline is not None and self.fence.ping(deadline)
 
-    def _DisarmWatchdog(self, act: a.DisarmWatchdog, snapshot: Snapshot | None, config: ClusterConfig) -> bool:
+    def disarm_watchdog(self, act: a.DisarmWatchdog, ctx: Context) -> bool:
         return self.fence.disarm()
 
-    def _RunCallback(self, act: a.RunCallback, snapshot: Snapshot | None, config: ClusterConfig) -> bool:
+    def run_callback(self, act: a.RunCallback, ctx: Context) -> bool:
         self.callbacks.fire(act.event, act.role)
         return True  # a callback never holds up the HA loop; its own failures are logged
 
@@ -260,3 +225,37 @@ def _dcs(outcome: Outcome) -> Result:
     """A DCS write's outcome as a Result whose failure says how it failed: another member's write won (conflict) or
     the store did not answer within retry_timeout (unavailable)."""
     return Result(bool(outcome), "" if outcome else f"DCS: {outcome.value}")
+
+
+Handler = Callable[[Executor, Any, Context], "Result | bool"]
+
+# Every action type the rule table can emit, and the handler that carries it out (a test checks none is missing).
+HANDLERS: dict[type[a.Action], Handler] = {
+    a.RaceForInitialize: Executor.race_for_initialize,
+    a.CancelInitialize: Executor.cancel_initialize,
+    a.SetInitializeKey: Executor.set_initialize_key,
+    a.AcquireLeaderKey: Executor.acquire_leader_key,
+    a.RenewLeaderKey: Executor.renew_leader_key,
+    a.ReleaseLeaderKey: Executor.release_leader_key,
+    a.SetSyncStandby: Executor.set_sync_standby,
+    a.PrepareSyncStandby: Executor.prepare_sync_standby,
+    a.PublishMember: Executor.publish_member,
+    a.PublishLeaderOptime: Executor.publish_leader_optime,
+    a.PublishHistory: Executor.publish_history,
+    a.ClearSwitchoverRequest: Executor.clear_switchover_request,
+    a.InitDb: Executor.init_db,
+    a.CloneReplica: Executor.clone_replica,
+    a.Reclone: Executor.reclone,
+    a.StartPrimary: Executor.start_primary,
+    a.StartStandby: Executor.start_standby,
+    a.FollowLeader: Executor.follow_leader,
+    a.StopPostgres: Executor.stop_postgres,
+    a.Promote: Executor.promote,
+    a.Demote: Executor.demote,
+    a.RewindFromLeader: Executor.rewind_from_leader,
+    a.EnsureReplicationSlots: Executor.ensure_replication_slots,
+    a.ArmWatchdog: Executor.arm_watchdog,
+    a.PingWatchdog: Executor.ping_watchdog,
+    a.DisarmWatchdog: Executor.disarm_watchdog,
+    a.RunCallback: Executor.run_callback,
+}

@@ -5,9 +5,10 @@ the model in tests/test_simulate.py.)"""
 from __future__ import annotations
 
 from fsm import actions as a
-from runtime.executor import Executor
+from runtime.executor import HANDLERS
 
 
 def test_every_action_type_has_a_handler() -> None:
-    missing = [name for name in a.ACTION_TYPES if not callable(getattr(Executor, f"_{name}", None))]
+    missing = [name for name, kind in a.ACTION_TYPES.items() if kind.adapter and kind not in HANDLERS]
     assert missing == []
+    assert all(callable(handler) for handler in HANDLERS.values())

@@ -19,9 +19,10 @@ from adapters.dcs import Dcs, Outcome, Snapshot, connect
 from adapters.postgres.process import find_postmaster
 from adapters.postgres.sql import SqlError
 from fsm import State
-from fsm.lease import lease_timing_problems
+from fsm.lease import lease_deadline_s, lease_timing_problems
+from fsm.node import dynamic_config
 from fsm.observation import ClusterConfig, FailoverRequest, PostgresState
-from runtime.agent import Agent, dynamic_config
+from runtime.agent import Agent
 from runtime.config import RegentConfig, RestApiSettings
 
 from .documents import cluster_json, decision_json, history_json, metrics_text, node_status
@@ -182,7 +183,7 @@ class ApiServer:
     def node(self) -> NodeView:
         agent = self.agent
         config = agent.config()
-        deadline = agent.executor.lease.deadline(config)
+        deadline = lease_deadline_s(agent.memory.lease_renewed_at_s, config)
         turns = agent.turns
         last_turn_at = turns[-1].at if turns else self.started_at
         return NodeView(

@@ -1,0 +1,194 @@
+"""The node core: what a Regent node remembers between two decisions, and when it takes its next turn.
+
+`decide()` is one decision; a node is more. Between two decisions it remembers its state, when its last renew
+started, since when Postgres is down, how the actions of its last turn went and how many turns it took in a row
+without sleeping; and it follows a policy: which action may still run when its turn comes, what an action's
+outcome does to the memory, whether the next turn comes at once, after loop_wait, or never. All of that is here,
+pure, in the shape of etcd-io/raft's RawNode, so that the real agent (`runtime/agent.py`) and the simulator
+(`model/world.py`) are two shells around one core and the explorer checks the production policy:
+
+    step(name, memory, readings, now)          -> Turn(observation, decision, memory')
+    blocked(action, memory, config, now)       -> why it may not run now, or None
+    advance(memory, action, ok, started_at)    -> memory'   (renew start times, releases, outcomes)
+    end_turn(memory, before, decision, ...)    -> (memory', Wake)
+
+A driver's turn: read its ports into `Readings`; `step`; for each action in order, `blocked` right before it would
+run (skip it as failed if it says why), run it, `advance` with its outcome, and stop at the first failure;
+`end_turn`, then sleep as the `Wake` says. Times are the driver's monotonic clock, passed in: nothing here reads one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from fsm.actions import ACTION_TYPES, Action, LeaseEffect
+from fsm.decision import Decision, decide
+from fsm.lease import lease_deadline_s
+from fsm.observation import (
+    ActionOutcome,
+    AgentState,
+    ClusterConfig,
+    ClusterView,
+    Observation,
+    PostgresState,
+    Tags,
+    Trigger,
+)
+from fsm.states import State
+
+MAX_IMMEDIATE = 5  # turns in a row without sleeping while things change; then loop_wait again
+
+# Settings the DCS `config` key may change at run time (Patroni's dynamic configuration), by their YAML names.
+DYNAMIC = {
+    "ttl": "ttl_s",
+    "loop_wait": "loop_wait_s",
+    "retry_timeout": "retry_timeout_s",
+    "maximum_lag_on_failover": "maximum_lag_on_failover_bytes",
+    "synchronous_mode": "synchronous_mode",
+    "pause": "pause",
+}
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What a node carries from one turn to the next. A fresh agent process starts from `Memory()`."""
+
+    state: State = State.BOOTSTRAP
+    lease_renewed_at_s: float | None = None  # start of the last successful acquire or renew request
+    postgres_down_since_s: float | None = None  # first turn that saw Postgres not running, while it stays down
+    last_outcome: ActionOutcome = field(default_factory=ActionOutcome)  # the actions of the last turn, by name
+    immediate_turns: int = 0  # turns taken in a row without sleeping
+    last_rule: str | None = None
+
+
+@dataclass(frozen=True)
+class Readings:
+    """What the driver read through its ports for one turn."""
+
+    view: ClusterView | None  # None: the DCS could not be read within retry_timeout
+    postgres: PostgresState
+    config: ClusterConfig  # the effective settings (`effective_config`)
+    tags: Tags = field(default_factory=Tags)
+    create_replica_methods: tuple[str, ...] = ("basebackup",)
+    shutting_down: bool = False
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn's observation and decision, and the memory to run its actions from."""
+
+    observation: Observation
+    decision: Decision
+    memory: Memory
+
+
+class WakeKind(StrEnum):
+    AT_ONCE = "at once"
+    LOOP_WAIT = "after loop_wait"
+    STOP = "stop"  # the final turn of a shutdown has run: the agent ends
+
+
+@dataclass(frozen=True)
+class Wake:
+    """When the next turn comes. `watch`: while asleep, a change of the leader key ends the sleep early (every
+    state but leader: a leader's own renewals would wake it every loop)."""
+
+    kind: WakeKind
+    watch: bool = False
+
+
+def dynamic_config(local: ClusterConfig, stored: Mapping[str, Any]) -> ClusterConfig:
+    """`local` overridden by the DCS `config` key's values of the right kind (Patroni's dynamic configuration);
+    raises ValueError (or TypeError) if the result is not a valid configuration."""
+    changes: dict[str, Any] = {}
+    for key, attribute in DYNAMIC.items():
+        value = stored.get(key)
+        if value is not None and isinstance(value, bool) == isinstance(getattr(local, attribute), bool):
+            changes[attribute] = value
+    return replace(local, **changes)
+
+
+def effective_config(
+    local: ClusterConfig, stored: Mapping[str, Any] | None, lease_ttl_s: float | None = None
+) -> ClusterConfig:
+    """The settings a turn runs with: `dynamic_config`, with ttl cut to the lease the store really grants (a
+    ZooKeeper server clamps the session timeout). A stored config that makes an invalid one is ignored: the local
+    settings stand (the driver logs it)."""
+    try:
+        config = dynamic_config(local, stored or {})
+    except (TypeError, ValueError):
+        config = local
+    if lease_ttl_s is not None and lease_ttl_s < config.ttl_s:
+        config = replace(config, ttl_s=lease_ttl_s)
+    return config
+
+
+def step(name: str, memory: Memory, readings: Readings, now_s: float) -> Turn:
+    """Observe from the memory and the readings, decide, and move the memory to the decision's state."""
+    pg = readings.postgres
+    if pg.running:
+        down_since = None
+    else:
+        down_since = memory.postgres_down_since_s if memory.postgres_down_since_s is not None else now_s
+    agent = AgentState(
+        tags=readings.tags,
+        create_replica_methods=readings.create_replica_methods,
+        lease_renewed_at_s=memory.lease_renewed_at_s,
+        postgres_down_since_s=down_since,
+        last_outcome=memory.last_outcome,
+    )
+    trigger = Trigger.SHUTDOWN if readings.shutting_down else Trigger.TICK
+    observation = Observation(name, now_s, readings.config, readings.view, pg, agent, trigger)
+    decision = decide(memory.state, observation)
+    moved = replace(
+        memory,
+        state=decision.state,
+        postgres_down_since_s=down_since,
+        last_outcome=ActionOutcome(),
+        last_rule=decision.rule,
+    )
+    return Turn(observation, decision, moved)
+
+
+def blocked(action: Action, memory: Memory, config: ClusterConfig, now_s: float) -> str | None:
+    """Why `action` may not run at `now_s` although its decision asked for it (the decision may be seconds old),
+    or None. Its preconditions are data on the action type."""
+    if action.needs_valid_lease:
+        deadline = lease_deadline_s(memory.lease_renewed_at_s, config)
+        if deadline is None or now_s >= deadline:
+            return f"{type(action).__name__} needs a valid lease: the lease ran out before it could run"
+    return None
+
+
+def advance(memory: Memory, action: Action, ok: bool, started_at_s: float) -> Memory:
+    """The memory after `action` ran (started at `started_at_s`) with outcome `ok`."""
+    name, outcome = type(action).__name__, memory.last_outcome
+    if ok:
+        outcome = ActionOutcome(outcome.succeeded | {name}, outcome.failed)
+    else:
+        outcome = ActionOutcome(outcome.succeeded, outcome.failed | {name})
+    lease = memory.lease_renewed_at_s
+    if ok and action.lease_effect is LeaseEffect.RENEWS:
+        lease = started_at_s  # the request's start: the DCS applied it no earlier
+    elif ok and action.lease_effect is LeaseEffect.ENDS:
+        lease = None
+    return replace(memory, lease_renewed_at_s=lease, last_outcome=outcome)
+
+
+def end_turn(
+    memory: Memory, before: State, decision: Decision, *, woken: bool = False, shutting_down: bool = False
+) -> tuple[Memory, Wake]:
+    """When the next turn comes: never after a final decision; at once (up to MAX_IMMEDIATE turns in a row) when
+    the state changed, an action failed, one changed how Postgres runs (the REST API answers from the newest turn),
+    or during the turn a watch fired (`woken`) or a shutdown was asked for; else after loop_wait."""
+    if decision.final:
+        return memory, Wake(WakeKind.STOP)
+    outcome = memory.last_outcome
+    changed_postgres = any(ACTION_TYPES[name].changes_postgres for name in outcome.succeeded)
+    busy = before is not decision.state or bool(outcome.failed) or changed_postgres or woken or shutting_down
+    again = busy and memory.immediate_turns < MAX_IMMEDIATE
+    memory = replace(memory, immediate_turns=memory.immediate_turns + 1 if again else 0)
+    return memory, Wake(WakeKind.AT_ONCE if again else WakeKind.LOOP_WAIT, watch=decision.state is not State.LEADER)

@@ -1,0 +1,139 @@
+"""The node core (`fsm.node`): the memory a node keeps between decisions and its loop policy, which the real agent
+and the simulator both run."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from fsm import State
+from fsm import actions as a
+from fsm import node as core
+from fsm.lease import lease_deadline_s
+from fsm.observation import ActionOutcome, ClusterConfig
+from tests.worlds import CONFIG, NOW, cluster, primary, stopped
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readings(**changes: object) -> core.Readings:
+    return replace(core.Readings(cluster(), primary(), CONFIG), **changes)  # type: ignore[arg-type]
+
+
+def leading(renewed_ago_s: float = 1.0) -> core.Memory:
+    return core.Memory(State.LEADER, lease_renewed_at_s=NOW - renewed_ago_s)
+
+
+def test_a_step_moves_the_state_and_starts_the_turns_outcomes_afresh():
+    memory = replace(leading(), last_outcome=ActionOutcome(frozenset({"RenewLeaderKey"}), frozenset()))
+    turn = core.step("n0", memory, readings(), NOW)
+    assert turn.decision.rule == "lead_steady" and turn.memory.state is State.LEADER
+    assert turn.observation.agent.last_outcome.succeeded == {"RenewLeaderKey"}  # the decision saw the last turn's
+    assert turn.memory.last_outcome == ActionOutcome() and turn.memory.last_rule == "lead_steady"
+
+
+def test_postgres_down_since_is_the_first_turn_that_saw_it_down():
+    first = core.step("n0", leading(), readings(postgres=stopped()), NOW)
+    assert first.memory.postgres_down_since_s == NOW
+    later = core.step("n0", first.memory, readings(postgres=stopped()), NOW + 5)
+    assert later.memory.postgres_down_since_s == NOW
+    assert later.observation.agent.postgres_down_since_s == NOW
+    back = core.step("n0", later.memory, readings(), NOW + 6)
+    assert back.memory.postgres_down_since_s is None
+
+
+@pytest.mark.parametrize("kind", [a.StartPrimary, a.Promote])
+def test_writes_start_only_while_the_lease_is_valid_when_the_action_runs(kind: type[a.Action]):
+    memory = leading(renewed_ago_s=0.0)
+    deadline = lease_deadline_s(memory.lease_renewed_at_s, CONFIG)
+    assert deadline is not None
+    assert core.blocked(kind(), memory, CONFIG, deadline - 0.001) is None
+    assert "needs a valid lease" in (core.blocked(kind(), memory, CONFIG, deadline) or "")
+    assert core.blocked(kind(), core.Memory(), CONFIG, NOW) is not None  # never renewed
+    assert core.blocked(a.RenewLeaderKey(), core.Memory(), CONFIG, NOW) is None
+
+
+def test_a_successful_renew_records_its_start_and_a_release_ends_the_lease():
+    memory = core.Memory(lease_renewed_at_s=100.0)
+    renewed = core.advance(memory, a.RenewLeaderKey(), True, started_at_s=140.0)
+    assert renewed.lease_renewed_at_s == 140.0 and renewed.last_outcome.succeeded == {"RenewLeaderKey"}
+    failed = core.advance(memory, a.RenewLeaderKey(), False, started_at_s=140.0)
+    assert failed.lease_renewed_at_s == 100.0 and failed.last_outcome.failed == {"RenewLeaderKey"}
+    released = core.advance(renewed, a.ReleaseLeaderKey(), True, started_at_s=141.0)
+    assert released.lease_renewed_at_s is None
+    kept = core.advance(renewed, a.ReleaseLeaderKey(), False, started_at_s=141.0)
+    assert kept.lease_renewed_at_s == 140.0  # the DCS did not answer: the key may still be ours
+
+
+def decided(rule_state: State, memory: core.Memory, **outcome: frozenset[str]) -> tuple[core.Memory, core.Wake]:
+    turn = core.step("n0", memory, readings(), NOW)
+    ran = replace(turn.memory, last_outcome=ActionOutcome(**outcome))
+    return core.end_turn(ran, rule_state, turn.decision)
+
+
+def test_a_quiet_turn_sleeps_loop_wait_and_only_a_non_leader_watches_the_key():
+    _, wake = decided(State.LEADER, leading(), succeeded=frozenset({"RenewLeaderKey"}))
+    assert wake == core.Wake(core.WakeKind.LOOP_WAIT, watch=False)
+    follower = core.step(
+        "n1", core.Memory(State.FOLLOWER), readings(postgres=replace(primary(), in_recovery=True, following="n0")), NOW
+    )
+    _, wake = core.end_turn(follower.memory, State.FOLLOWER, follower.decision)
+    assert wake.kind is core.WakeKind.LOOP_WAIT and wake.watch
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [{"failed": frozenset({"RenewLeaderKey"})}, {"succeeded": frozenset({"StartPrimary"})}],
+    ids=["an action failed", "Postgres changed"],
+)
+def test_the_next_turn_comes_at_once_after_a_failure_or_a_change_of_postgres(outcome):
+    memory, wake = decided(State.LEADER, leading(), **outcome)
+    assert wake.kind is core.WakeKind.AT_ONCE and memory.immediate_turns == 1
+
+
+def test_at_once_at_most_max_immediate_turns_in_a_row():
+    memory = replace(leading(), immediate_turns=core.MAX_IMMEDIATE)
+    memory, wake = decided(State.LEADER, memory, failed=frozenset({"RenewLeaderKey"}))
+    assert wake.kind is core.WakeKind.LOOP_WAIT and memory.immediate_turns == 0
+
+
+def test_a_watch_or_a_shutdown_during_the_turn_brings_the_next_at_once():
+    turn = core.step("n0", leading(), readings(), NOW)
+    assert core.end_turn(turn.memory, State.LEADER, turn.decision, woken=True)[1].kind is core.WakeKind.AT_ONCE
+    assert core.end_turn(turn.memory, State.LEADER, turn.decision, shutting_down=True)[1].kind is core.WakeKind.AT_ONCE
+
+
+def test_a_final_decision_ends_the_agent():
+    turn = core.step("n0", leading(), readings(shutting_down=True), NOW)
+    assert turn.decision.rule == "shutdown_leader" and turn.decision.final
+    assert core.end_turn(turn.memory, State.LEADER, turn.decision)[1].kind is core.WakeKind.STOP
+
+
+def test_effective_config_follows_the_dcs_key_and_the_granted_lease():
+    local = ClusterConfig()
+    assert core.effective_config(local, {"loop_wait": 5, "pause": True}).loop_wait_s == 5
+    assert core.effective_config(local, {"ttl": -1}) == local  # an invalid key leaves the local settings
+    assert core.effective_config(local, {"pause": "yes"}) == local  # the wrong kind is not taken
+    assert core.effective_config(local, None, lease_ttl_s=20.0).ttl_s == 20.0
+    with pytest.raises(ValueError):
+        core.dynamic_config(local, {"ttl": -1})
+
+
+POLICY_WRITTEN_TWICE = {
+    "a lease renewal recorded outside the core": r"renewed_at(_s)?\s*=(?!=)",
+    "a shutdown recognised by rule name": r"startswith\(\"shutdown",
+    "an immediate-turn limit of its own": r"MAX_IMMEDIATE\s*=",
+    "its own list of Postgres-changing actions": r"CHANGES_POSTGRES",
+    "a lease check of its own before an action": r"_lease(_still)?_valid",
+}
+
+
+@pytest.mark.parametrize("path", ["runtime/agent.py", "runtime/executor.py", "model/world.py", "model/effects.py"])
+def test_no_driver_writes_the_loop_policy_again(path: str):
+    """The agent and the simulator step one core: neither keeps a copy of the memory's bookkeeping or the policy."""
+    source = (ROOT / path).read_text()
+    found = [what for what, pattern in POLICY_WRITTEN_TWICE.items() if re.search(pattern, source)]
+    assert found == []
