@@ -41,7 +41,8 @@ class Action:
     it out, whether it changes how Postgres runs (the next turn then comes at once), whether it may run only
     while the lease is valid at the moment it runs, and what its success does to the lease."""
 
-    # Which adapter carries the action out: "dcs", "postgres", "watchdog" or "callback".
+    # Which adapter carries the action out: "dcs", "postgres", "watchdog", "callback", or "api" (the REST API reads
+    # it off the turn: an answer to an operator request).
     adapter: ClassVar[str] = ""
     changes_postgres: ClassVar[bool] = False
     needs_valid_lease: ClassVar[bool] = False
@@ -217,6 +218,30 @@ class Demote(Action):
 
 
 @dataclass(frozen=True)
+class RestartPrimary(Action):
+    """An operator's restart of the leader's Postgres: a fast stop, then a start as primary within `timeout_s`
+    (None: the adapter's default). Ordering: after RenewLeaderKey in the same decision; like StartPrimary it runs
+    only while the lease is valid (the driver re-checks it), and the watchdog stays armed throughout."""
+
+    adapter: ClassVar[str] = "postgres"
+    changes_postgres: ClassVar[bool] = True
+    needs_valid_lease: ClassVar[bool] = True
+    timeout_s: float | None = None
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        request = facts.observation.agent.request
+        return cls(timeout_s=request.timeout_s if request else None)
+
+
+@dataclass(frozen=True)
+class RestartStandby(RestartPrimary):
+    """An operator's restart of a standby: a fast stop, then a start as the standby it was within `timeout_s`."""
+
+    needs_valid_lease: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
 class RewindFromLeader(Action):
     """pg_rewind the stopped data directory from `leader`, then restore this node's own settings.
 
@@ -364,6 +389,19 @@ class ClearSwitchoverRequest(Action):
     """Delete the `failover` key: the switchover it asked for is done, stale, or cannot be honoured."""
 
     adapter: ClassVar[str] = "dcs"
+
+
+@dataclass(frozen=True)
+class RefuseRequest(Action):
+    """Answer an operator request this node cannot honour with `reason` (the REST API reads it off the turn);
+    nothing else changes."""
+
+    adapter: ClassVar[str] = "api"
+    reason: str
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        return cls(reason=facts.notes["request_refused"])
 
 
 # --- watchdog and callbacks -----------------------------------------------------------------------

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fsm.lease import lease_deadline_s
-from fsm.observation import ClusterView, DataDir, Member, Observation
+from fsm.observation import ClusterView, DataDir, Member, Observation, RequestKind
 
 # What each fact means; the keys are the only names a guard may use.
 FACT_DOCS: dict[str, str] = {
@@ -46,6 +46,11 @@ FACT_DOCS: dict[str, str] = {
     "replication should use, or the key is not this leader's",
     "history_behind": "this leader's timeline history has switches the DCS history lacks",
     "use_slots": "the leader keeps a replication slot per member",
+    "restart_requested": "an operator asked to restart Postgres, and the request's conditions (role, "
+    "restart_pending) hold",
+    "reinit_requested": "an operator asked to re-clone this node from the leader",
+    "request_refused": "an operator request this node cannot honour (a reinitialize of the leader or with no "
+    "running leader, a restart whose role or restart_pending does not hold)",
 }
 
 
@@ -109,10 +114,36 @@ def derive_facts(obs: Observation) -> Facts:
     _postgres_facts(sheet, obs, leader, leader_member)
     _election_facts(sheet, obs)
     best_sync = _leader_facts(sheet, obs)
+    _request_facts(sheet, obs, leader_up)
     sync_on = cfg.synchronous_mode
     sheet.add("synchronous_mode", sync_on, "synchronous_mode is on" if sync_on else "synchronous_mode is off")
     sheet.add("use_slots", cfg.use_slots, "use_slots is on" if cfg.use_slots else "use_slots is off")
     return Facts(obs, sheet.truth, sheet.notes, leader, best_sync)
+
+
+def _request_facts(sheet: _Sheet, obs: Observation, leader_running: bool) -> None:
+    request = obs.agent.request
+    if request is None:
+        for name in ("restart_requested", "reinit_requested", "request_refused"):
+            sheet.add(name, False, "no operator request")
+        return
+    holder = obs.dcs is not None and obs.dcs.leader is not None and obs.dcs.leader.holder == obs.name
+    role = "primary" if holder else "replica"
+    refusal = None
+    if request.kind is RequestKind.REINITIALIZE:
+        if holder:
+            refusal = "this node is the leader: only a replica can be reinitialized"
+        elif not leader_running:
+            refusal = "no running leader to clone from"
+    elif request.role not in (None, role):
+        refusal = f"restart is for a {request.role}, this node is a {role}"
+    elif request.restart_pending and not obs.postgres.pending_restart:
+        refusal = "restart_pending: no setting waits for a restart"
+    asked = f"{request.kind.value} requested"
+    sheet.add("request_refused", refusal is not None, refusal or f"{asked}: its conditions hold")
+    restart = request.kind is RequestKind.RESTART and refusal is None
+    sheet.add("restart_requested", restart, asked)
+    sheet.add("reinit_requested", request.kind is RequestKind.REINITIALIZE and refusal is None, asked)
 
 
 def _lease_facts(sheet: _Sheet, obs: Observation) -> None:

@@ -33,6 +33,7 @@ from fsm.observation import (
     ClusterConfig,
     ClusterView,
     Observation,
+    OperatorRequest,
     PostgresState,
     Tags,
     Trigger,
@@ -74,6 +75,7 @@ class Readings:
     tags: Tags = field(default_factory=Tags)
     create_replica_methods: tuple[str, ...] = ("basebackup",)
     shutting_down: bool = False
+    request: OperatorRequest | None = None  # an operator's request for this turn to answer
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ def step(name: str, memory: Memory, readings: Readings, now_s: float) -> Turn:
         lease_renewed_at_s=memory.lease_renewed_at_s,
         postgres_down_since_s=down_since,
         last_outcome=memory.last_outcome,
+        request=readings.request,
     )
     trigger = Trigger.SHUTDOWN if readings.shutting_down else Trigger.TICK
     observation = Observation(name, now_s, readings.config, readings.view, pg, agent, trigger)

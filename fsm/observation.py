@@ -179,6 +179,35 @@ class ClusterView:
         return next((m for m in self.members if m.name == name), None)
 
 
+# --- operator requests -----------------------------------------------------------------------------
+
+
+class RequestKind(StrEnum):
+    RESTART = "restart"
+    REINITIALIZE = "reinitialize"
+
+
+@dataclass(frozen=True)
+class OperatorRequest:
+    """An operator's request to this node (the REST API's POST /restart or /reinitialize), for the next turn to
+    act on or refuse; the turn's decision is the answer.
+
+    restart: only if this node runs in `role` ("primary" or "replica", when given) and, with `restart_pending`,
+    only if Postgres has settings waiting for a restart; `timeout_s` bounds Postgres's start. reinitialize: always a
+    fresh copy of the leader (Patroni's `from_leader`)."""
+
+    kind: RequestKind
+    role: str | None = None
+    restart_pending: bool = False
+    timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.kind, RequestKind), f"unknown request {self.kind!r}")
+        _require(self.role in (None, "primary", "replica"), f"role must be primary or replica, got {self.role!r}")
+        if self.timeout_s is not None:
+            _non_negative(self.timeout_s, "timeout_s")
+
+
 # --- the local part -------------------------------------------------------------------------------
 
 
@@ -203,6 +232,7 @@ class PostgresState:
     sync_replicas: frozenset[str] = frozenset()
     timeline_history: tuple[TimelineSwitch, ...] = ()  # this node's own history file
     can_rewind: bool = True  # data checksums or wal_log_hints are on
+    pending_restart: bool = False  # a running server has settings that wait for a restart
 
     def __post_init__(self) -> None:
         for name in ("wal_written", "wal_received", "wal_replayed"):
@@ -238,6 +268,7 @@ class AgentState:
     lease_renewed_at_s: float | None = None  # start of the last successful acquire or renew request
     postgres_down_since_s: float | None = None  # first loop that saw Postgres not running, while it stays down
     last_outcome: ActionOutcome = field(default_factory=ActionOutcome)
+    request: OperatorRequest | None = None  # an operator's request this turn answers
 
     def __post_init__(self) -> None:
         for name in ("lease_renewed_at_s", "postgres_down_since_s"):

@@ -220,9 +220,19 @@ def _demote(w: World, n: Node, act: a.Demote, started: float) -> bool:
     if act.mode is DemoteMode.READ_ONLY and pg.running:
         # restarted as a standby of nobody, whose settings carry no synchronous_standby_names
         pg.in_recovery, pg.read_only, pg.following, pg.sync_standby = True, False, None, None
+        pg.was_primary = False  # it runs with standby.signal now: a later start keeps it a standby
     else:
         pg.stop()
     return True
+
+
+def _restart(w: World, n: Node, act: a.RestartPrimary, started: float) -> bool:
+    pg = n.pg
+    if not pg.running:
+        return False
+    standby_of, primary = pg.following, not pg.in_recovery
+    pg.stop()
+    return pg.start(standby_of, primary=primary)  # in the role it ran in: standby.signal stays as it was
 
 
 def _rewind(w: World, n: Node, act: a.RewindFromLeader, started: float) -> bool:
@@ -288,6 +298,9 @@ HANDLERS: dict[type[Action], Callable[..., bool]] = {
     a.StopPostgres: _stop,
     a.Promote: _promote,
     a.Demote: _demote,
+    a.RestartPrimary: _restart,
+    a.RestartStandby: _restart,
+    a.RefuseRequest: _nothing,
     a.RewindFromLeader: _rewind,
     a.EnsureReplicationSlots: _nothing,
     a.ArmWatchdog: _watchdog_ping,
@@ -306,6 +319,8 @@ DURATIONS_S: dict[type[Action], float] = {
     a.StopPostgres: 0.5,
     a.Promote: 0.3,
     a.RewindFromLeader: 1.0,
+    a.RestartPrimary: 1.5,
+    a.RestartStandby: 1.5,
     a.ArmWatchdog: 0.001,
     a.PingWatchdog: 0.001,
     a.DisarmWatchdog: 0.001,

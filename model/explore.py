@@ -51,6 +51,8 @@ CONSEQUENTIAL = {
     a.RewindFromLeader,
     a.SetSyncStandby,
     a.PrepareSyncStandby,
+    a.RestartPrimary,
+    a.RestartStandby,
 }
 MIB = 1_048_576
 

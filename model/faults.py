@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fsm import State
-from fsm.observation import FailoverRequest
+from fsm.observation import FailoverRequest, OperatorRequest, RequestKind
 
 if TYPE_CHECKING:
     from model.world import Node, World
@@ -33,7 +33,10 @@ KINDS = {
     "shutdown": "stop the agent gracefully",
     "heal": "undo every fault and restart dead agents (a frozen agent still thaws on its own time)",
     "interrupt": "the agent dies after `value` actions of its next decision and restarts at once",
+    "restart_request": "an operator asks the node's REST API to restart Postgres (its next turn answers)",
+    "reinit_request": "an operator asks the node's REST API to re-clone it from the leader",
 }
+REQUESTS = {"restart_request": RequestKind.RESTART, "reinit_request": RequestKind.REINITIALIZE}
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,9 @@ def _apply(world: World, fault: Fault, node: Node | None) -> None:
         world.schedule_loop(node, t)
     elif kind == "interrupt" and node:
         node.interrupt_after = int(fault.value)
+    elif kind in REQUESTS and node and node.alive:
+        node.request = OperatorRequest(REQUESTS[kind])
+        world.schedule_loop(node, t)  # the REST handler wakes the loop
     elif kind == "heal":
         _heal(world)
     if fault.duration_s is not None and kind != "pause":

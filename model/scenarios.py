@@ -277,6 +277,16 @@ SCENARIOS = {
         Scenario("rejoin-after-failover", "the leader dies and comes back 90 s later: it rewinds and follows", _rejoin),
         Scenario("flapping-network", "the leader's link to the DCS drops for 10 s every 20 s, six times", _flapping),
         Scenario("random", "two to six faults drawn from the seed, then heal", _random),
+        Scenario(
+            "operator-restarts",
+            "an operator restarts the leader's Postgres, then a replica's, then re-clones the replica: the leader "
+            "keeps its key throughout",
+            _then_heal(
+                Fault(FIRST_FAULT_S, "restart_request", "leader"),
+                Fault(FIRST_FAULT_S + 30, "restart_request", "replica"),
+                Fault(FIRST_FAULT_S + 60, "reinit_request", "last"),
+            ),
+        ),
         *REGRESSIONS,
         *SYNC_REGRESSIONS,
     )

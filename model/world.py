@@ -22,7 +22,7 @@ from fsm import Decision, State
 from fsm import node as core
 from fsm.actions import Action
 from fsm.lease import lease_deadline_s
-from fsm.observation import ClusterConfig, ClusterView, Tags
+from fsm.observation import ClusterConfig, ClusterView, OperatorRequest, Tags
 from model.effects import Step, plan_action
 from model.invariants import Checker
 from model.simdcs import SimDCS
@@ -73,6 +73,7 @@ class Node:
     watchdog_deadline: float | None = None  # real time; None when disarmed
     orphan_fence_deadline: float | None = None  # a dead agent's fence process, still armed: it fires then
     interrupt_after: int | None = None  # the agent dies after this many actions of its next decision
+    request: OperatorRequest | None = None  # an operator request for the node's next turn
     pending: tuple[Action, ...] = ()  # the explorer's not yet completed actions of the node's last decision
     decided_at: float | None = None  # the explorer's time of the node's last decision
 
@@ -268,7 +269,10 @@ class World:
 
     def decide_for(self, node: Node, view: ClusterView | None) -> Decision:
         """Read `node`'s Postgres (with the DCS `view` it read) into the node core's step; record the decision."""
-        readings = core.Readings(view, node.pg.observe(), self.config, node.tags, shutting_down=node.shutting_down)
+        request, node.request = node.request, None  # one turn answers it
+        readings = core.Readings(
+            view, node.pg.observe(), self.config, node.tags, shutting_down=node.shutting_down, request=request
+        )
         before, last_rule = node.state, node.memory.last_rule
         turn = core.step(node.name, node.memory, readings, node.local(self.t))
         node.memory, decision = turn.memory, turn.decision

@@ -14,12 +14,12 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from adapters.dcs import Dcs, Snapshot
 from fsm import Decision, State
 from fsm import node as core
-from fsm.observation import ClusterConfig, PostgresState
+from fsm.observation import ClusterConfig, OperatorRequest, PostgresState
 from runtime.executor import Executor
 from runtime.peers import with_fresh_positions
 
@@ -36,6 +36,17 @@ class Turn:
     succeeded: frozenset[str]
     failed: frozenset[str]
     wake: core.Wake
+    failure: str = ""  # what the adapter said of the action that failed
+    request: OperatorRequest | None = None  # the operator request this turn answered
+
+
+@dataclass
+class _Asked:
+    """An operator request waiting for the turn that answers it."""
+
+    request: OperatorRequest
+    answered: threading.Event = field(default_factory=threading.Event)
+    turn: Turn | None = None
 
 
 class Agent:
@@ -65,6 +76,8 @@ class Agent:
         self.wake = threading.Event()  # set to end the current sleep at once (postmaster exit, API request)
         self._soon: deque[Callable[[], None]] = deque()  # work for the loop's thread between two turns (SIGHUP)
         self._lock = threading.Lock()  # one turn at a time (the loop, or an API-triggered turn)
+        self._asked: _Asked | None = None  # an operator request for the next turn (guarded by _asking)
+        self._asking = threading.Lock()
 
     @property
     def state(self) -> State:
@@ -81,8 +94,9 @@ class Agent:
             log.warning("ignoring the DCS config key: %s", error)
             return self.local_config
 
-    def read(self) -> core.Readings:
-        """This turn's readings from the ports: the DCS (the last snapshot when it does not answer) and Postgres."""
+    def read(self, request: OperatorRequest | None = None) -> core.Readings:
+        """This turn's readings from the ports: the DCS (the last snapshot when it does not answer) and Postgres,
+        and the operator request the turn answers."""
         snapshot = self.dcs.read_cluster()
         if snapshot is not None:
             self.snapshot = snapshot
@@ -94,23 +108,27 @@ class Agent:
         if view is not None and self.state is State.FOLLOWER:
             view = with_fresh_positions(view, self.name, min(1.0, config.retry_timeout_s / 4))
         return core.Readings(
-            view, self.postgres, config, self.executor.tags, self.replica_methods, shutting_down=self.shutting_down
+            view, self.postgres, config, self.executor.tags, self.replica_methods, self.shutting_down, request
         )
 
     def step(self) -> Turn:
         """Read, step the core, run the actions, ask the core when the next turn comes: one turn of the loop."""
         with self._lock:
+            with self._asking:
+                asked, self._asked = self._asked, None
             before = self.state
-            readings = self.read()
+            readings = self.read(asked.request if asked else None)
             planned = core.step(self.name, self.memory, readings, self.clock())
             decision = planned.decision
-            self.memory = self._act(planned.memory, decision, readings.config)
+            self.memory, failure = self._act(planned.memory, decision, readings.config)
             self.decision_counts[decision.rule] += 1
             self.memory, wake = core.end_turn(
                 self.memory, before, decision, woken=self.wake.is_set(), shutting_down=self.shutting_down
             )
             outcome = self.memory.last_outcome
-            turn = Turn(time.time(), before, decision, outcome.succeeded, outcome.failed, wake)
+            turn = Turn(
+                time.time(), before, decision, outcome.succeeded, outcome.failed, wake, failure, readings.request
+            )
             last = self.turns[-1] if self.turns else None
             if last is None or before is not decision.state or last.decision.rule != decision.rule or outcome.failed:
                 log.info(
@@ -118,22 +136,42 @@ class Agent:
                     f" (failed: {', '.join(sorted(outcome.failed))})" if outcome.failed else "",
                 )  # fmt: skip
             self.turns.append(turn)
+            if asked is not None:
+                asked.turn = turn
+                asked.answered.set()
             return turn
 
-    def _act(self, memory: core.Memory, decision: Decision, config: ClusterConfig) -> core.Memory:
-        """Run the actions in order through the executor, stopping at the first that fails or may not run."""
+    def _act(self, memory: core.Memory, decision: Decision, config: ClusterConfig) -> tuple[core.Memory, str]:
+        """Run the actions in order through the executor, stopping at the first that fails or may not run; the
+        memory after them, and what was said of the failure (if any)."""
         for action in decision.actions:
             reason = core.blocked(action, memory, config, self.clock())
             started = self.clock()
             if reason is not None:
                 log.warning("%s skipped: %s", type(action).__name__, reason)
-                ok = False
+                ok, detail = False, reason
             else:
-                ok = self.executor.run(action, self.snapshot, config, memory)
+                ok, detail = self.executor.run(action, self.snapshot, config, memory)
             memory = core.advance(memory, action, ok, started)
             if not ok:
-                break
-        return memory
+                return memory, detail
+        return memory, ""
+
+    def ask(self, request: OperatorRequest, timeout_s: float) -> Turn | None:
+        """Hand `request` to the next turn and wait up to `timeout_s` for it. Returns that turn (its decision acted
+        on the request, refused it, or shows why it did neither), or None when no turn came in time (the request
+        is then withdrawn). Raises RuntimeError when another request is still waiting."""
+        asked = _Asked(request)
+        with self._asking:
+            if self._asked is not None:
+                raise RuntimeError(f"a {self._asked.request.kind.value} request is still waiting for a turn")
+            self._asked = asked
+        self.wake.set()
+        if not asked.answered.wait(timeout_s):
+            with self._asking:
+                if self._asked is asked:
+                    self._asked = None
+        return asked.turn
 
     # --- the daemon ------------------------------------------------------------------------------------------
 

@@ -59,9 +59,11 @@ class Executor:
     tags: Tags = field(default_factory=Tags)
     clock: Callable[[], float] = time.monotonic
 
-    def run(self, action: a.Action, snapshot: Snapshot | None, config: ClusterConfig, memory: Memory) -> bool:
-        """Carry out `action`; True if it succeeded. Never raises: an adapter bug is logged as a failure, and the
-        next turn observes afresh."""
+    def run(
+        self, action: a.Action, snapshot: Snapshot | None, config: ClusterConfig, memory: Memory
+    ) -> tuple[bool, str]:
+        """Carry out `action`: whether it succeeded, and what the adapter said. Never raises: an adapter bug is
+        logged as a failure, and the next turn observes afresh."""
         name = type(action).__name__
         try:
             result = HANDLERS[type(action)](self, action, Context(snapshot, config, memory))
@@ -71,7 +73,7 @@ class Executor:
             ok, detail = False, f"{type(error).__name__}: {error}"
         if not ok:
             log.warning("%s failed: %s", name, detail)
-        return ok
+        return ok, detail
 
     # --- the handlers, one per action type (HANDLERS below) --------------------------------------------------
 
@@ -197,6 +199,12 @@ class Executor:
     def demote(self, act: a.Demote, ctx: Context) -> Result:
         return self.postgres.demote(act.mode)
 
+    def restart_postgres(self, act: a.RestartPrimary, ctx: Context) -> Result:
+        return self.postgres.restart(act.timeout_s)
+
+    def refuse_request(self, act: a.RefuseRequest, ctx: Context) -> bool:
+        return True  # the answer is the decision itself: the REST API reads the reason off the turn
+
     def rewind_from_leader(self, act: a.RewindFromLeader, ctx: Context) -> Result:
         return self._needs_upstream(act.leader, ctx.snapshot, self.postgres.rewind)
 
@@ -252,6 +260,9 @@ HANDLERS: dict[type[a.Action], Handler] = {
     a.StopPostgres: Executor.stop_postgres,
     a.Promote: Executor.promote,
     a.Demote: Executor.demote,
+    a.RestartPrimary: Executor.restart_postgres,
+    a.RestartStandby: Executor.restart_postgres,
+    a.RefuseRequest: Executor.refuse_request,
     a.RewindFromLeader: Executor.rewind_from_leader,
     a.EnsureReplicationSlots: Executor.ensure_replication_slots,
     a.ArmWatchdog: Executor.arm_watchdog,

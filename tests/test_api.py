@@ -356,7 +356,9 @@ def test_malformed_requests_get_400_with_a_message(cluster: Cluster) -> None:
     later = admin(n0, "POST", "/switchover", {"leader": "n0", "scheduled_at": "2099-01-01T00:00:00+00:00"})
     assert later.status == 501 and "scheduled" in later.message
     assert admin(n0, "POST", "/switchover", {"leader": "n0", "scheduled_at": "soon"}).status == 400
-    assert admin(n0, "POST", "/restart", {"role": "replica"}).status == 400
+    assert admin(n0, "POST", "/restart", {"role": "standby"}).status == 400
+    assert admin(n0, "POST", "/restart", {"timeout": "soon"}).status == 400
+    assert admin(n0, "POST", "/reinitialize", {"force": "yes"}).status == 400
     assert n0.agent.snapshot is not None and n0.agent.snapshot.view.failover is None  # nothing was written
 
 
@@ -509,6 +511,31 @@ def test_tls_from_certfile_and_keyfile(cluster: Cluster, tmp_path: Path) -> None
 
 
 # --- operations that change the cluster (last: they move roles) ---------------------------------------------------
+
+
+def test_restart_requests_the_node_cannot_honour_are_refused_by_a_row(cluster: Cluster) -> None:
+    n0, n1 = cluster["n0"], cluster["n1"]
+    wrong_role = admin(n0, "POST", "/restart", {"role": "replica"})
+    assert wrong_role.status == 412 and "restart is for a replica, this node is a primary" in wrong_role.message
+    nothing_pending = admin(n1, "POST", "/restart", {"restart_pending": True})
+    assert nothing_pending.status == 412 and "no setting waits for a restart" in nothing_pending.message
+    scheduled = admin(n1, "POST", "/restart", {"schedule": "2099-01-01T00:00:00+00:00"})
+    assert scheduled.status == 501 and "scheduled restarts are not supported" in scheduled.message
+    rules = [turn["rule"] for turn in get(n0, "/decision").json["decisions"]]
+    assert "lead_refuse_request" in rules
+
+
+def test_restart_the_leader_renews_its_lease_first_and_stays_leader(cluster: Cluster) -> None:
+    n0 = cluster["n0"]
+    settings = n0.config.postgresql
+    before = query(settings, "SELECT pg_postmaster_start_time()")[0][0]
+    restarted = admin(n0, "POST", "/restart", {"role": "primary", "timeout": "30s"})
+    assert restarted.status == 200 and "[lead_restart_request]" in restarted.message, restarted.raw
+    assert query(settings, "SELECT pg_postmaster_start_time(), pg_is_in_recovery()")[0] > (before, False)
+    turn = next(t for t in reversed(n0.agent.turns) if t.decision.rule == "lead_restart_request")
+    names = [type(action).__name__ for action in turn.decision.actions]
+    assert names.index("RenewLeaderKey") < names.index("RestartPrimary") and "RestartPrimary" in turn.succeeded
+    wait_until(lambda: is_primary(n0), 10, "n0 primary again")
 
 
 def test_restart_and_reload_a_replica(cluster: Cluster) -> None:

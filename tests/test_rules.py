@@ -8,7 +8,7 @@ import pytest
 
 from fsm import State, decide
 from fsm.actions import PublishMember
-from fsm.observation import ClusterView, DataDir, FailoverRequest, PostgresState, Trigger
+from fsm.observation import ClusterView, DataDir, FailoverRequest, OperatorRequest, PostgresState, RequestKind, Trigger
 from fsm.transitions import RULES
 from tests.worlds import (
     CONFIG,
@@ -32,6 +32,10 @@ PAUSED = evolve(CONFIG, pause=True)
 FAR_AHEAD = 50_000_000  # the leader's last WAL position when n1 lags 45 MB behind it
 FORKED = cluster(members=members(timeline=2), history=forked_history(end_of_tl1=4_000_000))
 N1_LEADS_FORKED = cluster("n1", members=members("n1", timeline=2), history=forked_history(end_of_tl1=4_000_000))
+
+
+RESTART, REINIT = OperatorRequest(RequestKind.RESTART), OperatorRequest(RequestKind.REINITIALIZE)
+RESTART_PRIMARY = OperatorRequest(RequestKind.RESTART, role="primary")
 
 
 def ahead(name: str, wal: int) -> ClusterView:
@@ -62,6 +66,9 @@ CASES = [
     ("follow_race", F, observe(dcs=cluster(None)), C, "AcquireLeaderKey"),
     ("follow_not_eligible", F, observe(dcs=cluster(None, leader_wal_position=FAR_AHEAD)), F, ""),
     ("follow_defer", F, observe(dcs=ahead("n2", 6_000_000)), F, ""),
+    ("follow_refuse_request", F, observe(agent=agent(request=RESTART_PRIMARY)), F, "RefuseRequest"),
+    ("follow_reinit", F, observe(agent=agent(request=REINIT)), F, "Reclone StartStandby"),
+    ("follow_restart_request", F, observe(agent=agent(request=RESTART)), F, "RestartStandby"),
     ("follow_diverged", F, observe(dcs=FORKED), D, ""),
     ("follow_start", F, observe(pg=stopped()), F, "StartStandby"),
     ("follow_repoint", F, observe(pg=standby(following="n2")), F, "FollowLeader"),
@@ -90,6 +97,8 @@ CASES = [
      "RenewLeaderKey PingWatchdog StartPrimary"),
     ("lead_switchover", L, leader_view(dcs=cluster(failover=FailoverRequest("n0", "n1"))), D,
      "Demote ReleaseLeaderKey DisarmWatchdog RunCallback"),
+    ("lead_refuse_request", L, leader_view(agent=agent(10, request=REINIT)), L, "RenewLeaderKey PingWatchdog RefuseRequest"),
+    ("lead_restart_request", L, leader_view(agent=agent(10, request=RESTART)), L, "RenewLeaderKey PingWatchdog RestartPrimary"),
     ("lead_promote", L, leader_view(postgres=primary(read_only=True)), L, "RenewLeaderKey PingWatchdog Promote"),
     ("lead_steady", L, leader_view(), L, "RenewLeaderKey PingWatchdog EnsureReplicationSlots PublishLeaderOptime"),
     ("demote_stop_writes", D, observe("n0", cluster(), primary()), D, "Demote"),

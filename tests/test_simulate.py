@@ -214,6 +214,16 @@ def test_a_heal_voided_by_a_fault_stays_void_when_another_heal_shares_its_instan
     assert not world.trace.violations, world.trace.violations  # the first heal's check must not come back
 
 
+def test_operator_restarts_and_reinitialize_are_rows_and_the_leader_keeps_its_key():
+    result = run("operator-restarts")
+    assert result.ok, render_text(result)
+    leader = target_of(result, "restart_request")
+    assert "lead_restart_request" in rules_of(result, leader)
+    replica = target_of(result, "reinit_request")
+    assert {"follow_restart_request", "follow_reinit"} <= set(rules_of(result, replica))
+    assert result.summary["promotions"] == 0 and result.summary["final_leader"] == leader
+
+
 def test_liveness_bound_is_checked_after_heal():
     result = run("leader-crash")
     assert result.world.checker.healed_at == 300

@@ -51,7 +51,8 @@ SELECT pg_is_in_recovery(),
        current_setting('data_checksums') = 'on' OR current_setting('wal_log_hints') = 'on',
        ARRAY(SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'),
        current_setting('synchronous_standby_names'),
-       ARRAY(SELECT application_name FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))
+       ARRAY(SELECT application_name FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')),
+       EXISTS (SELECT FROM pg_settings WHERE pending_restart)
 """
 
 
@@ -264,7 +265,8 @@ def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sq
         log.debug("postmaster %s runs but answers no query: %s", postmaster.pid, error)
         return _unreachable(runner, data_dir, files, postmaster.status)
     (in_recovery, read_only, written, received, replayed, wal_timeline, checkpoint_tl, min_recovery_tl, received_tl,
-     sender_host, sender_port, system_identifier, can_rewind, streaming, standby_names, in_sync) = row  # fmt: skip
+     sender_host, sender_port, system_identifier, can_rewind, streaming, standby_names, in_sync,
+     pending_restart) = row  # fmt: skip
     if in_recovery:
         timeline = max(checkpoint_tl or 1, min_recovery_tl or 0, received_tl or 0)
         try:
@@ -296,6 +298,7 @@ def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sq
         sync_replicas=frozenset() if in_recovery else frozenset(in_sync or ()),
         timeline_history=read_history(data_dir, timeline),
         can_rewind=bool(can_rewind),
+        pending_restart=bool(pending_restart),
     )
 
 

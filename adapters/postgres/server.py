@@ -8,7 +8,8 @@ hold one lock, so the REST API and the agent loop never interleave two of them.
 How each action maps (see `fsm.actions` for the contracts):
 InitDb -> bootstrap, StartPrimary -> start_primary, StartStandby -> start_standby, FollowLeader -> follow,
 StopPostgres -> stop, Promote -> promote, Demote -> demote, RewindFromLeader -> rewind, CloneReplica -> clone,
-Reclone -> reclone, EnsureReplicationSlots -> ensure_slots, SetSyncStandby -> set_synchronous_standby,
+Reclone -> reclone, RestartPrimary and RestartStandby -> restart,
+EnsureReplicationSlots -> ensure_slots, SetSyncStandby -> set_synchronous_standby,
 PrepareSyncStandby -> prepare_synchronous_standby.
 """
 
@@ -188,7 +189,7 @@ class Postgres:
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
-    def _start(self, standby: bool | None, state: NodeState | None = None) -> Result:
+    def _start(self, standby: bool | None, state: NodeState | None = None, timeout_s: float | None = None) -> Result:
         """Start with our files rewritten from the current settings and `state` (default: as they say now).
         `standby`: True writes standby.signal, False removes it, None keeps the role the data directory last had."""
         kind, control = facts.classify(self.runner, self.settings.data_dir)
@@ -200,7 +201,7 @@ class Postgres:
             log.info("removed node settings from postgresql.auto.conf: %s", ", ".join(removed))
         if standby is not None:
             self.files.set_standby_signal(standby)
-        return self.control.start(self.start_timeout_s)
+        return self.control.start(self.start_timeout_s if timeout_s is None else timeout_s)
 
     @_operation
     def start_primary(self) -> Result:
@@ -249,12 +250,13 @@ class Postgres:
         return self.control.stop(StopMode(mode), self.stop_timeout_s)
 
     @_operation
-    def restart(self) -> Result:
-        """Stop (fast) and start again in the same role, with the current settings."""
+    def restart(self, timeout_s: float | None = None) -> Result:
+        """Stop (fast) and start again in the same role, with the current settings; the start may take `timeout_s`
+        (default: the adapter's start timeout)."""
         stopped = self.control.stop(StopMode.FAST, self.stop_timeout_s)
         if not stopped:
             return stopped
-        return self._start(standby=None)
+        return self._start(standby=None, timeout_s=timeout_s)
 
     @_operation
     def reload(self) -> Result:

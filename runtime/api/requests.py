@@ -1,18 +1,29 @@
-"""What the operations check before they act: request bodies, config patches, switchover and reinitialize
-preconditions."""
+"""What the operations check before they act: request bodies, config patches, switchover checks, and the
+restart and reinitialize requests the decision core answers (and their HTTP answers)."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
-from adapters.postgres.values import Upstream
+from fsm.actions import CloneReplica, RefuseRequest
 from fsm.facts import derive_facts
-from fsm.observation import AgentState, ClusterConfig, ClusterView, DataDir, Member, Observation, PostgresState
+from fsm.observation import (
+    AgentState,
+    ClusterConfig,
+    ClusterView,
+    DataDir,
+    Member,
+    Observation,
+    OperatorRequest,
+    PostgresState,
+    RequestKind,
+)
+from runtime.agent import Turn
 
 from .http import HttpError, Reply
 
@@ -152,12 +163,71 @@ def refuse_schedule(text: str) -> None:
     raise HttpError(501, "scheduled switchovers are not supported: omit scheduled_at to switch over now")
 
 
-# --- reinitialize checks ---------------------------------------------------------------------------------------
+# --- restart and reinitialize: requests the decision core answers -----------------------------------------------
+
+RESTART_KEYS = {"restart_pending", "role", "timeout", "schedule", "postgres_version"}
+ROLES = {"primary": "primary", "master": "primary", "replica": "replica"}  # Patroni's names, old and new
 
 
-def leader_upstream(view: ClusterView, leader: str | None) -> Upstream:
-    member = view.member(leader)
-    if leader is None or member is None or not member.conn_url:
-        raise HttpError(503, f"no leader to clone from (leader key: {leader or 'none'})")
-    url = urlsplit(member.conn_url)
-    return Upstream(member.name, url.hostname or "127.0.0.1", url.port or 5432)
+def _seconds(value: Any) -> float:
+    """Patroni's `timeout`: a number of seconds, or text such as "30", "30s", "500ms", "2min"."""
+    if _number(value) and value >= 0:
+        return float(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min)?\s*", value) if isinstance(value, str) else None
+    if match is None:
+        raise HttpError(400, f'timeout: expected seconds (30, "30s", "2min"), got {value!r}')
+    return float(match.group(1)) * {"ms": 0.001, "s": 1.0, "min": 60.0, None: 1.0}[match.group(2)]
+
+
+def restart_request(fields: dict[str, Any]) -> OperatorRequest:
+    """POST /restart's body (Patroni's keys) as the request the next turn answers."""
+    if "schedule" in fields:
+        raise HttpError(501, "scheduled restarts are not supported: omit schedule to restart now")
+    if "postgres_version" in fields:
+        raise HttpError(501, "postgres_version is not supported: omit it to restart regardless of the version")
+    role = fields.get("role")
+    if role is not None and role not in ROLES:
+        raise HttpError(400, f"role: expected primary or replica, got {role!r}")
+    pending = fields.get("restart_pending", False)
+    if not isinstance(pending, bool):
+        raise HttpError(400, f"restart_pending: expected true or false, got {pending!r}")
+    timeout = _seconds(fields["timeout"]) if fields.get("timeout") is not None else None
+    return OperatorRequest(RequestKind.RESTART, ROLES.get(role or ""), pending, timeout)
+
+
+def reinitialize_request(fields: dict[str, Any]) -> OperatorRequest:
+    """POST /reinitialize's body. `force` and `from_leader` are Patroni's: Regent runs no background task for
+    `force` to cancel, and always clones from the leader (what `from_leader` asks for); both must be booleans."""
+    for key in ("force", "from_leader"):
+        if not isinstance(fields.get(key, False), bool):
+            raise HttpError(400, f"{key}: expected true or false, got {fields[key]!r}")
+    return OperatorRequest(RequestKind.REINITIALIZE)
+
+
+def request_answer(request: OperatorRequest, turn: Turn | None, waited_s: float) -> Reply:
+    """The HTTP answer to `request` from the turn that saw it: its decision acted on it, refused it, or did
+    something more urgent (the rule and why say what)."""
+    what = request.kind.value
+    if turn is None:
+        raise HttpError(503, f"{what}: no turn of the HA loop took the request within {waited_s:g} s")
+    decision = turn.decision
+    refused = next((a.reason for a in decision.actions if isinstance(a, RefuseRequest)), None)
+    if refused is not None:
+        raise HttpError(412 if request.kind is RequestKind.RESTART else 503, f"{what} refused: {refused}")
+    acting = [a for a in decision.actions if type(a).__name__ in ANSWERING[request.kind]]
+    if not acting:
+        raise HttpError(503, f"{what} not done: [{decision.rule}] fired instead ({decision.why})")
+    failed = [type(a).__name__ for a in acting if type(a).__name__ not in turn.succeeded]
+    if failed:
+        raise HttpError(503, f"{what} failed at {failed[0]}: {turn.failure or 'see the log'}")
+    if request.kind is RequestKind.RESTART:
+        return Reply(200, {"message": f"restarted successfully [{decision.rule}]"})
+    source = next(a.source for a in acting if isinstance(a, CloneReplica))
+    return Reply(200, {"message": f"reinitialized from {source}"})
+
+
+# The actions that carry a request out: all of them must succeed for the request to have been done.
+ANSWERING = {
+    RequestKind.RESTART: {"RestartPrimary", "RestartStandby"},
+    RequestKind.REINITIALIZE: {"Reclone", "StartStandby"},
+}

@@ -10,18 +10,16 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from adapters.dcs import Dcs, Outcome, Snapshot, connect
 from adapters.postgres.process import find_postmaster
 from adapters.postgres.sql import SqlError
-from fsm import State
 from fsm.lease import lease_deadline_s, lease_timing_problems
 from fsm.node import dynamic_config
-from fsm.observation import ClusterConfig, FailoverRequest, PostgresState
+from fsm.observation import ClusterConfig, FailoverRequest, OperatorRequest, PostgresState
 from runtime.agent import Agent
 from runtime.config import RegentConfig, RestApiSettings
 
@@ -29,12 +27,15 @@ from .documents import cluster_json, decision_json, history_json, metrics_text, 
 from .http import PROMETHEUS, UNSAFE, Handler, HttpError, HttpServer, HttpServer6, Reply, Request, tls_context
 from .node import HEALTH, HealthCheck, NodeView, parse_lag
 from .requests import (
+    RESTART_KEYS,
     config_type_problems,
     json_object,
-    leader_upstream,
     member_field,
     merge_patch,
     refuse_schedule,
+    reinitialize_request,
+    request_answer,
+    restart_request,
     switch_verdict,
     switchover_problem,
 )
@@ -60,7 +61,7 @@ class ApiServer:
         self.dcs = dcs or connect(config.name, config.dcs, config.cluster.retry_timeout_s)
         self.started_at = time.time()
         self.switchover_wait_s: float | None = None  # None: max(5 s, 2 x loop_wait)
-        self.lock_wait_s = 30.0  # how long an operation waits for the loop's current turn to end
+        self.lock_wait_s = 30.0  # how long an operator request waits beyond its own work for a turn to take it
         self._server: HttpServer | None = None
         self._thread: threading.Thread | None = None
         self._routes = self._make_routes()
@@ -282,16 +283,6 @@ class ApiServer:
 
     # --- operations ----------------------------------------------------------------------------------------------
 
-    @contextmanager
-    def _between_turns(self) -> Iterator[None]:
-        """Hold the loop's lock: the operation runs between two turns, and no turn decides on a half-done one."""
-        if not self.agent._lock.acquire(timeout=self.lock_wait_s):
-            raise HttpError(503, f"the HA loop is busy: its turn did not end within {self.lock_wait_s:g} s")
-        try:
-            yield
-        finally:
-            self.agent._lock.release()
-
     def _switchover(self, request: Request, action: str) -> Reply:
         fields = json_object(request.body, {"leader", "candidate", "member", "scheduled_at"})
         leader = member_field(fields, "leader")
@@ -334,13 +325,19 @@ class ApiServer:
         return Reply(202, {"message": message})
 
     def _restart(self, request: Request) -> Reply:
-        json_object(request.body, set(), empty_ok=True)  # patronictl sends {}; no option is supported yet
-        with self._between_turns():
-            result = self.agent.executor.postgres.restart()
-        self.agent.wake.set()
-        if not result:
-            raise HttpError(503, f"restart failed: {result.detail}")
-        return Reply(200, {"message": f"restarted successfully: {result.detail}"})
+        return self._ask(restart_request(json_object(request.body, RESTART_KEYS, empty_ok=True)))
+
+    def _ask(self, wanted: OperatorRequest) -> Reply:
+        """Hand an operator request to the HA loop and answer with what its next turn decided: the rows of the
+        table act on it (or refuse it), never this handler."""
+        config = self.agent.config()
+        start_s = wanted.timeout_s if wanted.timeout_s is not None else self.agent.executor.postgres.start_timeout_s
+        wait_s = config.loop_wait_s + 2 * config.retry_timeout_s + start_s + self.lock_wait_s
+        try:
+            turn = self.agent.ask(wanted, wait_s)
+        except RuntimeError as busy:
+            raise HttpError(503, str(busy)) from None
+        return request_answer(wanted, turn, wait_s)
 
     def _reload(self, request: Request) -> Reply:
         json_object(request.body, set(), empty_ok=True)
@@ -351,22 +348,8 @@ class ApiServer:
         return Reply(200, {"message": result.detail or "reloaded"})
 
     def _reinitialize(self, request: Request) -> Reply:
-        json_object(request.body, {"force"}, empty_ok=True)
-        with self._between_turns():
-            view = self._read_cluster().view
-            holder = view.leader.holder if view.leader else None
-            if holder == self.agent.name or self.agent.state is State.LEADER:
-                raise HttpError(503, "this node is the leader: only a replica can be reinitialized")
-            upstream = leader_upstream(view, holder)
-            postgres = self.agent.executor.postgres
-            cloned = postgres.reclone(upstream)
-            if not cloned:
-                raise HttpError(503, f"reinitialize failed: {cloned.detail}")
-            started = postgres.start_standby(upstream)
-        self.agent.wake.set()
-        if not started:
-            raise HttpError(503, f"re-cloned from {upstream.name}, but the standby did not start: {started.detail}")
-        return Reply(200, {"message": f"reinitialized from {upstream.name}"})
+        fields = json_object(request.body, {"force", "from_leader"}, empty_ok=True)
+        return self._ask(reinitialize_request(fields))
 
     def _patch_config(self, request: Request) -> Reply:
         patch = json_object(request.body)

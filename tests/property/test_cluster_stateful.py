@@ -18,7 +18,17 @@ from model.world import Settings, World
 
 NODES = st.sampled_from(["n0", "n1", "n2", "leader", "replica"])
 LASTING = ("pause", "partition_dcs", "partition_peers", "partition", "dcs_down")
-MOMENTARY = ("crash", "restart", "postgres_crash", "postgres_broken", "lag_spike", "switchover", "shutdown")
+MOMENTARY = (
+    "crash",
+    "restart",
+    "postgres_crash",
+    "postgres_broken",
+    "lag_spike",
+    "switchover",
+    "shutdown",
+    "restart_request",
+    "reinit_request",
+)
 
 
 class ClusterMachine(RuleBasedStateMachine):
