@@ -149,7 +149,7 @@ def _seconds(args: list[str], index: int) -> float:
 
 def _compact(line: str) -> str:
     """A trace line without the `why` (the facts are long; the rule names what fired)."""
-    head, bracket, rest = line.partition("] ")
+    head, bracket, _ = line.partition("] ")
     return (head + "]") if bracket and "[" in head else line.rstrip()
 
 
