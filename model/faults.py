@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from fsm import State
 from fsm.observation import FailoverRequest, OperatorRequest, RequestKind
+from model.simpg import Data
 
 if TYPE_CHECKING:
     from model.world import Node, World
@@ -35,6 +36,7 @@ KINDS = {
     "interrupt": "the agent dies after `value` actions of its next decision and restarts at once",
     "restart_request": "an operator asks the node's REST API to restart Postgres (its next turn answers)",
     "reinit_request": "an operator asks the node's REST API to re-clone it from the leader",
+    "foreign_data": "replace a stopped node's data directory with another cluster's (an operator's mistake)",
 }
 REQUESTS = {"restart_request": RequestKind.RESTART, "reinit_request": RequestKind.REINITIALIZE}
 
@@ -126,6 +128,8 @@ def _apply(world: World, fault: Fault, node: Node | None) -> None:
         world.schedule_loop(node, t)
     elif kind == "interrupt" and node:
         node.interrupt_after = int(fault.value)
+    elif kind == "foreign_data" and node and not node.pg.running:
+        node.pg.data = Data(sysid=world.new_sysid(), segment=world.new_segment())
     elif kind in REQUESTS and node and node.alive:
         node.request = OperatorRequest(REQUESTS[kind])
         world.schedule_loop(node, t)  # the REST handler wakes the loop

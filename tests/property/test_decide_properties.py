@@ -23,8 +23,15 @@ from fsm.actions import (
     StopPostgres,
 )
 from fsm.facts import derive_facts
-from fsm.observation import Observation, Trigger
-from tests.property.strategies import observations, states, sync_leader_observations, writable
+from fsm.observation import LeaderKey, Observation, Trigger
+from tests.property.strategies import (
+    ME,
+    failover_observations,
+    observations,
+    states,
+    sync_leader_observations,
+    writable,
+)
 
 
 def kinds(decision) -> list[type]:
@@ -152,3 +159,21 @@ def test_a_leader_that_keeps_writing_repairs_a_setting_that_disagrees_with_the_k
     expected = frozenset({key.sync_standby} - {None}) if key and key.leader == observation.name else None
     if expected is None or pg.synchronous_standby_names != expected:
         assert SetSyncStandby in kinds(decision), decision.why
+
+
+@given(failover_observations(), st.none() | st.floats(min_value=0.0, max_value=100.0))
+def test_a_candidate_holding_the_key_without_a_fresh_lease_refreshes_it_and_never_promotes(
+    observation: Observation, renewed_ago_s: float | None
+):
+    """A restarted agent finds the key still naming it: it knows no renewal of its own (or only one past its
+    deadline), so it must refresh the key before it may promote."""
+    cfg, view = observation.config, observation.dcs
+    assert view is not None
+    stale_by = cfg.ttl_s - cfg.safety_margin_s
+    renewed = None if renewed_ago_s is None else observation.now_s - stale_by - renewed_ago_s
+    held = replace(view, leader=LeaderKey(ME))
+    observation = replace(observation, dcs=held, agent=replace(observation.agent, lease_renewed_at_s=renewed))
+    decision = decide(State.CANDIDATE, observation)
+    assert not {Promote, StartPrimary} & set(kinds(decision)), decision.rule
+    if derive_facts(observation).truth["eligible"]:
+        assert decision.rule == "cand_refresh_key" and AcquireLeaderKey in kinds(decision), decision.rule
