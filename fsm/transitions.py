@@ -193,6 +193,8 @@ RULES: tuple[Rule, ...] = (
          reason="past my lease deadline: stop writes now"),
     rule("lead_paused", TICK, LEAD, SAME, RenewLeaderKey, DisarmWatchdog, when="paused",
          reason="maintenance mode: keep the key, leave Postgres alone"),
+    rule("lead_foreign_data", TICK, LEAD, DEMO, STOP_WRITES, ReleaseLeaderKey, DisarmWatchdog, NOW_REPLICA,
+         when="data_dir_foreign", reason="my data directory is another cluster's: never run it as this one's primary"),
     rule("lead_retry_renew", TICK, LEAD, SAME, *KEEP_LEASE, when="lease_outlasts_retry", unless="dcs_reachable",
          reason="DCS unreachable but the lease outlasts another try: retry"),
     rule("lead_dcs_down", TICK, LEAD, DEMO, act(Demote, mode=DemoteMode.READ_ONLY), DisarmWatchdog, NOW_REPLICA,

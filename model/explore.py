@@ -76,6 +76,7 @@ class Search:
     path: list[Event] | None = None
     world: World | None = None  # the world at the end of `path`
     capped: bool = False  # stopped at the state limit: states beyond it were never checked
+    exhausted: bool = False  # no new state remains: every reachable state (within the faults allowed) was checked
 
 
 class Explorer:
@@ -250,10 +251,11 @@ class Explorer:
     def run(self, depth: int, max_states: int) -> Search:
         seen = {self.key(self.root)}
         frontier: deque[tuple[World, list[Event], int]] = deque([(self.root, [], 0)])
-        reached = 0
+        reached, cut = 0, False
         while frontier:
             world, path, faults_used = frontier.popleft()
             if len(path) >= depth:
+                cut = True  # states below this one were not explored
                 continue
             for event in self.events(world, faults_used):
                 child = pickle.loads(pickle.dumps(world))
@@ -269,7 +271,7 @@ class Explorer:
                 if len(seen) >= max_states:
                     return Search(len(seen), reached, capped=True)
                 frontier.append((child, child_path, faults_used + (event.kind not in ("decide", "act", "tick"))))
-        return Search(len(seen), reached)
+        return Search(len(seen), reached, exhausted=not cut)
 
     def schedule(self, path: list[Event]) -> str:
         """The path's faults as a `--schedule` for the simulator (times relative to the explorer's start)."""
@@ -320,7 +322,10 @@ def main(argv: list[str] | None = None) -> int:
                 "but the search did not finish"
             )
             return 0 if args.allow_cap else 3
-        print("no invariant violated")
+        if search.exhausted:
+            print(f"no invariant violated; exhausted: no new state remains after depth {search.depth}")
+        else:
+            print(f"no invariant violated up to depth {args.depth} (states remain below it)")
         return 0
     violation = world.trace.violations[0]
     print(f"VIOLATION {violation['invariant']}: {violation['detail']}")

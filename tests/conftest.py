@@ -20,6 +20,7 @@ from hypothesis import settings
 
 import fsm.decision
 from fsm.transitions import RULES
+from tests.property import conditions
 
 settings.register_profile("ci", max_examples=300, deadline=None, print_blob=True, derandomize=True)
 settings.register_profile("thorough", max_examples=20_000, deadline=None, print_blob=True)
@@ -73,8 +74,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line("least fired: " + ", ".join(f"{name} {count}" for count, name in rare))
     if missing:
         terminalreporter.write_line(f"rows no behavioural run fired: {', '.join(missing)}")
+    if conditions.SEEN:
+        counts = ", ".join(f"{name} {conditions.MET[name]}" for name in sorted(conditions.SEEN))
+        terminalreporter.write_line(f"property conditions met (at least {conditions.MIN_MET} each): {counts}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("REGENT_REQUIRE_RULE_COVERAGE") and unfired_rules() and exitstatus == 0:
+        session.exitstatus = 1
+    if os.environ.get("REGENT_REQUIRE_CONDITIONS") and conditions.below_minimum() and exitstatus == 0:
         session.exitstatus = 1

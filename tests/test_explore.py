@@ -49,3 +49,18 @@ def test_synchronous_mode_through_an_outage_and_a_crash_keeps_every_invariant(ca
     assert main(["--depth", "40", "--sync", "--faults", "dcs-outage,crash"]) == 0
     out = capsys.readouterr().out
     assert "no invariant violated" in out and "synchronous_mode" in out
+
+
+def test_one_crash_is_explored_to_exhaustion(capsys):
+    """Every state reachable from a healthy 3-node cluster with at most one crash: no new state remains."""
+    assert main(["--depth", "400", "--faults", "crash"]) == 0
+    out = capsys.readouterr().out
+    assert "no invariant violated; exhausted: no new state remains" in out
+
+
+TWO_FAULT_DEPTH = 12  # about 15,000 states and 50 s on the CI machine; depth 20 is 48,603 states, 145 s
+
+
+def test_two_faults_keep_every_invariant_to_the_ci_depth(capsys):
+    assert main(["--depth", str(TWO_FAULT_DEPTH), "--max-faults", "2"]) == 0
+    assert "no invariant violated up to depth 12" in capsys.readouterr().out

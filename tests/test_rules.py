@@ -87,6 +87,8 @@ CASES = [
     ("cand_give_up", C, observe(dcs=cluster(None, leader_wal_position=FAR_AHEAD)), F, ""),
     ("lead_lease_expired", L, leader_view(agent=agent(renewed_ago_s=29)), D, "Demote DisarmWatchdog RunCallback"),
     ("lead_paused", L, leader_view(config=PAUSED), L, "RenewLeaderKey DisarmWatchdog"),
+    ("lead_foreign_data", L, leader_view(postgres=stopped(system_identifier="7300000000000000999")), D,
+     "Demote ReleaseLeaderKey DisarmWatchdog RunCallback"),
     ("lead_retry_renew", L, leader_view(dcs=None), L, "RenewLeaderKey PingWatchdog"),
     ("lead_dcs_down", L, leader_view(dcs=None, agent=agent(renewed_ago_s=20)), D,
      "Demote DisarmWatchdog RunCallback"),

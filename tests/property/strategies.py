@@ -177,13 +177,13 @@ def sync_leader_observations(draw: st.DrawFn) -> Observation:
         initialize=SYSIDS[0],
         sync=draw(st.none() | st.builds(SyncState, leader=st.sampled_from(["n0", ME, ME]), sync_standby=maybe_name)),
     )
-    running = draw(st.booleans() | st.just(True))
+    running = draw(st.sampled_from([True, True, True, False]))
     streaming = draw(st.frozensets(st.sampled_from(others))) if running else frozenset()
     postgres = PostgresState(
         data_dir=DataDir.VALID,
         system_identifier=SYSIDS[0],
         running=running,
-        in_recovery=running and draw(st.booleans()),
+        in_recovery=running and draw(st.sampled_from([False, False, False, True])),
         wal_written=draw(wal),
         streaming_replicas=streaming,
         synchronous_standby_names=draw(st.frozensets(names, max_size=2)) if running else frozenset(),
@@ -198,6 +198,81 @@ def sync_leader_observations(draw: st.DrawFn) -> Observation:
 # synchronous mode.
 states = any_states | st.sampled_from([State.FOLLOWER, State.CANDIDATE])
 observations = any_observations | failover_observations() | sync_leader_observations()
+moments = st.tuples(states, observations)
+
+
+sync_keys = st.builds(SyncState, leader=st.sampled_from(["n0", ME, ME]), sync_standby=maybe_name)
+
+
+@st.composite
+def takeover_moments(draw: st.DrawFn, sync: bool | None = None, won: bool | None = None) -> tuple[State, Observation]:
+    """A follower that may race for a free leader key, or a candidate that just won it: this node (n1) is on the
+    cluster's timeline, ahead of the others and allowed by its tags, so it takes over unless the lag or the sync
+    key forbid it; those are drawn near their limits. `sync`: synchronous mode on, off, or drawn; `won`: a
+    candidate holding the key, a follower, or drawn."""
+    won = draw(st.booleans()) if won is None else won
+    limit = draw(st.sampled_from([0, MIB, 4 * MIB]))
+    position = draw(st.integers(2 * MIB, 8 * MIB))
+    others = tuple(Member(name, wal_position=draw(st.integers(0, position))) for name in ("n0", "n2"))
+    me = Member(ME, wal_position=position)
+    lag = draw(st.sampled_from([0, 0, 0, limit, limit, limit + 1]))  # mostly takes over; at the limit's edge
+    view = ClusterView(
+        leader=LeaderKey(ME) if won else None,
+        members=tuple(sorted((*others, me), key=lambda m: m.name)),
+        initialize=SYSIDS[0],
+        sync=draw(st.none() | sync_keys | sync_keys),
+        leader_wal_position=draw(st.none() | st.just(position + lag)),
+    )
+    postgres = PostgresState(
+        data_dir=DataDir.VALID,
+        system_identifier=SYSIDS[0],
+        running=True,
+        in_recovery=True,
+        wal_received=position,
+        wal_replayed=position,
+    )
+    synchronous = draw(st.booleans()) if sync is None else sync
+    config = ClusterConfig(maximum_lag_on_failover_bytes=limit, synchronous_mode=synchronous)
+    agent = AgentState(lease_renewed_at_s=NOW if won else None)
+    state = State.CANDIDATE if won else State.FOLLOWER
+    return state, Observation(ME, NOW, config, view, postgres, agent)
+
+
+@st.composite
+def handover_moments(draw: st.DrawFn) -> tuple[State, Observation]:
+    """A healthy leader asked to go: shutting down, a switchover to a fit member, or Postgres down for good."""
+    members_ = tuple(Member(name, wal_position=5 * MIB) for name in NAMES)
+    why = draw(st.sampled_from(["shutdown", "switchover", "crashed"]))
+    view = ClusterView(
+        leader=LeaderKey(ME),
+        members=members_,
+        initialize=SYSIDS[0],
+        failover=FailoverRequest(ME, draw(st.sampled_from(["n0", "n2"]))) if why == "switchover" else None,
+        leader_wal_position=5 * MIB,
+    )
+    running = why != "crashed"
+    postgres = PostgresState(
+        data_dir=DataDir.VALID,
+        system_identifier=SYSIDS[0],
+        running=running,
+        wal_written=5 * MIB,
+        streaming_replicas=frozenset({"n0", "n2"}) if running else frozenset(),
+    )
+    config = ClusterConfig(synchronous_mode=draw(st.booleans()))
+    down_since = None if running else NOW - draw(st.floats(config.primary_start_timeout_s, 100))
+    agent = AgentState(lease_renewed_at_s=NOW - draw(st.floats(0, 5)), postgres_down_since_s=down_since)
+    trigger = Trigger.SHUTDOWN if why == "shutdown" else Trigger.TICK
+    return State.LEADER, Observation(ME, NOW, config, view, postgres, agent, trigger)
+
+
+def foreign(moment: tuple[State, Observation]) -> tuple[State, Observation]:
+    """The same moment with a valid data directory of another cluster than the initialize key names."""
+    state, observation = moment
+    view = observation.dcs or ClusterView()
+    postgres = replace(
+        observation.postgres, data_dir=DataDir.VALID, system_identifier=SYSIDS[1], in_recovery=False, running=False
+    )
+    return state, replace(observation, dcs=replace(view, initialize=SYSIDS[0]), postgres=postgres)
 
 
 def writable(observation: Observation) -> Observation:

@@ -97,4 +97,3 @@ def test_a_timeline_one_behind_the_clusters_newest_is_not_eligible(timeline: int
     view = cluster(None, members=others)
     facts = derive_facts(observe(dcs=view, pg=standby(timeline=timeline))).truth
     assert facts["eligible"] is (timeline >= newest)
-
