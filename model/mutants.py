@@ -118,8 +118,8 @@ MUTANTS = (
     Mutant(
         "promote-starts-server",
         "model/effects.py",
-        "    if not pg.running:\n        return False",
-        "    if not pg.running and not pg.start(None, primary=False):\n        return False",
+        "    if not pg.running:\n        return False\n    if pg.in_recovery:",
+        "    if not pg.running and not pg.start(None, primary=False):\n        return False\n    if pg.in_recovery:",
         "Promote starts a stopped server, lease or not",
     ),
     Mutant(
