@@ -116,11 +116,11 @@ MUTANTS = (
         "a node behind the cluster's newest timeline may be promoted",
     ),
     Mutant(
-        "promote-starts-server",
-        "model/effects.py",
-        "    if not pg.running:\n        return False\n    if pg.in_recovery:",
-        "    if not pg.running and not pg.start(None, primary=False):\n        return False\n    if pg.in_recovery:",
-        "Promote starts a stopped server, lease or not",
+        "drop-run-time-lease-check",
+        "fsm/node.py",
+        "    if action.needs_valid_lease:",
+        "    if False:",
+        "StartPrimary and Promote run however stale their decision: a delayed promote revives a fenced server",
     ),
     Mutant(
         "no-stop-writes-in-bootstrap",

@@ -97,3 +97,16 @@ def test_a_timeline_one_behind_the_clusters_newest_is_not_eligible(timeline: int
     view = cluster(None, members=others)
     facts = derive_facts(observe(dcs=view, pg=standby(timeline=timeline))).truth
     assert facts["eligible"] is (timeline >= newest)
+
+
+@given(configs, renew_starts, st.floats(-5.0, 5.0), st.sampled_from([a.StartPrimary(), a.Promote()]))
+@example(ClusterConfig(), 100.0, 0.0, a.Promote())
+def test_writes_start_only_strictly_before_the_defined_deadline_however_old_the_decision(
+    config: ClusterConfig, start: float, offset_s: float, action: a.Action
+):
+    """The driver's last check before Postgres takes writes (`fsm.node.blocked`), held to the deadline's
+    definition: a decision taken in time does not license a StartPrimary or Promote that runs at or past it."""
+    memory = core.advance(core.Memory(State.LEADER), a.RenewLeaderKey(), True, started_at_s=start)
+    runs_at = own_deadline(start, config) + offset_s
+    assert (core.blocked(action, memory, config, runs_at) is None) is (runs_at < own_deadline(start, config))
+    assert core.blocked(action, core.Memory(State.LEADER), config, runs_at) is not None  # never renewed
