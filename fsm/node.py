@@ -8,13 +8,14 @@ pure, in the shape of etcd-io/raft's RawNode, so that the real agent (`runtime/a
 (`model/world.py`) are two shells around one core and the explorer checks the production policy:
 
     step(name, memory, readings, now)          -> Turn(observation, decision, memory')
+    next_action(memory, decision)              -> the action to run now, or None when the turn's actions are over
     blocked(action, memory, config, now)       -> why it may not run now, or None
     advance(memory, action, ok, started_at)    -> memory'   (renew start times, releases, outcomes)
     end_turn(memory, before, decision, ...)    -> (memory', Wake)
 
-A driver's turn: read its ports into `Readings`; `step`; for each action in order, `blocked` right before it would
-run (skip it as failed if it says why), run it, `advance` with its outcome, and stop at the first failure;
-`end_turn`, then sleep as the `Wake` says. Times are the driver's monotonic clock, passed in: nothing here reads one.
+A driver's turn: read its ports into `Readings`; `step`; while `next_action` names one, check it with `blocked`
+right before it would run (skip it as failed if it says why), run it, and `advance` with its outcome; then
+`end_turn`, and sleep as the `Wake` says. Times are the driver's monotonic clock, passed in: nothing here reads one.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Memory:
     postgres_down_since_s: float | None = None  # first turn that saw Postgres not running, while it stays down
     last_outcome: ActionOutcome = field(default_factory=ActionOutcome)  # the actions of the last turn, by name
     immediate_turns: int = 0  # turns taken in a row without sleeping
+    actions_run: int = 0  # how many of the current decision's actions have run (or were skipped as failed)
     last_rule: str | None = None
 
 
@@ -151,9 +153,24 @@ def step(name: str, memory: Memory, readings: Readings, now_s: float) -> Turn:
         state=decision.state,
         postgres_down_since_s=down_since,
         last_outcome=ActionOutcome(),
+        actions_run=0,
         last_rule=decision.rule,
     )
     return Turn(observation, decision, moved)
+
+
+def remaining(memory: Memory, decision: Decision | None) -> tuple[Action, ...]:
+    """The decision's actions still to run: in order, none after one that failed (the next turn observes afresh
+    instead of acting on a plan the failure made stale)."""
+    if decision is None or memory.last_outcome.failed:
+        return ()
+    return decision.actions[memory.actions_run :]
+
+
+def next_action(memory: Memory, decision: Decision) -> Action | None:
+    """The action to run now, or None when the turn's actions are over."""
+    left = remaining(memory, decision)
+    return left[0] if left else None
 
 
 def blocked(action: Action, memory: Memory, config: ClusterConfig, now_s: float) -> str | None:
@@ -178,7 +195,7 @@ def advance(memory: Memory, action: Action, ok: bool, started_at_s: float) -> Me
         lease = started_at_s  # the request's start: the DCS applied it no earlier
     elif ok and action.lease_effect is LeaseEffect.ENDS:
         lease = None
-    return replace(memory, lease_renewed_at_s=lease, last_outcome=outcome)
+    return replace(memory, lease_renewed_at_s=lease, last_outcome=outcome, actions_run=memory.actions_run + 1)
 
 
 def end_turn(

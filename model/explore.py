@@ -137,7 +137,7 @@ class Explorer:
         node = world.nodes[event.node] if event.node else None
         if event.kind == "decide" and node:
             view = world.dcs.view(world.t) if world.dcs_ok(node) else None
-            node.pending = tuple(world.decide_for(node, view).actions)
+            node.decision = world.decide_for(node, view)
             node.decided_at = world.t
             self._complete(world, node, first=False)
         elif event.kind == "act" and node:
@@ -154,10 +154,7 @@ class Explorer:
         change nothing another node or the invariants could see between them (pings, callbacks, heartbeats)."""
         while node.pending and (first or type(node.pending[0]) not in CONSEQUENTIAL):
             first = False
-            action, node.pending = node.pending[0], node.pending[1:]
-            ok = world.run_action(node, plan_action(world, node, action), node.local(world.t))
-            if not ok:
-                node.pending = ()
+            world.run_action(node, plan_action(world, node, node.pending[0]), node.local(world.t))
 
     def _tick(self, world: World) -> None:
         world.advance(world.t + self.quantum_s)

@@ -74,12 +74,17 @@ class Node:
     orphan_fence_deadline: float | None = None  # a dead agent's fence process, still armed: it fires then
     interrupt_after: int | None = None  # the agent dies after this many actions of its next decision
     request: OperatorRequest | None = None  # an operator request for the node's next turn
-    pending: tuple[Action, ...] = ()  # the explorer's not yet completed actions of the node's last decision
+    decision: Decision | None = None  # the explorer's last decision of the node, whose actions may still run
     decided_at: float | None = None  # the explorer's time of the node's last decision
 
     @property
     def state(self) -> State:
         return self.memory.state
+
+    @property
+    def pending(self) -> tuple[Action, ...]:
+        """The explorer's actions of the node's last decision still to complete."""
+        return core.remaining(self.memory, self.decision)
 
     def local(self, t: float) -> float:
         return self.clock_offset + t * self.clock_rate
@@ -263,9 +268,7 @@ class World:
             self.at(node.paused_until, self._decide, node, generation, view)
             return
         before = node.state
-        decision = self.decide_for(node, view)
-        steps = [plan_action(self, node, a) for a in decision.actions]
-        self._run(node, generation, steps, 0, before, decision)
+        self._run(node, generation, before, self.decide_for(node, view))
 
     def decide_for(self, node: Node, view: ClusterView | None) -> Decision:
         """Read `node`'s Postgres (with the DCS `view` it read) into the node core's step; record the decision."""
@@ -289,45 +292,36 @@ class World:
         node.memory = core.advance(node.memory, step.action, ok, started_local)
         return ok
 
-    def _run(
-        self, node: Node, generation: int, steps: list[Step], index: int, before: State, decision: Decision
-    ) -> None:
-        if index == len(steps):
+    def _run(self, node: Node, generation: int, before: State, decision: Decision) -> None:
+        """Start the action the node core hands out next, or end the turn when there is none."""
+        action = core.next_action(node.memory, decision)
+        if action is None:
             self._finish(node, before, decision)
             return
-        if node.interrupt_after is not None and index >= node.interrupt_after:
+        done = node.memory.actions_run
+        if node.interrupt_after is not None and done >= node.interrupt_after:
             # The agent process dies between two actions and is restarted at once: Postgres is left as it is.
             node.interrupt_after = None
-            self.kill(node, f"agent died after {index} of {len(steps)} actions")
+            self.kill(node, f"agent died after {done} of {len(decision.actions)} actions")
             self.restart(node)
             return
-        step = steps[index]
+        step = plan_action(self, node, action)
+        args = (node, generation, step, before, decision, node.local(self.t))
         if step.duration_s <= INSTANT_S:  # a watchdog ping, a callback: done within this event
-            self._complete(node, generation, steps, index, before, decision, node.local(self.t))
+            self._complete(*args)
         else:
-            done_at = self.t + step.duration_s
-            self.at(done_at, self._complete, node, generation, steps, index, before, decision, node.local(self.t))
+            self.at(self.t + step.duration_s, self._complete, *args)
 
     def _complete(
-        self,
-        node: Node,
-        generation: int,
-        steps: list[Step],
-        index: int,
-        before: State,
-        decision: Decision,
-        started_local: float,
+        self, node: Node, generation: int, step: Step, before: State, decision: Decision, started_local: float
     ) -> None:
         if generation != node.generation:
             return
         if node.paused(self.t):
-            args = (node, generation, steps, index, before, decision, started_local)
-            self.at(node.paused_until, self._complete, *args)
+            self.at(node.paused_until, self._complete, node, generation, step, before, decision, started_local)
             return
-        if self.run_action(node, steps[index], started_local):
-            self._run(node, generation, steps, index + 1, before, decision)
-        else:
-            self._finish(node, before, decision)
+        self.run_action(node, step, started_local)
+        self._run(node, generation, before, decision)
 
     def _finish(self, node: Node, before: State, decision: Decision) -> None:
         node.acting = False
@@ -345,7 +339,7 @@ class World:
     def kill(self, node: Node, reason: str, host: bool = False) -> None:
         """The agent dies. Its fence is a process of its own: it dies too only with the whole host (`host`);
         otherwise, armed, it outlives the agent and still fires at its deadline, whatever a new agent does."""
-        node.alive, node.acting, node.wake = False, False, False
+        node.alive, node.acting, node.wake, node.decision = False, False, False, None
         node.generation += 1
         if not host and node.watchdog_deadline is not None:
             node.orphan_fence_deadline = node.watchdog_deadline

@@ -142,9 +142,10 @@ class Agent:
             return turn
 
     def _act(self, memory: core.Memory, decision: Decision, config: ClusterConfig) -> tuple[core.Memory, str]:
-        """Run the actions in order through the executor, stopping at the first that fails or may not run; the
-        memory after them, and what was said of the failure (if any)."""
-        for action in decision.actions:
+        """Run the actions the core hands out, one by one, through the executor; the memory after them, and what
+        was said of the one that failed (if any)."""
+        detail = ""
+        while (action := core.next_action(memory, decision)) is not None:
             reason = core.blocked(action, memory, config, self.clock())
             started = self.clock()
             if reason is not None:
@@ -153,9 +154,7 @@ class Agent:
             else:
                 ok, detail = self.executor.run(action, self.snapshot, config, memory)
             memory = core.advance(memory, action, ok, started)
-            if not ok:
-                return memory, detail
-        return memory, ""
+        return memory, detail if memory.last_outcome.failed else ""
 
     def ask(self, request: OperatorRequest, timeout_s: float) -> Turn | None:
         """Hand `request` to the next turn and wait up to `timeout_s` for it. Returns that turn (its decision acted

@@ -23,6 +23,7 @@ from fsm.transitions import RULES
 from tests.property import conditions
 
 settings.register_profile("ci", max_examples=300, deadline=None, print_blob=True, derandomize=True)
+settings.register_profile("mutation", max_examples=100, deadline=None, derandomize=True)
 settings.register_profile("thorough", max_examples=20_000, deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("REGENT_HYPOTHESIS_PROFILE", "ci"))
 

@@ -122,16 +122,42 @@ def test_effective_config_follows_the_dcs_key_and_the_granted_lease():
         core.dynamic_config(local, {"ttl": -1})
 
 
+def test_actions_run_in_order_and_none_after_a_failure():
+    turn = core.step("n0", leading(), readings(), NOW)
+    actions = turn.decision.actions
+    assert len(actions) >= 2
+    memory = turn.memory
+    assert core.next_action(memory, turn.decision) == actions[0]
+    memory = core.advance(memory, actions[0], True, NOW)
+    assert core.remaining(memory, turn.decision) == actions[1:]
+    memory = core.advance(memory, actions[1], False, NOW)
+    assert core.remaining(memory, turn.decision) == () and core.next_action(memory, turn.decision) is None
+    assert core.remaining(memory, None) == ()
+
+
+def test_a_turn_ends_after_its_last_action():
+    turn = core.step("n0", leading(), readings(), NOW)
+    memory = turn.memory
+    for action in turn.decision.actions:
+        memory = core.advance(memory, action, True, NOW)
+    assert core.next_action(memory, turn.decision) is None
+    again = core.step("n0", memory, readings(), NOW + 1)
+    assert core.next_action(again.memory, again.decision) == again.decision.actions[0]
+
+
 POLICY_WRITTEN_TWICE = {
     "a lease renewal recorded outside the core": r"renewed_at(_s)?\s*=(?!=)",
     "a shutdown recognised by rule name": r"startswith\(\"shutdown",
     "an immediate-turn limit of its own": r"MAX_IMMEDIATE\s*=",
     "its own list of Postgres-changing actions": r"CHANGES_POSTGRES",
     "a lease check of its own before an action": r"_lease(_still)?_valid",
+    "its own walk over the decision's actions": r"for \w+ in (\w+\.)?decision\.actions|steps\[index\]",
 }
 
 
-@pytest.mark.parametrize("path", ["runtime/agent.py", "runtime/executor.py", "model/world.py", "model/effects.py"])
+@pytest.mark.parametrize(
+    "path", ["runtime/agent.py", "runtime/executor.py", "model/world.py", "model/effects.py", "model/explore.py"]
+)
 def test_no_driver_writes_the_loop_policy_again(path: str):
     """The agent and the simulator step one core: neither keeps a copy of the memory's bookkeeping or the policy."""
     source = (ROOT / path).read_text()
