@@ -26,3 +26,11 @@ def test_zero_margin_and_zero_loop_wait_are_rejected():
     problems = lease_timing_problems(ClusterConfig(ttl_s=60, loop_wait_s=0, safety_margin_s=0))
     assert any("safety_margin must be positive" in p for p in problems)
     assert any("loop_wait must be positive" in p for p in problems)
+
+
+def test_timing_exactly_at_ttl_and_small_positive_settings_are_safe():
+    """Boundaries: a worst gap equal to ttl still fits (the key expires no earlier than ttl after the renew), and
+    any positive loop_wait and safety_margin, below one second too, are accepted."""
+    assert lease_timing_problems(ClusterConfig(ttl_s=30, loop_wait_s=10, retry_timeout_s=9, safety_margin_s=2)) == []
+    assert lease_timing_problems(ClusterConfig(ttl_s=30, loop_wait_s=1, retry_timeout_s=9, safety_margin_s=0.5)) == []
+    assert lease_timing_problems(ClusterConfig(ttl_s=30, loop_wait_s=0.5, retry_timeout_s=9, safety_margin_s=1)) == []

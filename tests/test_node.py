@@ -13,7 +13,7 @@ from fsm import State
 from fsm import actions as a
 from fsm import node as core
 from fsm.lease import lease_deadline_s
-from fsm.observation import ActionOutcome, ClusterConfig
+from fsm.observation import ActionOutcome, ClusterConfig, Tags
 from tests.worlds import CONFIG, NOW, cluster, primary, stopped
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,6 +120,13 @@ def test_effective_config_follows_the_dcs_key_and_the_granted_lease():
     assert core.effective_config(local, None, lease_ttl_s=20.0).ttl_s == 20.0
     with pytest.raises(ValueError):
         core.dynamic_config(local, {"ttl": -1})
+
+
+def test_the_readings_tags_and_replica_methods_reach_the_observation():
+    tags = Tags(nofailover=True, failover_priority=0)
+    turn = core.step("n0", core.Memory(), readings(tags=tags, create_replica_methods=("wal_e", "basebackup")), NOW)
+    assert turn.observation.agent.tags == tags
+    assert turn.observation.agent.create_replica_methods == ("wal_e", "basebackup")
 
 
 def test_actions_run_in_order_and_none_after_a_failure():
