@@ -284,13 +284,12 @@ class World:
         self.trace.lanes[node.name].set(self.t, "state", decision.state.value)
         return decision
 
-    def run_action(self, node: Node, step: Step, started_local: float) -> bool:
+    def run_action(self, node: Node, step: Step, started_local: float) -> None:
         """Run one planned action as the node core says: skipped (failed) if `blocked` at the moment it takes
         effect, else its effect; the memory advances with the outcome."""
         now_local = node.local(self.t)
         ok = core.blocked(step.action, node.memory, self.config, now_local) is None and step.effect(started_local)
         node.memory = core.advance(node.memory, step.action, ok, started_local)
-        return ok
 
     def _run(self, node: Node, generation: int, before: State, decision: Decision) -> None:
         """Start the action the node core hands out next, or end the turn when there is none."""
