@@ -11,11 +11,14 @@ pure, in the shape of etcd-io/raft's RawNode, so that the real agent (`runtime/a
     next_action(memory, decision)              -> the action to run now, or None when the turn's actions are over
     blocked(action, memory, config, now)       -> why it may not run now, or None
     advance(memory, action, ok, started_at)    -> memory'   (renew start times, releases, outcomes)
+    keepalive(memory, decision)                -> the heartbeats to repeat while a long action runs
     end_turn(memory, before, decision, ...)    -> (memory', Wake)
 
 A driver's turn: read its ports into `Readings`; `step`; while `next_action` names one, check it with `blocked`
-right before it would run (skip it as failed if it says why), run it, and `advance` with its outcome; then
-`end_turn`, and sleep as the `Wake` says. Times are the driver's monotonic clock, passed in: nothing here reads one.
+right before it would run (skip it as failed if it says why), run it, and `advance` with its outcome; while an
+action that `takes_long` runs, every `keepalive_interval_s` run the `keepalive` heartbeats the same way (checked,
+then `advance_keepalive`); then `end_turn`, and sleep as the `Wake` says. Times are the driver's monotonic clock,
+passed in: nothing here reads one.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from fsm.actions import ACTION_TYPES, Action, LeaseEffect
+from fsm.actions import ACTION_TYPES, Action, ArmWatchdog, LeaseEffect, PingWatchdog, PublishMember, RenewLeaderKey
 from fsm.decision import Decision, decide
 from fsm.lease import lease_deadline_s
 from fsm.observation import (
@@ -190,12 +193,44 @@ def advance(memory: Memory, action: Action, ok: bool, started_at_s: float) -> Me
         outcome = ActionOutcome(outcome.succeeded | {name}, outcome.failed)
     else:
         outcome = ActionOutcome(outcome.succeeded, outcome.failed | {name})
+    memory = advance_keepalive(memory, action, ok, started_at_s)
+    return replace(memory, last_outcome=outcome, actions_run=memory.actions_run + 1)
+
+
+def takes_long(action: Action) -> bool:
+    """Whether the driver keeps the node alive while `action` runs: every action that changes how Postgres runs
+    may wait on Postgres far beyond ttl (a shutdown checkpoint, crash recovery, a basebackup, a rewind)."""
+    return action.changes_postgres
+
+
+def keepalive_interval_s(config: ClusterConfig) -> float:
+    """How often the heartbeats repeat while a long action runs: every loop_wait, as the loop would renew."""
+    return config.loop_wait_s
+
+
+def keepalive(memory: Memory, decision: Decision) -> tuple[Action, ...]:
+    """The heartbeats to repeat while one of `decision`'s long actions runs, so that neither the leader lease nor
+    the member key lapses during a restart, a clone or a rewind (Patroni keeps its loop running meanwhile): a renew
+    of the leader key when this turn took or renewed the lease (and did not end it), a watchdog ping when it armed
+    or pinged the watchdog, and the decision's member record."""
+    done = {ACTION_TYPES[name] for name in memory.last_outcome.succeeded}
+    effects = {kind.lease_effect for kind in done}
+    holds = LeaseEffect.RENEWS in effects and LeaseEffect.ENDS not in effects
+    beats: tuple[Action, ...] = (RenewLeaderKey(),) if holds else ()
+    if holds and done & {ArmWatchdog, PingWatchdog}:
+        beats += (PingWatchdog(),)
+    return beats + tuple(action for action in decision.actions if isinstance(action, PublishMember))
+
+
+def advance_keepalive(memory: Memory, action: Action, ok: bool, started_at_s: float) -> Memory:
+    """The memory after a heartbeat (or any action) started at `started_at_s` ended with `ok`: the lease it renewed
+    or ended. A keepalive heartbeat is not one of the turn's actions: the turn's outcomes stay as they were."""
     lease = memory.lease_renewed_at_s
     if ok and action.lease_effect is LeaseEffect.RENEWS:
         lease = started_at_s  # the request's start: the DCS applied it no earlier
     elif ok and action.lease_effect is LeaseEffect.ENDS:
         lease = None
-    return replace(memory, lease_renewed_at_s=lease, last_outcome=outcome, actions_run=memory.actions_run + 1)
+    return replace(memory, lease_renewed_at_s=lease)
 
 
 def end_turn(

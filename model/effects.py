@@ -31,6 +31,9 @@ class Step:
 
 
 def plan_action(world: World, node: Node, action: Action) -> Step:
+    """Called when `action` starts. Most effects happen when it completes; a restart's begins at once."""
+    if isinstance(action, a.RestartPrimary):  # and RestartStandby
+        return Step(action, _duration(node, action), _begin_restart(node))
     handler = HANDLERS[type(action)]
     if action.adapter == "dcs":
         if not world.dcs_ok(node):
@@ -40,13 +43,19 @@ def plan_action(world: World, node: Node, action: Action) -> Step:
             return world.dcs_ok(node) and handler(world, node, action, started)
 
         return Step(action, world.rng.uniform(*world.settings.dcs_latency_s) * 2, over_network)
+    return Step(action, _duration(node, action), lambda started: handler(world, node, action, started))
+
+
+def _duration(node: Node, action: Action) -> float:
     if isinstance(action, a.Demote):
         duration = DEMOTE_S[action.mode]
     elif isinstance(action, a.StartPrimary) and node.pg.running:
         duration = 0.001  # nothing to start
     else:
         duration = DURATIONS_S.get(type(action), 0.01)
-    return Step(action, duration, lambda started: handler(world, node, action, started))
+    if node.slow_postgres_s is not None and action.changes_postgres:
+        duration = max(duration, node.slow_postgres_s)
+    return duration
 
 
 # --- DCS ----------------------------------------------------------------------------------------
@@ -226,13 +235,15 @@ def _demote(w: World, n: Node, act: a.Demote, started: float) -> bool:
     return True
 
 
-def _restart(w: World, n: Node, act: a.RestartPrimary, started: float) -> bool:
+def _begin_restart(n: Node) -> Callable[[float], bool]:
+    """A restart stops Postgres when it starts (its writes stop then) and, when it completes, starts it in the
+    role it ran in: standby.signal stays as it was."""
     pg = n.pg
     if not pg.running:
-        return False
+        return lambda _: False
     standby_of, primary = pg.following, not pg.in_recovery
     pg.stop()
-    return pg.start(standby_of, primary=primary)  # in the role it ran in: standby.signal stays as it was
+    return lambda _: pg.start(standby_of, primary=primary)
 
 
 def _rewind(w: World, n: Node, act: a.RewindFromLeader, started: float) -> bool:
@@ -298,8 +309,6 @@ HANDLERS: dict[type[Action], Callable[..., bool]] = {
     a.StopPostgres: _stop,
     a.Promote: _promote,
     a.Demote: _demote,
-    a.RestartPrimary: _restart,
-    a.RestartStandby: _restart,
     a.RefuseRequest: _nothing,
     a.RewindFromLeader: _rewind,
     a.EnsureReplicationSlots: _nothing,

@@ -36,6 +36,7 @@ KINDS = {
     "interrupt": "the agent dies after `value` actions of its next decision and restarts at once",
     "restart_request": "an operator asks the node's REST API to restart Postgres (its next turn answers)",
     "reinit_request": "an operator asks the node's REST API to re-clone it from the leader",
+    "slow_postgres": "Postgres actions the node starts take duration_s each (a long checkpoint, a large basebackup)",
     "foreign_data": "replace a stopped node's data directory with another cluster's (an operator's mistake)",
 }
 REQUESTS = {"restart_request": RequestKind.RESTART, "reinit_request": RequestKind.REINITIALIZE}
@@ -126,6 +127,8 @@ def _apply(world: World, fault: Fault, node: Node | None) -> None:
     elif kind == "shutdown" and node and node.alive:
         node.shutting_down = True
         world.schedule_loop(node, t)
+    elif kind == "slow_postgres" and node:
+        node.slow_postgres_s = fault.duration_s
     elif kind == "interrupt" and node:
         node.interrupt_after = int(fault.value)
     elif kind == "foreign_data" and node and not node.pg.running:
@@ -135,7 +138,7 @@ def _apply(world: World, fault: Fault, node: Node | None) -> None:
         world.schedule_loop(node, t)  # the REST handler wakes the loop
     elif kind == "heal":
         _heal(world)
-    if fault.duration_s is not None and kind != "pause":
+    if fault.duration_s is not None and kind not in ("pause", "slow_postgres"):
         world.at(t + fault.duration_s, _undo, world, fault, node)
 
 
@@ -149,6 +152,7 @@ def _restore(world: World, node: Node) -> None:
     if world.dcs.up:
         world.checker.dcs_back(node)
     node.lag_spike = False
+    node.slow_postgres_s = None
     node.pg.startable = True
 
 

@@ -16,6 +16,7 @@ Commands:
                                                         leader, replica, all or last, lasting D seconds
     expect leader NODE | expect leader none             who holds the leader key and serves writes
     expect state NODE STATE                             the node's HA state
+    expect member NODE | expect no-member NODE          whether the node's member key is in the DCS
     expect invariants                                   no invariant broken so far
     expect violated INVARIANT                           that invariant broke (a run stops at the first)
 """
@@ -106,6 +107,10 @@ class Script:
                 raise ScriptError(f"no node {args[1]!r}")
             actual = node.state.value if node.alive else "down"
             self._verdict(actual == args[2], f"{node.name} is {actual}")
+        elif args[:1] in (["member"], ["no-member"]) and len(args) == 2:
+            present = world.dcs.get(f"members/{args[1]}", world.t) is not None
+            actual = f"the member key of {args[1]} is {'' if present else 'not '}there"
+            self._verdict(present == (args[0] == "member"), actual)
         elif args == ["invariants"]:
             broken = [v["invariant"] for v in world.trace.violations]
             self._verdict(not broken, f"violated: {', '.join(broken)}")

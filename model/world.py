@@ -67,6 +67,7 @@ class Node:
     dcs_link: bool = True
     peer_link: bool = True
     lag_spike: bool = False
+    slow_postgres_s: float | None = None  # how long each Postgres action takes while the slow_postgres fault lasts
     shutting_down: bool = False
     acting: bool = False
     wake: bool = False
@@ -76,6 +77,7 @@ class Node:
     request: OperatorRequest | None = None  # an operator request for the node's next turn
     decision: Decision | None = None  # the explorer's last decision of the node, whose actions may still run
     decided_at: float | None = None  # the explorer's time of the node's last decision
+    running_long: tuple[int, int] | None = None  # (generation, action index) of the long action running now
 
     @property
     def state(self) -> State:
@@ -308,8 +310,27 @@ class World:
         args = (node, generation, step, before, decision, node.local(self.t))
         if step.duration_s <= INSTANT_S:  # a watchdog ping, a callback: done within this event
             self._complete(*args)
-        else:
-            self.at(self.t + step.duration_s, self._complete, *args)
+            return
+        self.at(self.t + step.duration_s, self._complete, *args)
+        interval = core.keepalive_interval_s(self.config)
+        if core.takes_long(action) and step.duration_s > interval:
+            node.running_long = running = (generation, node.memory.actions_run)
+            self.at(self.t + interval, self._keep_alive, node, decision, running)
+
+    def _keep_alive(self, node: Node, decision: Decision, running: tuple[int, int]) -> None:
+        """The core's heartbeats, every keepalive interval while `node`'s long action still runs. A paused agent
+        sends none (all its threads stop); its requests are folded into this event (they take milliseconds)."""
+        if node.running_long != running:
+            return
+        if node.paused(self.t):
+            self.at(node.paused_until, self._keep_alive, node, decision, running)
+            return
+        for beat in core.keepalive(node.memory, decision):
+            started_local = node.local(self.t)
+            step = plan_action(self, node, beat)
+            ok = core.blocked(beat, node.memory, self.config, started_local) is None and step.effect(started_local)
+            node.memory = core.advance_keepalive(node.memory, beat, ok, started_local)
+        self.at(self.t + core.keepalive_interval_s(self.config), self._keep_alive, node, decision, running)
 
     def _complete(
         self, node: Node, generation: int, step: Step, before: State, decision: Decision, started_local: float
@@ -319,6 +340,7 @@ class World:
         if node.paused(self.t):
             self.at(node.paused_until, self._complete, node, generation, step, before, decision, started_local)
             return
+        node.running_long = None
         self.run_action(node, step, started_local)
         self._run(node, generation, before, decision)
 
@@ -338,7 +360,7 @@ class World:
     def kill(self, node: Node, reason: str, host: bool = False) -> None:
         """The agent dies. Its fence is a process of its own: it dies too only with the whole host (`host`);
         otherwise, armed, it outlives the agent and still fires at its deadline, whatever a new agent does."""
-        node.alive, node.acting, node.wake, node.decision = False, False, False, None
+        node.alive, node.acting, node.wake, node.decision, node.running_long = False, False, False, None, None
         node.generation += 1
         if not host and node.watchdog_deadline is not None:
             node.orphan_fence_deadline = node.watchdog_deadline

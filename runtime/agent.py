@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from adapters.dcs import Dcs, Snapshot
 from fsm import Decision, State
 from fsm import node as core
+from fsm.actions import Action
 from fsm.observation import ClusterConfig, OperatorRequest, PostgresState
 from runtime.executor import Executor
 from runtime.peers import with_fresh_positions
@@ -151,10 +152,37 @@ class Agent:
             if reason is not None:
                 log.warning("%s skipped: %s", type(action).__name__, reason)
                 ok, detail = False, reason
+            elif core.takes_long(action):
+                ok, detail, memory = self._run_long(action, memory, decision, config)
             else:
                 ok, detail = self.executor.run(action, self.snapshot, config, memory)
             memory = core.advance(memory, action, ok, started)
         return memory, detail if memory.last_outcome.failed else ""
+
+    def _run_long(
+        self, action: Action, memory: core.Memory, decision: Decision, config: ClusterConfig
+    ) -> tuple[bool, str, core.Memory]:
+        """Run `action` in a worker thread and, until it ends, the core's keepalive heartbeats every interval in
+        this one: a restart, a clone or a rewind must not let the lease or the member key lapse."""
+        result: list[tuple[bool, str]] = []
+        worker = threading.Thread(
+            target=lambda: result.append(self.executor.run(action, self.snapshot, config, memory)),
+            name=f"regent-{type(action).__name__}",
+            daemon=True,
+        )
+        worker.start()
+        interval = core.keepalive_interval_s(config)
+        worker.join(interval)
+        while worker.is_alive():
+            for beat in core.keepalive(memory, decision):
+                started = self.clock()
+                reason = core.blocked(beat, memory, config, started)
+                ok = reason is None and self.executor.run(beat, self.snapshot, config, memory)[0]
+                memory = core.advance_keepalive(memory, beat, ok, started)
+            log.info("%s still running: heartbeats sent", type(action).__name__)
+            worker.join(interval)
+        ok, detail = result[0] if result else (False, f"{type(action).__name__} ended without an outcome")
+        return ok, detail, memory
 
     def ask(self, request: OperatorRequest, timeout_s: float) -> Turn | None:
         """Hand `request` to the next turn and wait up to `timeout_s` for it. Returns that turn (its decision acted

@@ -13,8 +13,8 @@ from fsm import State
 from fsm import actions as a
 from fsm import node as core
 from fsm.lease import lease_deadline_s
-from fsm.observation import ActionOutcome, ClusterConfig, Tags
-from tests.worlds import CONFIG, NOW, cluster, primary, stopped
+from fsm.observation import ActionOutcome, ClusterConfig, OperatorRequest, RequestKind, Tags
+from tests.worlds import CONFIG, NOW, cluster, primary, standby, stopped
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,6 +150,63 @@ def test_a_turn_ends_after_its_last_action():
     assert core.next_action(memory, turn.decision) is None
     again = core.step("n0", memory, readings(), NOW + 1)
     assert core.next_action(again.memory, again.decision) == again.decision.actions[0]
+
+
+def run_until_long(memory: core.Memory, decision) -> tuple[core.Memory, a.Action]:
+    """Succeed every action before the first long one; that one, as it starts."""
+    while not core.takes_long(action := core.next_action(memory, decision)):
+        memory = core.advance(memory, action, True, NOW)
+    return memory, action
+
+
+def test_a_leader_restarting_postgres_keeps_renewing_pinging_and_publishing():
+    request = OperatorRequest(RequestKind.RESTART)
+    turn = core.step("n0", leading(), readings(request=request), NOW)
+    assert turn.decision.rule == "lead_restart_request"
+    memory, long_action = run_until_long(turn.memory, turn.decision)
+    assert isinstance(long_action, a.RestartPrimary)
+    beats = core.keepalive(memory, turn.decision)
+    assert [type(beat) for beat in beats] == [a.RenewLeaderKey, a.PingWatchdog, a.PublishMember]
+    assert beats[-1] == next(x for x in turn.decision.actions if isinstance(x, a.PublishMember))
+    assert core.keepalive_interval_s(CONFIG) == CONFIG.loop_wait_s
+
+
+def test_a_recloning_follower_keeps_only_its_member_key_alive():
+    request = OperatorRequest(RequestKind.REINITIALIZE)
+    memory = core.Memory(State.FOLLOWER)
+    turn = core.step("n1", memory, readings(postgres=standby(), request=request), NOW)
+    assert turn.decision.rule == "follow_reinit"
+    memory, long_action = run_until_long(turn.memory, turn.decision)
+    assert isinstance(long_action, a.Reclone)
+    assert [type(beat) for beat in core.keepalive(memory, turn.decision)] == [a.PublishMember]
+
+
+def test_no_lease_is_kept_alive_once_the_turn_released_it_nor_a_watchdog_it_did_not_feed():
+    turn = core.step("n0", leading(), readings(), NOW)
+    renewed = core.advance(turn.memory, a.RenewLeaderKey(), True, NOW)
+    assert [type(b) for b in core.keepalive(renewed, turn.decision)] == [a.RenewLeaderKey, a.PublishMember]
+    pinged = core.advance(renewed, a.PingWatchdog(), True, NOW)
+    assert a.PingWatchdog() in core.keepalive(pinged, turn.decision)
+    released = core.advance(renewed, a.ReleaseLeaderKey(), True, NOW)
+    assert a.RenewLeaderKey() not in core.keepalive(released, turn.decision)
+    assert core.keepalive(core.Memory(), turn.decision) == tuple(
+        x for x in turn.decision.actions if isinstance(x, a.PublishMember)
+    )
+
+
+def test_a_heartbeat_moves_the_lease_but_not_the_turns_outcomes():
+    memory = replace(leading(), actions_run=2, last_outcome=ActionOutcome(frozenset({"RenewLeaderKey"}), frozenset()))
+    beat = core.advance_keepalive(memory, a.RenewLeaderKey(), True, NOW + 10)
+    assert beat.lease_renewed_at_s == NOW + 10
+    assert beat.actions_run == 2 and beat.last_outcome == memory.last_outcome
+    assert core.advance_keepalive(memory, a.RenewLeaderKey(), False, NOW + 10) == memory
+    assert core.advance_keepalive(memory, a.ReleaseLeaderKey(), True, NOW + 10).lease_renewed_at_s is None
+
+
+def test_every_action_that_changes_postgres_is_kept_alive_around():
+    assert all(core.takes_long(kind) == kind.changes_postgres for kind in a.ACTION_TYPES.values())
+    assert core.takes_long(a.RestartPrimary) and core.takes_long(a.CloneReplica)
+    assert not core.takes_long(a.RenewLeaderKey)
 
 
 POLICY_WRITTEN_TWICE = {
