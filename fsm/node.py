@@ -7,6 +7,8 @@ outcome does to the memory, whether the next turn comes at once, after loop_wait
 pure, in the shape of etcd-io/raft's RawNode, so that the real agent (`runtime/agent.py`) and the simulator
 (`model/world.py`) are two shells around one core and the explorer checks the production policy:
 
+    peers_to_ask(name, memory, view)           -> whose WAL position to ask for before this turn's step
+    with_positions(view, answers)              -> the view with the positions they gave
     step(name, memory, readings, now)          -> Turn(observation, decision, memory')
     next_action(memory, decision)              -> the action to run now, or None when the turn's actions are over
     blocked(action, memory, config, now)       -> why it may not run now, or None
@@ -14,11 +16,11 @@ pure, in the shape of etcd-io/raft's RawNode, so that the real agent (`runtime/a
     keepalive(memory, decision)                -> the heartbeats to repeat while a long action runs
     end_turn(memory, before, decision, ...)    -> (memory', Wake)
 
-A driver's turn: read its ports into `Readings`; `step`; while `next_action` names one, check it with `blocked`
-right before it would run (skip it as failed if it says why), run it, and `advance` with its outcome; while an
-action that `takes_long` runs, every `keepalive_interval_s` run the `keepalive` heartbeats the same way (checked,
-then `advance_keepalive`); then `end_turn`, and sleep as the `Wake` says. Times are the driver's monotonic clock,
-passed in: nothing here reads one.
+A driver's turn: read its ports into `Readings` (asking the `peers_to_ask` for their WAL positions first, then
+`with_positions`); `step`; while `next_action` names one, check it with `blocked` right before it would run (skip
+it as failed if it says why), run it, and `advance` with its outcome; while an action that `takes_long` runs,
+every `keepalive_interval_s` run the `keepalive` heartbeats the same way (checked, then `advance_keepalive`); then
+`end_turn`, and sleep as the `Wake` says. Times are the driver's monotonic clock, passed in: nothing here reads one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from fsm.observation import (
     AgentState,
     ClusterConfig,
     ClusterView,
+    Member,
     Observation,
     OperatorRequest,
     PostgresState,
@@ -131,6 +134,33 @@ def effective_config(
     if lease_ttl_s is not None and lease_ttl_s < config.ttl_s:
         config = replace(config, ttl_s=lease_ttl_s)
     return config
+
+
+def peers_to_ask(name: str, memory: Memory, view: ClusterView | None) -> tuple[Member, ...]:
+    """The members whose WAL position a follower asks for (their REST API) right before deciding, when nobody
+    holds the leader key: who goes first is decided on positions, and members publish theirs only once a loop, so a
+    less advanced replica could win on stale numbers and the more advanced one would then need a rewind (Patroni
+    asks too). Nobody to ask otherwise."""
+    if view is None or view.leader is not None or memory.state is not State.FOLLOWER:
+        return ()
+    return tuple(member for member in view.members if member.name != name and member.api_url)
+
+
+def position_timeout_s(config: ClusterConfig) -> float:
+    """How long to wait for a member's position: an election must not wait long on a member that is gone."""
+    return min(1.0, config.retry_timeout_s / 4)
+
+
+def with_positions(view: ClusterView, answers: Mapping[str, int | None]) -> ClusterView:
+    """`view` with the positions the asked members gave; one that did not answer keeps what it published."""
+    if not any(position is not None for position in answers.values()):
+        return view
+
+    def fresh(member: Member) -> Member:
+        position = answers.get(member.name)
+        return member if position is None else replace(member, wal_position=position)
+
+    return replace(view, members=tuple(fresh(member) for member in view.members))
 
 
 def step(name: str, memory: Memory, readings: Readings, now_s: float) -> Turn:

@@ -37,7 +37,7 @@ def plan_action(world: World, node: Node, action: Action) -> Step:
     handler = HANDLERS[type(action)]
     if action.adapter == "dcs":
         if not world.dcs_ok(node):
-            return Step(action, world.config.retry_timeout_s, lambda _: False)
+            return Step(action, node.config.retry_timeout_s, lambda _: False)
 
         def over_network(started: float) -> bool:
             return world.dcs_ok(node) and handler(world, node, action, started)
@@ -125,6 +125,7 @@ def _publish_member(w: World, n: Node, act: a.PublishMember, started: float) -> 
     pg = n.pg.observe()
     member = Member(
         n.name,
+        api_url=f"http://{n.name}:8008/patroni",
         role=act.role,
         state="running" if pg.running else "stopped",
         wal_position=pg.wal_position,

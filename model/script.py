@@ -9,8 +9,12 @@ under it, what it caused: every decision that changed a node's state or rule, fa
 invariant, and for `expect` either `ok` or `FAILED: ...`.
 
 Commands:
-    start N [sync] [zookeeper] [no-watchdog] [seed K]   a cluster of N nodes, bootstrapped for 60 s
+    start N [sync] [zookeeper] [max-session S] [no-watchdog] [seed K]
+                                                        a cluster of N nodes, bootstrapped for 60 s (ZooKeeper
+                                                        grants sessions of at most S seconds, default 40)
     tick Ds                                             let D simulated seconds pass
+    config KEY VALUE                                    write KEY of the DCS config key (as patronictl
+                                                        edit-config does; VALUE in JSON: 20, true)
     FAULT TARGET [Ds]                                   a fault of model.faults (dashes for underscores:
                                                         kill-postgres is postgres_crash), on a node name,
                                                         leader, replica, all or last, lasting D seconds
@@ -24,6 +28,7 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterable
 from dataclasses import replace
@@ -71,6 +76,15 @@ class Script:
         world = self._world()
         if verb == "tick":
             world.run(world.t + _seconds(args, 0))
+        elif verb == "config" and len(args) == 2:
+            try:
+                value = json.loads(args[1])
+            except ValueError:
+                raise ScriptError(f"config {args[0]}: {args[1]!r} is not a JSON value") from None
+            stored = dict(world.dcs.get("config", world.t) or {})
+            world.dcs.put("config", {**stored, args[0]: value}, world.t)
+            world.trace.note(world.t, None, f"config {args[0]} = {args[1]}")
+            world.run(world.t)  # the agents read it on their next turn (their watch is on the leader key)
         elif verb == "expect":
             self._expect(world, args)
         else:
@@ -85,12 +99,14 @@ class Script:
     def _start(self, args: list[str]) -> None:
         flags = set(args)
         seed = int(args[args.index("seed") + 1]) if "seed" in flags else 0
+        max_session = float(args[args.index("max-session") + 1]) if "max-session" in flags else 40.0
         count = int(args[0]) if args and args[0].isdigit() else 3
         config = replace(ClusterConfig(), synchronous_mode="sync" in flags)
         settings = Settings(
             nodes=count,
             config=config,
             dcs_kind="zookeeper" if "zookeeper" in flags else "etcd",
+            zookeeper_max_session_s=max_session,
             watchdog="no-watchdog" not in flags,
         )
         self.world = World(settings, seed)

@@ -2,7 +2,8 @@
 
 etcd: keys carry a TTL and expire on the DCS's clock; create-if-absent, compare-and-swap and compare-and-delete
 are atomic. ZooKeeper: the leader and member keys are ephemeral nodes owned by a client session, and a session
-expires `ttl_s` after the last contact of its client (a live, connected agent keeps it alive by heartbeats).
+expires after the last contact of its client (a live, connected agent keeps it alive by heartbeats) by the
+timeout the server grants: the `ttl_s` asked for, clamped to the server's maxSessionTimeout.
 Every operation takes the time `t` at which the DCS applies it; reachability and latency are the network's job.
 """
 
@@ -25,11 +26,12 @@ class Entry:
 
 
 class SimDCS:
-    def __init__(self, kind: str, ttl_s: float) -> None:
+    def __init__(self, kind: str, ttl_s: float, max_session_s: float = 40.0) -> None:
         if kind not in ("etcd", "zookeeper"):
             raise ValueError(f"unknown DCS kind {kind!r}")
         self.kind = kind
-        self.ttl_s = ttl_s
+        self.ttl_s = ttl_s  # what the writers ask for: the TTL of etcd's keys, ZooKeeper's session timeout
+        self.max_session_s = max_session_s  # ZooKeeper's maxSessionTimeout (20 x tickTime: 40 s by default)
         self.up = True
         self.keys: dict[str, Entry] = {}
         self.index = 0  # bumped by every change, like etcd's modifiedIndex
@@ -40,8 +42,13 @@ class SimDCS:
 
     # --- expiry ---------------------------------------------------------------------------------
 
+    def lease_ttl_s(self) -> float:
+        """How long the leader key outlives its holder's last write or contact: etcd's TTL, ZooKeeper's granted
+        session timeout (the adapters' `lease_ttl_s`)."""
+        return min(self.ttl_s, self.max_session_s) if self.kind == "zookeeper" else self.ttl_s
+
     def session_expiry(self, owner: str) -> float:
-        return self.last_contact.get(owner, float("-inf")) + self.ttl_s
+        return self.last_contact.get(owner, float("-inf")) + self.lease_ttl_s()
 
     def expires_at(self, key: str) -> float | None:
         entry = self.keys.get(key)

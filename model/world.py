@@ -22,7 +22,7 @@ from fsm import Decision, State
 from fsm import node as core
 from fsm.actions import Action
 from fsm.lease import lease_deadline_s
-from fsm.observation import ClusterConfig, ClusterView, OperatorRequest, Tags
+from fsm.observation import ClusterConfig, ClusterView, Member, OperatorRequest, Tags
 from model.effects import Step, plan_action
 from model.invariants import Checker
 from model.simdcs import SimDCS
@@ -39,6 +39,7 @@ class Settings:
     duration_s: float = 600.0
     config: ClusterConfig = field(default_factory=ClusterConfig)
     dcs_kind: str = "etcd"
+    zookeeper_max_session_s: float = 40.0  # the server's maxSessionTimeout: a longer ttl is granted this much
     watchdog: bool = True
     write_tps: float = 100.0
     tx_bytes: int = 1024
@@ -75,6 +76,8 @@ class Node:
     orphan_fence_deadline: float | None = None  # a dead agent's fence process, still armed: it fires then
     interrupt_after: int | None = None  # the agent dies after this many actions of its next decision
     request: OperatorRequest | None = None  # an operator request for the node's next turn
+    config: ClusterConfig = field(default_factory=ClusterConfig)  # the settings of its last turn (effective_config)
+    stored_config: dict[str, Any] = field(default_factory=dict)  # the DCS config key as the node last read it
     decision: Decision | None = None  # the explorer's last decision of the node, whose actions may still run
     decided_at: float | None = None  # the explorer's time of the node's last decision
     running_long: tuple[int, int] | None = None  # (generation, action index) of the long action running now
@@ -107,12 +110,12 @@ class World:
         self.t = 0.0
         self._queue: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = count()
-        self.dcs = SimDCS(settings.dcs_kind, settings.config.ttl_s)
+        self.dcs = SimDCS(settings.dcs_kind, settings.config.ttl_s, settings.zookeeper_max_session_s)
         self.nodes: dict[str, Node] = {}
         for i in range(settings.nodes):
             drift = self.rng.uniform(-settings.max_drift, settings.max_drift)
             offset = self.rng.uniform(0, 1000) if settings.clock_offsets else 0.0
-            node = Node(f"n{i}", clock_offset=offset, clock_rate=1 + drift)
+            node = Node(f"n{i}", clock_offset=offset, clock_rate=1 + drift, config=settings.config)
             self.nodes[node.name] = node
         self.trace = Trace(list(self.nodes))
         self.checker = Checker(self)
@@ -261,7 +264,7 @@ class World:
         if self.dcs_ok(node):
             self._decide(node, node.generation, self.dcs.view(self.t))  # a read takes milliseconds: folded in
         else:
-            self.at(self.t + self.config.retry_timeout_s, self._decide, node, node.generation, None)
+            self.at(self.t + node.config.retry_timeout_s, self._decide, node, node.generation, None)
 
     def _decide(self, node: Node, generation: int, view: ClusterView | None) -> None:
         if generation != node.generation:
@@ -275,8 +278,16 @@ class World:
     def decide_for(self, node: Node, view: ClusterView | None) -> Decision:
         """Read `node`'s Postgres (with the DCS `view` it read) into the node core's step; record the decision."""
         request, node.request = node.request, None  # one turn answers it
+        if view is not None:
+            node.stored_config = self.dcs.get("config", self.t) or {}
+        dynamic = core.effective_config(self.config, node.stored_config)
+        self.dcs.ttl_s = dynamic.ttl_s  # the keys it writes follow a ttl the config key changed
+        node.config = config = core.effective_config(self.config, node.stored_config, self.dcs.lease_ttl_s())
+        asked = core.peers_to_ask(node.name, node.memory, view)
+        if view is not None and asked:
+            view = core.with_positions(view, self.positions_for(node, asked))
         readings = core.Readings(
-            view, node.pg.observe(), self.config, node.tags, shutting_down=node.shutting_down, request=request
+            view, node.pg.observe(), config, node.tags, shutting_down=node.shutting_down, request=request
         )
         before, last_rule = node.state, node.memory.last_rule
         turn = core.step(node.name, node.memory, readings, node.local(self.t))
@@ -286,11 +297,21 @@ class World:
         self.trace.lanes[node.name].set(self.t, "state", decision.state.value)
         return decision
 
+    def positions_for(self, node: Node, asked: tuple[Member, ...]) -> dict[str, int | None]:
+        """What the asked members' REST APIs answer `node`: their Postgres's position, if they can be reached and
+        their agent runs (a frozen or dead agent, or a cut link, answers nothing within the timeout)."""
+        answers: dict[str, int | None] = {}
+        for member in asked:
+            peer = self.nodes.get(member.name)
+            reachable = peer is not None and peer.alive and not peer.paused(self.t) and self.linked(node, peer)
+            answers[member.name] = peer.pg.observe().wal_position if reachable and peer.pg.running else None
+        return answers
+
     def run_action(self, node: Node, step: Step, started_local: float) -> None:
         """Run one planned action as the node core says: skipped (failed) if `blocked` at the moment it takes
         effect, else its effect; the memory advances with the outcome."""
         now_local = node.local(self.t)
-        ok = core.blocked(step.action, node.memory, self.config, now_local) is None and step.effect(started_local)
+        ok = core.blocked(step.action, node.memory, node.config, now_local) is None and step.effect(started_local)
         node.memory = core.advance(node.memory, step.action, ok, started_local)
 
     def _run(self, node: Node, generation: int, before: State, decision: Decision) -> None:
@@ -312,7 +333,7 @@ class World:
             self._complete(*args)
             return
         self.at(self.t + step.duration_s, self._complete, *args)
-        interval = core.keepalive_interval_s(self.config)
+        interval = core.keepalive_interval_s(node.config)
         if core.takes_long(action) and step.duration_s > interval:
             node.running_long = running = (generation, node.memory.actions_run)
             self.at(self.t + interval, self._keep_alive, node, decision, running)
@@ -328,9 +349,9 @@ class World:
         for beat in core.keepalive(node.memory, decision):
             started_local = node.local(self.t)
             step = plan_action(self, node, beat)
-            ok = core.blocked(beat, node.memory, self.config, started_local) is None and step.effect(started_local)
+            ok = core.blocked(beat, node.memory, node.config, started_local) is None and step.effect(started_local)
             node.memory = core.advance_keepalive(node.memory, beat, ok, started_local)
-        self.at(self.t + core.keepalive_interval_s(self.config), self._keep_alive, node, decision, running)
+        self.at(self.t + core.keepalive_interval_s(node.config), self._keep_alive, node, decision, running)
 
     def _complete(
         self, node: Node, generation: int, step: Step, before: State, decision: Decision, started_local: float
@@ -355,7 +376,7 @@ class World:
             self.checker.fault_injected()  # a node leaving after a heal is a new fault: that heal promised nothing
             return
         again = wake.kind is core.WakeKind.AT_ONCE
-        self.schedule_loop(node, self.t + (IMMEDIATE_S if again else self.config.loop_wait_s))
+        self.schedule_loop(node, self.t + (IMMEDIATE_S if again else node.config.loop_wait_s))
 
     def kill(self, node: Node, reason: str, host: bool = False) -> None:
         """The agent dies. Its fence is a process of its own: it dies too only with the whole host (`host`);
@@ -379,7 +400,7 @@ class World:
 
     def ping_watchdog(self, node: Node) -> None:
         """The watchdog fires at the node's lease deadline, read on the node's own clock."""
-        deadline_local = lease_deadline_s(node.memory.lease_renewed_at_s, self.config)
+        deadline_local = lease_deadline_s(node.memory.lease_renewed_at_s, node.config)
         if not self.settings.watchdog or deadline_local is None:
             return
         node.watchdog_deadline = node.real(deadline_local)

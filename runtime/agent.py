@@ -22,7 +22,7 @@ from fsm import node as core
 from fsm.actions import Action
 from fsm.observation import ClusterConfig, OperatorRequest, PostgresState
 from runtime.executor import Executor
-from runtime.peers import with_fresh_positions
+from runtime.peers import positions_of
 
 log = logging.getLogger("regent")
 
@@ -106,8 +106,9 @@ class Agent:
         self.dcs.set_ttl(dynamic.ttl_s)  # the DCS config key may have changed ttl: the keys written follow it
         config = core.effective_config(dynamic, None, self.dcs.lease_ttl_s())  # a clamped ZooKeeper session
         view = snapshot.view if snapshot else None
-        if view is not None and self.state is State.FOLLOWER:
-            view = with_fresh_positions(view, self.name, min(1.0, config.retry_timeout_s / 4))
+        asked = core.peers_to_ask(self.name, self.memory, view)
+        if view is not None and asked:
+            view = core.with_positions(view, positions_of(asked, core.position_timeout_s(config)))
         return core.Readings(
             view, self.postgres, config, self.executor.tags, self.replica_methods, self.shutting_down, request
         )

@@ -1,9 +1,7 @@
-"""Fresh WAL positions of the other members for an election.
+"""Fresh WAL positions of the other members for an election: each member's REST API asked for its position.
 
-With the leader key free, who goes first is decided on WAL positions, and members publish theirs only once a
-loop: a less advanced replica could win on stale numbers and the more advanced one would then need a rewind. So,
-as Patroni does, a follower asks each member's REST API for its position right before deciding; a member that
-does not answer in time keeps the position it published.
+The node core says whom to ask and when (`fsm.node.peers_to_ask`: a follower, with the leader key free) and
+merges the answers (`with_positions`); this module only asks.
 """
 
 from __future__ import annotations
@@ -11,10 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
-from fsm.observation import ClusterView, Member
+from fsm.observation import Member
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +32,11 @@ def wal_position_of(api_url: str, timeout_s: float) -> int | None:
     return max(positions) if positions else None
 
 
-def with_fresh_positions(view: ClusterView, me: str, timeout_s: float) -> ClusterView:
-    """`view` with the other members' WAL positions asked for now, when nobody holds the leader key."""
-    others = [member for member in view.members if member.name != me and member.api_url]
-    if view.leader is not None or not others:
-        return view
-    with ThreadPoolExecutor(max_workers=len(others)) as pool:
-        positions = pool.map(lambda member: wal_position_of(member.api_url, timeout_s), others)
-        answers = dict(zip((member.name for member in others), positions, strict=True))
-
-    def fresh(member: Member) -> Member:
-        position = answers.get(member.name)
-        return member if position is None else replace(member, wal_position=position)
-
-    return replace(view, members=tuple(fresh(member) for member in view.members))
+def positions_of(members: Sequence[Member], timeout_s: float) -> dict[str, int | None]:
+    """Each member's WAL position as its REST API reports it now, asked all at once; None where it did not answer
+    within `timeout_s`. Whom to ask, and when, is the node core's (`fsm.node.peers_to_ask`)."""
+    if not members:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(members)) as pool:
+        positions = pool.map(lambda member: wal_position_of(member.api_url, timeout_s), members)
+        return dict(zip((member.name for member in members), positions, strict=True))

@@ -1,4 +1,5 @@
-"""Before an election a follower asks the other members' REST APIs for their WAL positions (real HTTP servers)."""
+"""Before an election a follower asks the other members' REST APIs for their WAL positions (real HTTP servers); the
+node core says whom to ask and merges the answers."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fsm.observation import ClusterView, LeaderKey, Member
-from runtime.peers import wal_position_of, with_fresh_positions
+from fsm import State
+from fsm import node as core
+from fsm.observation import ClusterConfig, ClusterView, LeaderKey, Member
+from runtime.peers import positions_of, wal_position_of
 from tests.servers.common import free_port
 
 
@@ -45,14 +48,33 @@ def members() -> Iterator[tuple[Member, ...]]:
     garbled.shutdown()
 
 
-def test_with_the_key_free_the_positions_are_asked_for_now(members):
-    view = with_fresh_positions(ClusterView(members=members), "me", timeout_s=1.0)
-    assert [m.wal_position for m in view.members] == [9000, 200, 300, 400]  # my own entry is never replaced
+FOLLOWER = core.Memory(State.FOLLOWER)
 
 
-def test_with_a_leader_nothing_is_asked(members):
-    view = ClusterView(leader=LeaderKey("n0"), members=members)
-    assert with_fresh_positions(view, "me", timeout_s=1.0) is view
+def test_with_the_key_free_a_follower_asks_the_others_for_their_positions_now(members):
+    view = ClusterView(members=members)
+    asked = core.peers_to_ask("me", FOLLOWER, view)
+    assert [m.name for m in asked] == ["n0", "n1", "n2"]  # never myself
+    answers = positions_of(asked, timeout_s=1.0)
+    assert answers == {"n0": 9000, "n1": None, "n2": None}  # the furthest it reports; no answer; garbled
+    fresh = core.with_positions(view, answers)
+    assert [m.wal_position for m in fresh.members] == [9000, 200, 300, 400]  # who did not answer keeps its own
+
+
+def test_with_a_leader_or_in_another_state_nobody_is_asked(members):
+    assert core.peers_to_ask("me", FOLLOWER, ClusterView(leader=LeaderKey("n0"), members=members)) == ()
+    for state in (State.BOOTSTRAP, State.CANDIDATE, State.LEADER, State.DEMOTING):
+        assert core.peers_to_ask("me", core.Memory(state), ClusterView(members=members)) == ()
+    assert core.peers_to_ask("me", FOLLOWER, None) == ()
+    assert positions_of((), timeout_s=1.0) == {}
+
+
+def test_members_without_a_rest_api_are_not_asked():
+    view = ClusterView(members=(Member("n0", wal_position=5), Member("n1", api_url="http://127.0.0.1:1/patroni")))
+    assert [m.name for m in core.peers_to_ask("me", FOLLOWER, view)] == ["n1"]
+    assert core.with_positions(view, {"n1": None}) is view
+    assert core.position_timeout_s(ClusterConfig(retry_timeout_s=2)) == 0.5
+    assert core.position_timeout_s(ClusterConfig()) == 1.0
 
 
 def test_a_member_that_does_not_answer_costs_at_most_the_timeout():

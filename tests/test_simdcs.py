@@ -29,6 +29,17 @@ def test_etcd_ttl_expires_on_the_dcs_clock_and_renewal_refreshes_it():
     assert dcs.view(40.0).leader is None
 
 
+def test_zookeeper_grants_at_most_its_max_session_timeout_and_etcd_the_ttl_asked():
+    zookeeper = SimDCS("zookeeper", ttl_s=30, max_session_s=20)
+    assert zookeeper.lease_ttl_s() == 20
+    zookeeper.heartbeat("n0", 0.0)
+    zookeeper.create("leader", "n0", 0.0, owner="n0")
+    assert zookeeper.get("leader", 19.9) == "n0"
+    assert zookeeper.get("leader", 20.0) is None  # the granted 20 s, not the 30 s asked for
+    assert SimDCS("zookeeper", ttl_s=10, max_session_s=20).lease_ttl_s() == 10
+    assert SimDCS("etcd", ttl_s=30, max_session_s=20).lease_ttl_s() == 30
+
+
 def test_zookeeper_ephemeral_key_lives_while_the_session_heartbeats():
     dcs = SimDCS("zookeeper", ttl_s=30)
     dcs.heartbeat("n0", 0.0)
