@@ -47,7 +47,8 @@ class ScriptError(ValueError):
 
 
 class Script:
-    def __init__(self) -> None:
+    def __init__(self, world_type: type[World] = World) -> None:
+        self.world_type = world_type  # the simulator's World, or one whose agents are another driver of the core
         self.world: World | None = None
         self.out: list[str] = []
         self._seen = 0  # trace lines already reported
@@ -109,7 +110,7 @@ class Script:
             zookeeper_max_session_s=max_session,
             watchdog="no-watchdog" not in flags,
         )
-        self.world = World(settings, seed)
+        self.world = self.world_type(settings, seed)
         self.world.run(BOOT_S)
 
     def _expect(self, world: World, args: list[str]) -> None:
@@ -174,8 +175,8 @@ def _compact(line: str) -> str:
     return (head + "]") if bracket and "[" in head else line.rstrip()
 
 
-def run_file(path: Path) -> tuple[str, int]:
-    script = Script()
+def run_file(path: Path, world_type: type[World] = World) -> tuple[str, int]:
+    script = Script(world_type)
     return script.run(path.read_text().splitlines()), script.failures
 
 

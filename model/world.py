@@ -292,10 +292,14 @@ class World:
         before, last_rule = node.state, node.memory.last_rule
         turn = core.step(node.name, node.memory, readings, node.local(self.t))
         node.memory, decision = turn.memory, turn.decision
+        self.record(node, before, last_rule, decision)
+        return decision
+
+    def record(self, node: Node, before: State, last_rule: str | None, decision: Decision) -> None:
+        """Trace a decision of `node` that changed its state or rule; its swimlane shows the new state."""
         if before is not decision.state or decision.rule != last_rule:
             self.trace.decision(self.t, node.name, before.value, decision.state.value, decision.rule, decision.why)
         self.trace.lanes[node.name].set(self.t, "state", decision.state.value)
-        return decision
 
     def positions_for(self, node: Node, asked: tuple[Member, ...]) -> dict[str, int | None]:
         """What the asked members' REST APIs answer `node`: their Postgres's position, if they can be reached and

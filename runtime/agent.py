@@ -16,13 +16,14 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from adapters.dcs import Dcs, Snapshot
+from adapters.dcs import Snapshot
 from fsm import Decision, State
 from fsm import node as core
 from fsm.actions import Action
 from fsm.observation import ClusterConfig, OperatorRequest, PostgresState
 from runtime.executor import Executor
 from runtime.peers import positions_of
+from runtime.ports import DcsPort
 
 log = logging.getLogger("regent")
 
@@ -55,7 +56,7 @@ class Agent:
         self,
         name: str,
         config: ClusterConfig,
-        dcs: Dcs,
+        dcs: DcsPort,
         executor: Executor,
         *,
         replica_methods: tuple[str, ...] = ("basebackup",),
@@ -185,16 +186,22 @@ class Agent:
         ok, detail = result[0] if result else (False, f"{type(action).__name__} ended without an outcome")
         return ok, detail, memory
 
-    def ask(self, request: OperatorRequest, timeout_s: float) -> Turn | None:
-        """Hand `request` to the next turn and wait up to `timeout_s` for it. Returns that turn (its decision acted
-        on the request, refused it, or shows why it did neither), or None when no turn came in time (the request
-        is then withdrawn). Raises RuntimeError when another request is still waiting."""
+    def submit(self, request: OperatorRequest) -> _Asked:
+        """Hand `request` to the next turn and wake the loop; `ask` waits for the answer. Raises RuntimeError when
+        another request is still waiting."""
         asked = _Asked(request)
         with self._asking:
             if self._asked is not None:
                 raise RuntimeError(f"a {self._asked.request.kind.value} request is still waiting for a turn")
             self._asked = asked
         self.wake.set()
+        return asked
+
+    def ask(self, request: OperatorRequest, timeout_s: float) -> Turn | None:
+        """Hand `request` to the next turn and wait up to `timeout_s` for it. Returns that turn (its decision acted
+        on the request, refused it, or shows why it did neither), or None when no turn came in time (the request
+        is then withdrawn). Raises RuntimeError when another request is still waiting."""
+        asked = self.submit(request)
         if not asked.answered.wait(timeout_s):
             with self._asking:
                 if self._asked is asked:

@@ -44,6 +44,7 @@ def build(config: RegentConfig) -> tuple[Agent, ApiServer]:
         conn_url=f"postgres://{pg.replication.username}@{pg.connect_host}:{pg.connect_port}/postgres",
         api_url=f"{scheme}://{config.restapi.connect_address}/patroni",
         tags=config.tags,
+        replica_methods=pg.create_replica_methods,
     )
     methods = tuple(method.name for method in pg.create_replica_methods)
     agent = Agent(config.name, config.cluster, dcs, executor, replica_methods=methods)

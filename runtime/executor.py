@@ -11,28 +11,19 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlparse
 
-from adapters.callbacks import CallbackRunner
-from adapters.dcs import Dcs, MemberRecord, Outcome, Snapshot
-from adapters.postgres.server import Postgres
+from adapters.dcs import MemberRecord, Outcome, Snapshot
 from adapters.postgres.settings import ReplicaMethod
 from adapters.postgres.values import Result, Upstream
 from fsm import actions as a
 from fsm.lease import lease_deadline_s
 from fsm.node import Memory
 from fsm.observation import ClusterConfig, SyncState, Tags
+from runtime.ports import CallbacksPort, DcsPort, FencePort, PostgresPort
 
 log = logging.getLogger(__name__)
-
-
-class Fence(Protocol):
-    """The watchdog as the executor sees it (adapters.watchdog.Watchdog)."""
-
-    def arm(self, deadline: float) -> bool: ...
-    def ping(self, deadline: float) -> bool: ...
-    def disarm(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -50,13 +41,14 @@ class Context:
 @dataclass
 class Executor:
     name: str
-    dcs: Dcs
-    postgres: Postgres
-    fence: Fence
-    callbacks: CallbackRunner
+    dcs: DcsPort
+    postgres: PostgresPort
+    fence: FencePort
+    callbacks: CallbacksPort
     conn_url: str
     api_url: str
     tags: Tags = field(default_factory=Tags)
+    replica_methods: tuple[ReplicaMethod, ...] = (ReplicaMethod("basebackup"),)  # as configured, with their scripts
     clock: Callable[[], float] = time.monotonic
 
     def run(
@@ -168,7 +160,7 @@ class Executor:
 
     def _methods(self, names: tuple[str, ...]) -> list[ReplicaMethod]:
         """The configured replica methods the action names, in the action's order."""
-        configured = {method.name: method for method in self.postgres.settings.create_replica_methods}
+        configured = {method.name: method for method in self.replica_methods}
         return [configured.get(name, ReplicaMethod(name)) for name in names]
 
     def clone_replica(self, act: a.CloneReplica, ctx: Context) -> Result:

@@ -219,9 +219,10 @@ POLICY_WRITTEN_TWICE = {
 }
 
 
-@pytest.mark.parametrize(
-    "path", ["runtime/agent.py", "runtime/executor.py", "model/world.py", "model/effects.py", "model/explore.py"]
-)
+DRIVERS = ("runtime/agent.py", "runtime/executor.py", "model/world.py", "model/effects.py", "model/explore.py")
+
+
+@pytest.mark.parametrize("path", [*DRIVERS, "tests/agent_world.py"])
 def test_no_driver_writes_the_loop_policy_again(path: str):
     """The agent and the simulator step one core: neither keeps a copy of the memory's bookkeeping or the policy."""
     source = (ROOT / path).read_text()
