@@ -22,22 +22,11 @@ from fsm import State
 from runtime.config import RegentConfig
 from tests.servers.common import wait_until
 from tests.servers.etcd import EtcdServer
-from tests.servers.postgres import PgNodes
+from tests.servers.postgres import PgNodes, cloning_script
 from tests.test_api import SCOPE, TIMING, Cluster, admin, is_primary, is_replica, step_until, streams_to
 
 SLOW_S = 1.5 * TIMING.ttl_s  # past ttl: without the keepalive the keys lapse meanwhile
 
-SLOW_CLONE = """#!/bin/sh
-# a restore that takes longer than ttl, then clones the way a backup tool's restore would
-sleep {seconds}
-for arg; do
-    case $arg in
-        --datadir=*) datadir=${{arg#--datadir=}};;
-        --connstring=*) connstring=${{arg#--connstring=}};;
-    esac
-done
-exec pg_basebackup --pgdata="$datadir" --dbname="$connstring" --wal-method=stream --checkpoint=fast --no-password
-"""
 
 
 class SlowCloneCluster(Cluster):
@@ -48,7 +37,7 @@ class SlowCloneCluster(Cluster):
         if name != "n1":
             return config
         script = self.pg.base / "slow-clone.sh"
-        script.write_text(SLOW_CLONE.format(seconds=SLOW_S))
+        script.write_text(cloning_script(sleep_s=SLOW_S))
         script.chmod(0o755)
         methods = (ReplicaMethod("slow_restore", command=(str(script),)), ReplicaMethod("basebackup"))
         return dataclasses.replace(

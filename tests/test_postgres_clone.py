@@ -15,7 +15,7 @@ from adapters.postgres.settings import PostgresSettings, ReplicaMethod
 from adapters.postgres.values import Upstream
 from fsm.observation import DataDir
 from tests.servers.common import free_port, wait_until
-from tests.servers.postgres import PgNodes, auto_conf_keys, query, values, wait_for_value
+from tests.servers.postgres import PgNodes, auto_conf_keys, cloning_script, query, values, wait_for_value
 
 FAILING_SCRIPT = """#!/bin/sh
 # a backup tool that gets half way: it leaves a file behind, then gives up
@@ -25,17 +25,6 @@ echo "backup store unreachable" >&2
 exit 3
 """
 
-CLONING_SCRIPT = """#!/bin/sh
-# records its arguments, then clones the way a backup tool's restore would
-printf '%s\\n' "$@" > {args}
-for arg; do
-    case $arg in
-        --datadir=*) datadir=${{arg#--datadir=}};;
-        --connstring=*) connstring=${{arg#--connstring=}};;
-    esac
-done
-exec pg_basebackup --pgdata="$datadir" --dbname="$connstring" --wal-method=stream --checkpoint=fast --no-password
-"""
 
 
 @pytest.fixture
@@ -97,7 +86,7 @@ def test_a_replica_script_gets_its_arguments_and_a_failing_method_falls_back(nod
     scripts.chmod(0o777)  # the script, run as postgres, writes its arguments here
     args_file = scripts / "args.txt"
     failing = _script(scripts / "failing.sh", FAILING_SCRIPT)
-    cloning = _script(scripts / "cloning.sh", CLONING_SCRIPT.format(args=args_file))
+    cloning = _script(scripts / "cloning.sh", cloning_script(args_file))
     methods = (
         ReplicaMethod("restore_tool", command=(str(failing),)),
         ReplicaMethod("my_clone", command=(str(cloning),), parameters=(("stanza", "main"), ("jobs", "2"))),

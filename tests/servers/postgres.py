@@ -190,3 +190,19 @@ def stop_immediately(data_dir: Path) -> None:
         time.sleep(0.01)
     if process_alive(found.pid):
         os.kill(found.pid, signal.SIGKILL)
+
+
+def cloning_script(args_file: str | Path = "/dev/null", sleep_s: float = 0) -> str:
+    """A `create_replica_methods` script that records its arguments in `args_file`, waits `sleep_s` (a restore
+    from a slow backup store), then clones the way a backup tool's restore would."""
+    return f"""#!/bin/sh
+printf '%s\\n' "$@" > {args_file}
+sleep {sleep_s}
+for arg; do
+    case $arg in
+        --datadir=*) datadir=${{arg#--datadir=}};;
+        --connstring=*) connstring=${{arg#--connstring=}};;
+    esac
+done
+exec pg_basebackup --pgdata="$datadir" --dbname="$connstring" --wal-method=stream --checkpoint=fast --no-password
+"""
