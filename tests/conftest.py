@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
@@ -21,6 +22,7 @@ from hypothesis import settings
 import fsm.decision
 from fsm.transitions import RULES
 from tests.property import conditions
+from tests.servers.postgres import PgNodes
 
 settings.register_profile("ci", max_examples=300, deadline=None, print_blob=True, derandomize=True)
 settings.register_profile("mutation", max_examples=100, deadline=None, derandomize=True)
@@ -85,3 +87,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
     if os.environ.get("REGENT_REQUIRE_CONDITIONS") and conditions.below_minimum() and exitstatus == 0:
         session.exitstatus = 1
+
+
+@pytest.fixture
+def nodes() -> Iterator[PgNodes]:
+    """Real PostgreSQL 15 nodes in a scratch directory, run as an unprivileged OS user; all stopped afterwards."""
+    with PgNodes() as made:
+        yield made

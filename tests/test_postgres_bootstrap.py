@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Iterator
 
 import psycopg2
 import psycopg2.extras
@@ -18,12 +17,6 @@ from adapters.config_reader import ConfigError
 from adapters.postgres.server import Postgres
 from fsm.observation import DataDir
 from tests.servers.postgres import PASSWORDS, TEST_PARAMETERS, PgNodes, cursor, query, tcp, values
-
-
-@pytest.fixture
-def nodes() -> Iterator[PgNodes]:
-    with PgNodes() as made:
-        yield made
 
 
 def test_bootstrap_makes_a_checksummed_cluster_with_its_roles_and_leaks_no_password(

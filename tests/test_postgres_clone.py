@@ -5,11 +5,9 @@ Clone times are printed (run with -s)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
-import pytest
 
 from adapters.postgres.settings import PostgresSettings, ReplicaMethod
 from adapters.postgres.values import Upstream
@@ -25,12 +23,6 @@ echo "backup store unreachable" >&2
 exit 3
 """
 
-
-
-@pytest.fixture
-def nodes() -> Iterator[PgNodes]:
-    with PgNodes() as made:
-        yield made
 
 
 def test_a_basebackup_clone_streams_from_the_primary(nodes: PgNodes) -> None:

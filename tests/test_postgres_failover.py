@@ -5,7 +5,6 @@ re-clone when pg_rewind is impossible, and the three demotion modes. Promote and
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import psycopg2
 import pytest
@@ -23,12 +22,6 @@ from tests.servers.postgres import (
     values,
     wait_for_value,
 )
-
-
-@pytest.fixture
-def nodes() -> Iterator[PgNodes]:
-    with PgNodes() as made:
-        yield made
 
 
 def test_promote_repoint_and_rewind_the_old_primary(nodes: PgNodes) -> None:

@@ -10,8 +10,6 @@ very first commit waits for the named standby.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg2
 import pytest
 
@@ -90,12 +88,6 @@ def test_parse_standby_names(text: str, names: frozenset[str]) -> None:
 def test_parse_standby_names_rejects_what_postgres_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_standby_names(text)
-
-
-@pytest.fixture
-def nodes() -> Iterator[PgNodes]:
-    with PgNodes() as made:
-        yield made
 
 
 def test_the_table_agrees_with_postgres_own_check(nodes: PgNodes) -> None:

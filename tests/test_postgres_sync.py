@@ -5,17 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from tests.servers.postgres import PgNodes, primary_with_standbys, query, tcp, values, wait_for_value
-
-
-@pytest.fixture
-def nodes() -> Iterator[PgNodes]:
-    with PgNodes() as made:
-        yield made
 
 
 def timed_insert(nodes: PgNodes, value: str, cancel_after_s: float = 0.5) -> tuple[float, list[str], list[str]]:
