@@ -32,6 +32,7 @@ from fsm.actions import DemoteMode, StopMode
 from fsm.observation import DataDir, PostgresState
 
 from . import observe as facts
+from . import sync
 from .files import ConfError, NodeState, OwnFiles
 from .process import PostmasterControl
 from .replicas import Replicas, ensure_slots, move_aside
@@ -414,23 +415,13 @@ class Postgres:
         reloaded = self._reload()
         if not reloaded:
             return reloaded
-        expected = frozenset({name} - {None})
-        deadline = time.monotonic() + timeout_s
-        last = ""
-        while True:
-            try:
-                shown = self.sql.one("SHOW synchronous_standby_names")[0]
-            except SqlError as error:
-                return done(f"{wanted}, reload signalled (not confirmed: {error})")
-            try:
-                if facts.parse_standby_names(shown) == expected:
-                    return done(f"{wanted} (reloaded)")
-                last = f"still {shown!r}"
-            except ValueError as error:
-                last = str(error)
-            if time.monotonic() > deadline:
-                return failed(f"{wanted} written and reloaded, but after {timeout_s} s the server shows {last}")
-            time.sleep(0.02)
+        try:
+            ok, last = sync.poll(lambda: sync.names_shown(self.sql, frozenset({name} - {None})), timeout_s)
+        except SqlError as error:
+            return done(f"{wanted}, reload signalled (not confirmed: {error})")
+        if ok:
+            return done(f"{wanted} (reloaded)")
+        return failed(f"{wanted} written and reloaded, but after {timeout_s} s the server shows {last}")
 
     @_operation
     def set_synchronous_standby(self, name: str | None, timeout_s: float = 10.0) -> Result:
@@ -447,28 +438,13 @@ class Postgres:
             reloaded = self._reload()
             if not reloaded:
                 return reloaded
-        deadline = time.monotonic() + timeout_s
-        last = ""
-        while True:
-            try:
-                if name is None:
-                    shown = self.sql.one("SHOW synchronous_standby_names")[0]
-                    if shown == "":
-                        return done("no synchronous standby")
-                    last = f"synchronous_standby_names still {shown!r}"
-                else:
-                    rows = self.sql.rows(
-                        "SELECT state, sync_state FROM pg_stat_replication WHERE lower(application_name) = lower(%s)",
-                        (name,),
-                    )
-                    if any(sync == "sync" for _, sync in rows):
-                        return done(f"{name} is the synchronous standby")
-                    last = f"{name} is " + (", ".join(f"{st}/{sync}" for st, sync in rows) or "not connected")
-            except SqlError as error:
-                last = str(error)
-            if time.monotonic() > deadline:
-                return failed(f"synchronous_standby_names set, but after {timeout_s} s {last}")
-            time.sleep(0.02)
+        if name is None:
+            ok, last = sync.poll(lambda: sync.names_cleared(self.sql), timeout_s)
+        else:
+            ok, last = sync.poll(lambda: sync.reported_sync(self.sql, name), timeout_s)
+        if ok:
+            return done(f"{name} is the synchronous standby" if name else "no synchronous standby")
+        return failed(f"synchronous_standby_names set, but after {timeout_s} s {last}")
 
 
 def _ensure_role(cur: psycopg2.extensions.cursor, who: Credentials, options: str) -> None:
