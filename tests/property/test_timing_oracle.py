@@ -21,7 +21,8 @@ from fsm import actions as a
 from fsm import node as core
 from fsm.actions import Demote
 from fsm.facts import derive_facts
-from fsm.observation import ClusterConfig
+from fsm.lease import lease_deadline_s, lease_timing_problems
+from fsm.observation import ClusterConfig, OperatorRequest, RequestKind
 from runtime.executor import Context
 from tests.worlds import CONFIG, NOW, agent, cluster, leader_view, members, observe, standby
 
@@ -33,6 +34,7 @@ configs = st.builds(
     safety_margin_s=st.floats(1, 5),
 )
 renew_starts = st.floats(0, 10_000)
+RESTART = OperatorRequest(RequestKind.RESTART)
 latencies = st.floats(0, 2)  # from the request's start to the store applying it
 
 
@@ -110,3 +112,32 @@ def test_writes_start_only_strictly_before_the_defined_deadline_however_old_the_
     runs_at = own_deadline(start, config) + offset_s
     assert (core.blocked(action, memory, config, runs_at) is None) is (runs_at < own_deadline(start, config))
     assert core.blocked(action, core.Memory(State.LEADER), config, runs_at) is not None  # never renewed
+
+
+@given(
+    st.floats(10, 60), st.floats(1, 10), st.floats(1, 5), st.floats(1, 5), st.floats(0, 600),
+    st.lists(st.floats(0, 1), min_size=1, max_size=60),
+)  # fmt: skip
+def test_a_long_action_never_outlasts_the_lease_while_its_heartbeats_succeed(
+    ttl: float, loop_wait: float, retry: float, margin: float, duration: float, latencies: list[float]
+):
+    """However long a restart runs, a leader whose keepalive renewals succeed (each within retry_timeout of the
+    interval, as the lease argument allows) has a valid lease at every moment of it: the next renewal always
+    starts before the deadline the previous one set."""
+    config = ClusterConfig(ttl_s=ttl, loop_wait_s=loop_wait, retry_timeout_s=retry, safety_margin_s=margin)
+    assume(not lease_timing_problems(config))
+    decision = decide(State.LEADER, leader_view(config=config, agent=agent(renewed_ago_s=1.0, request=RESTART)))
+    assert decision.rule == "lead_restart_request"
+    memory = core.Memory(State.LEADER, lease_renewed_at_s=NOW - 1.0)
+    while not core.takes_long(action := core.next_action(memory, decision)):
+        memory = core.advance(memory, action, True, NOW)
+    started, beat_at = NOW, NOW
+    for latency in latencies:
+        beat_at += core.keepalive_interval_s(config) + latency * retry  # a slow previous beat delays this one
+        if beat_at > started + duration:
+            break
+        deadline = lease_deadline_s(memory.lease_renewed_at_s, config)
+        assert deadline is not None and beat_at < deadline  # still leading when the heartbeat starts
+        for beat in core.keepalive(memory, decision):
+            memory = core.advance_keepalive(memory, beat, True, beat_at)
+        assert memory.lease_renewed_at_s == beat_at
