@@ -28,6 +28,7 @@ class FakeClock:
         self.now = now
         self.kills: list[tuple[float, Path, str]] = []  # (when, pid file, why)
         self.on_idle = None  # called when the fence would block for ever with nothing to read
+        self.selects = 0
 
     def monotonic(self) -> float:
         return self.now
@@ -37,13 +38,15 @@ class FakeClock:
         self.now += seconds
 
     def select(self, rlist, wlist, xlist, timeout=None):  # type: ignore[no-untyped-def]
+        self.selects += 1
+        assert self.selects < 1000, "the fence spins without reading or sleeping"
         readable, _, _ = real_select.select(rlist, wlist, xlist, 0)
         if readable:
             return readable, [], []
         if timeout is None:
-            assert self.on_idle is not None, "the fence would wait for ever"
-            self.on_idle()
-            self.on_idle = None
+            idle, self.on_idle = self.on_idle, None
+            assert idle is not None, "the fence would wait for ever"
+            idle()
             return real_select.select(rlist, wlist, xlist, 0)
         assert timeout >= 0
         self.now += timeout
@@ -268,3 +271,55 @@ def test_an_unwritable_answer_does_not_stop_the_fence(clock: FakeClock):
     assert [when for when, _, _ in clock.kills] == [1003.0]
     os.close(channel.fence_stdout)
     os.close(channel.fence_stdin)
+
+
+def test_a_deadline_under_a_second_away_is_kept_to_the_microsecond(clock: FakeClock):
+    """The fence sleeps exactly until the deadline, never a coarse poll (a second late is a second of writes)."""
+    channel = Channel()
+    channel.send(f"arm 1000.25 {PID_FILE}\n".encode())
+    clock.on_idle = channel.hang_up
+    assert serve(Fence(), channel.fence_stdin, channel.fence_stdout) == 0
+    assert clock.kills == [(1000.25, Path(PID_FILE), "the agent missed its lease deadline by 0.000 s")]
+    assert channel.answers() == ["ok armed for 0.250 s"]
+
+
+def test_a_dead_agents_fence_fires_exactly_at_a_deadline_under_a_second_away(clock: FakeClock):
+    channel = Channel()
+    channel.send(f"arm 1000.5 {PID_FILE}\n".encode())
+    channel.hang_up()
+    assert serve(Fence(), channel.fence_stdin, channel.fence_stdout) == 0
+    assert clock.kills == [(1000.5, Path(PID_FILE), "the agent missed its lease deadline by 0.000 s")]
+
+
+def test_a_command_split_across_reads_is_put_together(clock: FakeClock):
+    channel = Channel()
+    channel.send(b"arm 1005 /data/")
+
+    def rest_of_the_line() -> None:
+        channel.send(b"postmaster.pid\n")
+        clock.on_idle = channel.hang_up
+
+    clock.on_idle = rest_of_the_line
+    fence = Fence()
+    assert serve(fence, channel.fence_stdin, channel.fence_stdout) == 0
+    assert channel.answers() == ["ok armed for 5.000 s"]
+    assert fence.pid_file == Path(PID_FILE)
+
+
+def test_the_fence_process_talks_on_its_stdin_and_stdout(clock: FakeClock):
+    """`main` runs `serve(Fence())`: by default the commands come on fd 0 and the answers go to fd 1."""
+    channel = Channel()
+    channel.send(b"ping 1001\ndisarm\n")
+    channel.hang_up()
+    saved = os.dup(0), os.dup(1)
+    try:
+        os.dup2(channel.fence_stdin, 0)
+        os.dup2(channel.fence_stdout, 1)
+        status = serve(Fence())
+    finally:
+        os.dup2(saved[0], 0)
+        os.dup2(saved[1], 1)
+        os.close(saved[0])
+        os.close(saved[1])
+    assert status == 0
+    assert channel.answers() == ["error not armed", "ok disarmed"]
