@@ -19,6 +19,10 @@ died), an armed fence still fires at its deadline, then exits; a disarmed one ex
 The postmaster is read from the pid file's first line at firing time (the server may have restarted since arming),
 and is killed only if that process is alive, its command line names postgres or postmaster, and it works in the pid
 file's directory (the data directory): a stale pid file must never kill an unrelated process that reused the pid.
+
+The deadline code (`Fence`, `serve`) is unit-tested with a fake clock (tests/test_fence.py) and mutation-tested
+(docs/mutation.md); the process code, marked `# pragma: no mutate block`, is tested against real processes in
+tests/test_watchdog.py.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ class Fence:
         self.fired = kill_postmaster(self.pid_file, f"the agent missed its lease deadline by {late_s:.3f} s")
 
 
-def kill_postmaster(pid_file: Path, why: str) -> str:
+def kill_postmaster(pid_file: Path, why: str) -> str:  # pragma: no mutate block
     """SIGKILL the postmaster named by `pid_file` and its children; returns (and logs) what was done."""
     pid, problem = find_postmaster(pid_file)
     if pid is None:
@@ -119,7 +123,7 @@ def kill_postmaster(pid_file: Path, why: str) -> str:
     return done
 
 
-def find_postmaster(pid_file: Path) -> tuple[int | None, str]:
+def find_postmaster(pid_file: Path) -> tuple[int | None, str]:  # pragma: no mutate block
     """The pid of the postmaster `pid_file` names, or None and why not."""
     try:
         first = pid_file.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]
@@ -149,7 +153,7 @@ def find_postmaster(pid_file: Path) -> tuple[int | None, str]:
     return pid, ""
 
 
-def _names_data_dir(words: list[str], data_dir: str) -> bool:
+def _names_data_dir(words: list[str], data_dir: str) -> bool:  # pragma: no mutate block
     """True if the command line says `-D data_dir` (for a postmaster whose cwd we may not read)."""
     for i, word in enumerate(words):
         if word == "-D" and i + 1 < len(words):
@@ -163,7 +167,7 @@ def _names_data_dir(words: list[str], data_dir: str) -> bool:
     return False
 
 
-def alive(pid: int) -> bool:
+def alive(pid: int) -> bool:  # pragma: no mutate block
     """True if `pid` runs (a zombie is dead, though it stays in the table until reaped)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
@@ -172,7 +176,7 @@ def alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2 :][:1] not in ("Z", "X", "")
 
 
-def descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:  # pragma: no mutate block
     """Every descendant of `pid`. A postmaster may have hundreds of backends: the kernel's list of each process's
     children is read where it exists, and all of /proc is scanned (once) only where it does not."""
     kernel_lists = os.path.exists(f"/proc/{pid}/task/{pid}/children")
@@ -185,7 +189,7 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _children_lists(pid: int) -> list[int]:
+def _children_lists(pid: int) -> list[int]:  # pragma: no mutate block
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -199,7 +203,7 @@ def _children_lists(pid: int) -> list[int]:
     return found
 
 
-def _parent_map() -> dict[int, list[int]]:
+def _parent_map() -> dict[int, list[int]]:  # pragma: no mutate block
     """Each process's children, from the parent pid in every /proc/<pid>/stat."""
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -243,7 +247,7 @@ def serve(fence: Fence, stdin: int = 0, stdout: int = 1) -> int:
     return 0
 
 
-def main() -> int:
+def main() -> int:  # pragma: no mutate block
     # In its own session already; also ignore the signals that stop an agent so only SIGKILL or a disarm ends an
     # armed fence. SIGPIPE stays ignored (Python's default): a dead agent must not kill the fence mid-write.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -12,8 +12,11 @@ from fsm.observation import (
     FailoverRequest,
     LeaderKey,
     Member,
+    OperatorRequest,
     PostgresState,
+    RequestKind,
     Tags,
+    TimelineSwitch,
 )
 from tests.worlds import CONFIG, NOW, agent, evolve, observe, outcome
 
@@ -45,6 +48,39 @@ from tests.worlds import CONFIG, NOW, agent, evolve, observe, outcome
 def test_impossible_values_raise(build, message):
     with pytest.raises(InvalidObservation, match=message):
         build()
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: LeaderKey(""), "the leader key must name its holder"),
+        (lambda: LeaderKey("n1", version=-1), "leader key version must not be negative, got -1"),
+        (lambda: FailoverRequest(), "a failover request names a leader or a candidate"),
+        (lambda: TimelineSwitch(timeline=0, switch_lsn=5), "history timeline must be >= 1, got 0"),
+        (lambda: TimelineSwitch(timeline=2, switch_lsn=-1), "switch_lsn of timeline 2 must not be negative, got -1"),
+        (lambda: OperatorRequest("restart"), "unknown request 'restart'"),  # type: ignore[arg-type]
+        (lambda: OperatorRequest(RequestKind.RESTART, role="master"), "role must be primary or replica, got 'master'"),
+        (lambda: OperatorRequest(RequestKind.RESTART, timeout_s=-1), "timeout_s must not be negative, got -1"),
+        (lambda: decide("primary", observe()), "unknown state 'primary'"),  # type: ignore[arg-type]
+        (lambda: decide(State.FOLLOWER, {"name": "n1"}), "not an Observation: dict"),  # type: ignore[arg-type]
+        (
+            lambda: decide(State.FOLLOWER, observe(agent=agent(last_outcome=outcome("Frobnicate", "Zap Promote")))),
+            "unknown action names in last_outcome: ['Frobnicate', 'Zap']",
+        ),
+    ],
+)
+def test_the_message_names_the_key_and_the_value(build, message):
+    """The whole message: which key is wrong and the value it had (a log line an operator acts on)."""
+    with pytest.raises(InvalidObservation) as raised:
+        build()
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("role", [None, "primary", "replica"])
+@pytest.mark.parametrize("timeout_s", [None, 0, 12.5])
+def test_valid_operator_requests_are_accepted(role, timeout_s):
+    request = OperatorRequest(RequestKind.RESTART, role=role, timeout_s=timeout_s)
+    assert (request.role, request.timeout_s) == (role, timeout_s)
 
 
 def test_unknown_state_raises():

@@ -8,16 +8,27 @@ from fsm.actions import (
     CloneReplica,
     Demote,
     DemoteMode,
+    EnsureReplicationSlots,
     FollowLeader,
     PrepareSyncStandby,
     Promote,
     PublishMember,
+    RefuseRequest,
     ReleaseLeaderKey,
+    RestartPrimary,
     SetInitializeKey,
     SetSyncStandby,
 )
 from fsm.lease import lease_deadline_s
-from fsm.observation import ClusterView, FailoverRequest, PostgresState, SyncState
+from fsm.observation import (
+    ClusterView,
+    FailoverRequest,
+    OperatorRequest,
+    PostgresState,
+    RequestKind,
+    SyncState,
+    Trigger,
+)
 from tests.test_rules import CASES, FAR_AHEAD, ahead
 from tests.worlds import (
     CONFIG,
@@ -331,3 +342,48 @@ def test_a_failed_rewind_leads_to_a_reclone_not_to_endless_restarts():
     assert first.rule == "demote_rewind" and first.state is State.DEMOTING
     failed = observe("n0", forked, stopped(), agent=agent(last_outcome=outcome("StopPostgres", "RewindFromLeader")))
     assert decide(State.DEMOTING, failed).rule == "demote_reclone"
+
+
+def test_why_lists_each_guard_as_name_yes_or_no_with_its_note_and_says_so_when_nothing_is_guarded():
+    eligible = decide(State.FOLLOWER, observe(dcs=cluster(None, leader_wal_position=FAR_AHEAD)))
+    assert eligible.why == (
+        "leader_key_free=yes (leader key holder: none); "
+        "eligible=no (lag 45000000 B > maximum_lag_on_failover 1048576 B)"
+    )
+    down = decide(State.FOLLOWER, observe(pg=stopped()))
+    assert (down.rule, down.why) == ("follow_start", "postgres_running=no (not running)")
+    shutdown = decide(State.FOLLOWER, observe(trigger=Trigger.SHUTDOWN))
+    assert (shutdown.rule, shutdown.why) == ("shutdown_member", "unconditional")
+
+
+def test_the_leader_keeps_a_slot_for_every_other_member():
+    decision = decide(State.LEADER, leader_view())
+    assert EnsureReplicationSlots(members=("n1", "n2")) in decision.actions
+    as_n2 = decide(State.LEADER, leader_view(name="n2", dcs=cluster("n2")))
+    assert EnsureReplicationSlots(members=("n0", "n1")) in as_n2.actions
+
+
+def test_an_operator_restart_of_the_primary_carries_its_timeout():
+    request = OperatorRequest(RequestKind.RESTART, timeout_s=45)
+    decision = decide(State.LEADER, leader_view(agent=agent(10, request=request)))
+    assert decision.rule == "lead_restart_request"
+    assert RestartPrimary(timeout_s=45) in decision.actions
+    no_timeout = decide(State.LEADER, leader_view(agent=agent(10, request=OperatorRequest(RequestKind.RESTART))))
+    assert RestartPrimary(timeout_s=None) in no_timeout.actions
+
+
+def test_a_refused_request_is_answered_with_the_reason():
+    reinit = OperatorRequest(RequestKind.REINITIALIZE)
+    leader = decide(State.LEADER, leader_view(agent=agent(10, request=reinit)))
+    assert RefuseRequest("this node is the leader: only a replica can be reinitialized") in leader.actions
+    restart_primary = OperatorRequest(RequestKind.RESTART, role="primary")
+    replica = decide(State.FOLLOWER, observe(agent=agent(request=restart_primary)))
+    assert replica.rule == "follow_refuse_request"
+    assert RefuseRequest("restart is for a primary, this node is a replica") in replica.actions
+
+
+def test_a_leader_that_cannot_read_its_system_identifier_writes_none_into_the_initialize_key():
+    unread = leader_view(dcs=cluster(initialize=""), postgres=primary(system_identifier=None))
+    decision = decide(State.LEADER, unread)
+    assert decision.rule == "lead_steady"
+    assert SetInitializeKey(system_identifier="") in decision.actions  # still "unset": never a made-up identifier

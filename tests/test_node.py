@@ -51,7 +51,8 @@ def test_writes_start_only_while_the_lease_is_valid_when_the_action_runs(kind: t
     deadline = lease_deadline_s(memory.lease_renewed_at_s, CONFIG)
     assert deadline is not None
     assert core.blocked(kind(), memory, CONFIG, deadline - 0.001) is None
-    assert "needs a valid lease" in (core.blocked(kind(), memory, CONFIG, deadline) or "")
+    why = f"{kind.__name__} needs a valid lease: the lease ran out before it could run"
+    assert core.blocked(kind(), memory, CONFIG, deadline) == why
     assert core.blocked(kind(), core.Memory(), CONFIG, NOW) is not None  # never renewed
     assert core.blocked(a.RenewLeaderKey(), core.Memory(), CONFIG, NOW) is None
 

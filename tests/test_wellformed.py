@@ -6,11 +6,13 @@ from __future__ import annotations
 import pytest
 from transitions import MachineError
 
-from fsm.actions import ACTION_TYPES, PublishMember
+from fsm import actions
+from fsm.actions import ACTION_TYPES, Action, Demote, DemoteMode, Promote, PublishMember, RunCallback
 from fsm.facts import FACT_DOCS, derive_facts
 from fsm.observation import Trigger
 from fsm.states import State, describe
-from fsm.transitions import MACHINE, RULES, _Situation, fire
+from fsm.transitions import MACHINE, RULES, Act, Rule, _Situation, act, build_machine, fire, rule
+from tests.test_rules import CASES
 from tests.worlds import leader_view, observe
 
 
@@ -111,3 +113,73 @@ def test_first_matching_row_wins():
 
 def test_fact_names_do_not_shadow_the_models_own_attributes():
     assert not FACT_DOCS.keys() & {"state", "fired", "record"}
+
+
+# The table is built once, at import. These build rows and machines now, so that a change to the builders shows.
+
+
+def test_a_row_reads_as_written():
+    row = rule("r", Trigger.TICK, State.LEADER, None, Promote, act(Demote, "paused", mode=DemoteMode.GRACEFUL),
+               when="lease_valid writable", unless="paused", also="eligible first_in_line", reason="why")  # fmt: skip
+    assert row == Rule(
+        name="r",
+        trigger=Trigger.TICK,
+        source=(State.LEADER,),
+        dest=None,
+        reason="why",
+        when=("lease_valid", "writable"),
+        unless=("paused",),
+        actions=(Act(Promote), Act(Demote, "paused", (("mode", DemoteMode.GRACEFUL),))),
+        also=("eligible", "first_in_line"),
+        final=False,
+    )
+    bare = rule("s", Trigger.SHUTDOWN, (State.LEADER, State.FOLLOWER), State.DEMOTING, final=True, reason="bye")
+    assert bare == Rule("s", Trigger.SHUTDOWN, (State.LEADER, State.FOLLOWER), State.DEMOTING, "bye", final=True)
+    assert (bare.when, bare.unless, bare.actions, bare.also, bare.reported) == ((), (), (), (), ())
+
+
+def test_an_act_fixes_its_arguments_in_name_order_and_plans_with_them():
+    callback = act(RunCallback, role="replica", event="on_stop")
+    assert callback == Act(RunCallback, None, (("event", "on_stop"), ("role", "replica")))
+    assert str(callback) == "RunCallback(event=on_stop, role=replica)"
+    assert callback.build(derive_facts(observe())) == RunCallback(event="on_stop", role="replica")
+    conditional = act(Demote, "paused", mode=DemoteMode.IMMEDIATE)
+    assert str(conditional) == "Demote(mode=immediate) if paused"
+    assert conditional.build(derive_facts(observe())) is None
+
+
+def test_a_machine_built_now_decides_every_case_as_the_table_says():
+    machine = build_machine()
+    assert machine.models == []  # no model: the shared machine holds no node's state between decisions
+    assert set(machine.events) == {trigger.value for trigger in Trigger}  # and no auto transitions
+    for name, state, observation, dest, _ in CASES:
+        next_state, row = fire(state, observation.trigger.value, derive_facts(observation), machine)
+        assert (row.name, next_state) == (name, dest)
+
+
+def test_a_trigger_a_state_has_no_row_for_raises():
+    machine = build_machine((rule("only_leader", Trigger.TICK, State.LEADER, None, reason="x"),))
+    facts = derive_facts(observe())
+    assert fire(State.LEADER, "tick", facts, machine)[1].name == "only_leader"
+    with pytest.raises(MachineError):
+        fire(State.FOLLOWER, "tick", facts, machine)
+    with pytest.raises(MachineError) as raised:
+        fire(State.FOLLOWER, "promote_now", facts, machine)
+    assert raised.value.value == "unknown trigger 'promote_now'"
+
+
+def test_a_block_without_an_unguarded_row_is_an_error_not_a_silent_stay():
+    machine = build_machine((rule("guarded", Trigger.TICK, State.FOLLOWER, None, when="paused", reason="x"),))
+    with pytest.raises(RuntimeError) as raised:
+        fire(State.FOLLOWER, "tick", derive_facts(observe()), machine)
+    assert str(raised.value) == "no rule matched tick in follower: the table must end each block unguarded"
+
+
+def test_an_action_type_registers_under_its_class_name(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(actions, "ACTION_TYPES", {})
+
+    class Probe(Action):
+        pass
+
+    registry = actions.ACTION_TYPES
+    assert registry == {"Probe": Probe}
