@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import count
 from typing import Any
 
@@ -74,6 +74,7 @@ class Node:
     orphan_fence_deadline: float | None = None  # a dead agent's fence process, still armed: it fires then
     interrupt_after: int | None = None  # the agent dies after this many actions of its next decision
     request: OperatorRequest | None = None  # an operator request for the node's next turn
+    scheduled: OperatorRequest | None = None  # a scheduled restart, kept (as the REST API does) until a turn answers
     decision: Decision | None = None  # the explorer's last decision of the node, whose actions may still run
     decided_at: float | None = None  # the explorer's time of the node's last decision
 
@@ -274,11 +275,14 @@ class World:
         """Read `node`'s Postgres (with the DCS `view` it read) into the node core's step; record the decision."""
         request, node.request = node.request, None  # one turn answers it
         readings = core.Readings(
-            view, node.pg.observe(), self.config, node.tags, shutting_down=node.shutting_down, request=request
-        )
+            _on_clock_of(node, view), node.pg.observe(), self.config, node.tags,
+            shutting_down=node.shutting_down, request=request, scheduled=node.scheduled,
+        )  # fmt: skip
         before, last_rule = node.state, node.memory.last_rule
         turn = core.step(node.name, node.memory, readings, node.local(self.t))
         node.memory, decision = turn.memory, turn.decision
+        if turn.answered_scheduled:
+            node.scheduled = None
         if before is not decision.state or decision.rule != last_rule:
             self.trace.decision(self.t, node.name, before.value, decision.state.value, decision.rule, decision.why)
         self.trace.lanes[node.name].set(self.t, "state", decision.state.value)
@@ -333,7 +337,11 @@ class World:
             self.checker.fault_injected()  # a node leaving after a heal is a new fault: that heal promised nothing
             return
         again = wake.kind is core.WakeKind.AT_ONCE
-        self.schedule_loop(node, self.t + (IMMEDIATE_S if again else self.config.loop_wait_s))
+        later = self.t + self.config.loop_wait_s
+        due = node.real(wake.by_s)  # a scheduled restart or switchover: no later than its time on the node's clock
+        if due is not None:
+            later = min(later, max(self.t, due))
+        self.schedule_loop(node, self.t + IMMEDIATE_S if again else later)
 
     def kill(self, node: Node, reason: str, host: bool = False) -> None:
         """The agent dies. Its fence is a process of its own: it dies too only with the whole host (`host`);
@@ -399,3 +407,12 @@ class World:
 
     def new_sysid(self) -> str:
         return str(next(self._sysids))
+
+
+def _on_clock_of(node: Node, view: ClusterView | None) -> ClusterView | None:
+    """The DCS view with a scheduled switchover's time on `node`'s own clock. The simulated DCS holds it in
+    simulated time, as the real one holds a wall-clock time that each agent converts to its monotonic clock."""
+    failover = view.failover if view is not None else None
+    if view is None or failover is None or failover.due_s is None:
+        return view
+    return replace(view, failover=replace(failover, due_s=node.local(failover.due_s)))

@@ -16,8 +16,17 @@ from fsm.actions import (
     SetInitializeKey,
     SetSyncStandby,
 )
+from fsm.facts import due, missed
 from fsm.lease import lease_deadline_s
-from fsm.observation import ClusterView, FailoverRequest, PostgresState, SyncState
+from fsm.observation import (
+    ClusterView,
+    FailoverRequest,
+    Observation,
+    OperatorRequest,
+    PostgresState,
+    RequestKind,
+    SyncState,
+)
 from tests.test_rules import CASES, FAR_AHEAD, ahead
 from tests.worlds import (
     CONFIG,
@@ -331,3 +340,47 @@ def test_a_failed_rewind_leads_to_a_reclone_not_to_endless_restarts():
     assert first.rule == "demote_rewind" and first.state is State.DEMOTING
     failed = observe("n0", forked, stopped(), agent=agent(last_outcome=outcome("StopPostgres", "RewindFromLeader")))
     assert decide(State.DEMOTING, failed).rule == "demote_reclone"
+
+
+# --- scheduled requests: due is a predicate over the observation's clock ------------------------------------------
+
+
+def test_due_and_missed_are_predicates_on_the_drivers_clock():
+    assert not due(None, NOW) and not due(NOW + 0.001, NOW) and due(NOW, NOW) and due(NOW - 5, NOW)
+    loop_wait = CONFIG.loop_wait_s  # 10 s: Patroni drops a scheduled action missed by more than 1.5 x loop_wait
+    assert missed(NOW - 15, NOW, loop_wait) is None and missed(NOW - 15.5, NOW, loop_wait) == 15.5
+
+
+def test_a_scheduled_restart_runs_at_its_time_through_the_rows_of_an_immediate_one():
+    def restart_at(at_s: float, role: str | None = None, **changes: object) -> OperatorRequest:
+        return OperatorRequest(RequestKind.RESTART, role=role, at_s=at_s, **changes)
+
+    early = decide(State.FOLLOWER, observe(agent=agent(scheduled=restart_at(NOW + 1))))
+    assert early.rule == "follow_steady"
+    on_time = decide(State.FOLLOWER, observe(agent=agent(scheduled=restart_at(NOW))))
+    assert on_time.rule == "follow_restart_request" and "scheduled_restart_due=yes" in on_time.why
+    leader = decide(State.LEADER, leader_view(agent=agent(10, scheduled=restart_at(NOW - 3))))
+    assert leader.rule == "lead_restart_request"
+    assert kinds(leader)[:3] == ["RenewLeaderKey", "PingWatchdog", "RestartPrimary"]
+    # its conditions are judged when it is due: the node is no longer a replica by then
+    wrong_role = decide(State.LEADER, leader_view(agent=agent(10, scheduled=restart_at(NOW, "replica"))))
+    assert wrong_role.rule == "lead_refuse_request" and "restart is for a replica" in wrong_role.why
+    late = decide(State.FOLLOWER, observe(agent=agent(scheduled=restart_at(NOW - 16))))
+    assert late.rule == "follow_refuse_request" and "missed its time by 16 s" in late.why
+    # a request made now goes first; the scheduled one waits for a later turn
+    both = observe(agent=agent(request=OperatorRequest(RequestKind.REINITIALIZE), scheduled=restart_at(NOW)))
+    assert decide(State.FOLLOWER, both).rule == "follow_reinit"
+
+
+def test_a_scheduled_switchover_waits_for_its_time_then_hands_over():
+    def scheduled(due_s: float | None) -> Observation:
+        request = FailoverRequest("n0", "n1", scheduled_at="2030-01-01T10:00:00+00:00", due_s=due_s)
+        return leader_view(dcs=cluster(failover=request))
+
+    waiting = decide(State.LEADER, scheduled(NOW + 0.5))
+    assert waiting.rule == "lead_await_switchover" and "due at 1000.5 s, now 1000 s" in waiting.why
+    assert "ClearSwitchoverRequest" not in kinds(waiting) and "RenewLeaderKey" in kinds(waiting)
+    assert decide(State.LEADER, scheduled(NOW)).rule == "lead_switchover"
+    for dropped in (scheduled(None), scheduled(NOW - 16)):  # an unreadable time, or one missed by > 1.5 x loop_wait
+        decision = decide(State.LEADER, dropped)
+        assert decision.rule == "lead_steady" and "ClearSwitchoverRequest" in kinds(decision), decision.why
