@@ -15,6 +15,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from adapters.dcs import Dcs, Snapshot
 from fsm import Decision, State
@@ -22,6 +23,7 @@ from fsm import node as core
 from fsm.observation import ClusterConfig, OperatorRequest, PostgresState
 from runtime.executor import Executor
 from runtime.peers import with_fresh_positions
+from runtime.schedule import with_due_times
 
 log = logging.getLogger("regent")
 
@@ -38,6 +40,15 @@ class Turn:
     wake: core.Wake
     failure: str = ""  # what the adapter said of the action that failed
     request: OperatorRequest | None = None  # the operator request this turn answered
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A scheduled restart the agent keeps for the turns: the request (its time on the monotonic clock) and what
+    the REST API shows of it (Patroni's `scheduled_restart`: the schedule as ISO text, and the options)."""
+
+    request: OperatorRequest
+    shown: dict[str, Any]
 
 
 @dataclass
@@ -77,6 +88,7 @@ class Agent:
         self._soon: deque[Callable[[], None]] = deque()  # work for the loop's thread between two turns (SIGHUP)
         self._lock = threading.Lock()  # one turn at a time (the loop, or an API-triggered turn)
         self._asked: _Asked | None = None  # an operator request for the next turn (guarded by _asking)
+        self._scheduled: Scheduled | None = None  # a scheduled restart, until a turn answers it (guarded by _asking)
         self._asking = threading.Lock()
 
     @property
@@ -104,12 +116,14 @@ class Agent:
         dynamic = self.config()
         self.dcs.set_ttl(dynamic.ttl_s)  # the DCS config key may have changed ttl: the keys written follow it
         config = core.effective_config(dynamic, None, self.dcs.lease_ttl_s())  # a clamped ZooKeeper session
-        view = snapshot.view if snapshot else None
+        view = with_due_times(snapshot.view, time.time(), self.clock()) if snapshot else None
         if view is not None and self.state is State.FOLLOWER:
             view = with_fresh_positions(view, self.name, min(1.0, config.retry_timeout_s / 4))
+        scheduled = self._scheduled
         return core.Readings(
-            view, self.postgres, config, self.executor.tags, self.replica_methods, self.shutting_down, request
-        )
+            view, self.postgres, config, self.executor.tags, self.replica_methods, self.shutting_down, request,
+            scheduled.request if scheduled else None,
+        )  # fmt: skip
 
     def step(self) -> Turn:
         """Read, step the core, run the actions, ask the core when the next turn comes: one turn of the loop."""
@@ -120,6 +134,8 @@ class Agent:
             readings = self.read(asked.request if asked else None)
             planned = core.step(self.name, self.memory, readings, self.clock())
             decision = planned.decision
+            if planned.answered_scheduled:
+                self._drop_scheduled(readings.scheduled)
             self.memory, failure = self._act(planned.memory, decision, readings.config)
             self.decision_counts[decision.rule] += 1
             self.memory, wake = core.end_turn(
@@ -172,6 +188,36 @@ class Agent:
                     self._asked = None
         return asked.turn
 
+    def schedule_restart(self, request: OperatorRequest, shown: dict[str, Any]) -> bool:
+        """Keep `request` (a restart with its time, `at_s`) for the turns until one answers it; False when another
+        restart is already scheduled (one at a time, as Patroni)."""
+        with self._asking:
+            if self._scheduled is not None:
+                return False
+            self._scheduled = Scheduled(request, shown)
+        self.executor.scheduled_restart = shown  # published in the member key, as Patroni does
+        self.wake.set()  # the next turn learns its time and sleeps no longer than until then
+        return True
+
+    def cancel_scheduled_restart(self) -> bool:
+        """Drop the scheduled restart; False when there was none."""
+        with self._asking:
+            had, self._scheduled = self._scheduled, None
+        self.executor.scheduled_restart = None
+        return had is not None
+
+    @property
+    def scheduled_restart(self) -> dict[str, Any] | None:
+        """What the REST API shows of the scheduled restart (None: none)."""
+        scheduled = self._scheduled
+        return dict(scheduled.shown) if scheduled else None
+
+    def _drop_scheduled(self, answered: OperatorRequest | None) -> None:
+        with self._asking:
+            if self._scheduled is not None and self._scheduled.request is answered:  # not one scheduled since
+                self._scheduled = None
+                self.executor.scheduled_restart = None
+
     # --- the daemon ------------------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -195,7 +241,14 @@ class Agent:
             if turn.wake.kind is core.WakeKind.AT_ONCE:
                 self.wake.clear()
                 continue
-            self._sleep(self.config().loop_wait_s, watch=turn.wake.watch)
+            self._sleep(self._sleep_s(turn.wake), watch=turn.wake.watch)
+
+    def _sleep_s(self, wake: core.Wake) -> float:
+        """loop_wait, or less when the core wants the next turn by a scheduled time."""
+        seconds = self.config().loop_wait_s
+        if wake.by_s is not None:
+            seconds = min(seconds, max(0.0, wake.by_s - self.clock()))
+        return seconds
 
     def _sleep(self, seconds: float, watch: bool) -> None:
         if self.wake.is_set() or self.shutting_down:
