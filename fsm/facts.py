@@ -355,31 +355,8 @@ def _election_facts(sheet: _Sheet, obs: Observation) -> None:
 
 def _leader_facts(sheet: _Sheet, obs: Observation) -> str | None:
     """Facts a leader acts on; returns the standby synchronous replication should use."""
-    view, pg, me = obs.dcs, obs.postgres, obs.name
-    members = view.members if view else ()
-    request = view.failover if view else None
-    promotable = _promotable(obs)
-    later = _switchover_later(obs)
-    sheet.add("switchover_scheduled", later is not None and not later[1], later[0] if later else "not scheduled")
-    if request is None:
-        sheet.add("switchover_requested", False, "no failover key")
-        sheet.add("switchover_stale", False, "no failover key")
-    elif request.leader not in (None, me) or request.candidate == me:
-        sheet.add("switchover_requested", False, "the failover key is not addressed to this leader")
-        sheet.add("switchover_stale", True, f"failover key {request.leader} -> {request.candidate}: done or not mine")
-    elif later is not None:
-        sheet.add("switchover_requested", False, later[0])
-        sheet.add("switchover_stale", later[1], later[0])
-    else:
-        if request.candidate is not None:
-            target = view.member(request.candidate) if view else None
-            fit = target is not None and promotable(target)
-            why = f"target {request.candidate} is {'fit' if fit else 'missing, lagging, not running or not allowed'}"
-        else:
-            fit = any(promotable(m) for m in members if m.name != me)
-            why = "a fit member exists" if fit else "no member is fit to take over"
-        sheet.add("switchover_requested", fit, why)
-        sheet.add("switchover_stale", not fit, why)
+    view, pg = obs.dcs, obs.postgres
+    _switchover_facts(sheet, obs)
 
     best = _best_sync_standby(obs)
     sheet.add("sync_standby_stale", *_sync_stale(obs, best))
@@ -388,6 +365,34 @@ def _leader_facts(sheet: _Sheet, obs: Observation) -> str | None:
     local = max((h.timeline for h in pg.timeline_history), default=0)
     sheet.add("history_behind", local > published, f"local history to timeline {local}, DCS to {published}")
     return best
+
+
+def _switchover_facts(sheet: _Sheet, obs: Observation) -> None:
+    """Whether this leader hands over now (`switchover_requested`), keeps a failover key for later
+    (`switchover_scheduled`) or clears it (`switchover_stale`)."""
+    view, me = obs.dcs, obs.name
+    request = view.failover if view else None
+    promotable, members = _promotable(obs), view.members if view else ()
+    if request is None:
+        requested, stale, scheduled, why = False, False, False, "no failover key"
+    elif request.leader not in (None, me) or request.candidate == me:
+        requested, stale, scheduled = False, True, False
+        why = f"failover key {request.leader} -> {request.candidate}: done or not addressed to this leader"
+    elif (later := _switchover_later(obs)) is not None:
+        why, dropped = later
+        requested, stale, scheduled = False, dropped, not dropped
+    else:
+        if request.candidate is not None:
+            target = view.member(request.candidate) if view else None
+            fit = target is not None and promotable(target)
+            why = f"target {request.candidate} is {'fit' if fit else 'missing, lagging, not running or not allowed'}"
+        else:
+            fit = any(promotable(m) for m in members if m.name != me)
+            why = "a fit member exists" if fit else "no member is fit to take over"
+        requested, stale, scheduled = fit, not fit, False
+    sheet.add("switchover_requested", requested, why)
+    sheet.add("switchover_stale", stale, why)
+    sheet.add("switchover_scheduled", scheduled, why)
 
 
 def _switchover_later(obs: Observation) -> tuple[str, bool] | None:

@@ -347,6 +347,7 @@ class World:
         """The agent dies. Its fence is a process of its own: it dies too only with the whole host (`host`);
         otherwise, armed, it outlives the agent and still fires at its deadline, whatever a new agent does."""
         node.alive, node.acting, node.wake, node.decision = False, False, False, None
+        node.scheduled = None  # kept in the agent process (its REST API), as Patroni keeps it: gone with it
         node.generation += 1
         if not host and node.watchdog_deadline is not None:
             node.orphan_fence_deadline = node.watchdog_deadline

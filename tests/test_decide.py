@@ -384,3 +384,7 @@ def test_a_scheduled_switchover_waits_for_its_time_then_hands_over():
     for dropped in (scheduled(None), scheduled(NOW - 16)):  # an unreadable time, or one missed by > 1.5 x loop_wait
         decision = decide(State.LEADER, dropped)
         assert decision.rule == "lead_steady" and "ClearSwitchoverRequest" in kinds(decision), decision.why
+    # a scheduled key for a former leader (n2 took over since): not this leader's to wait for, cleared at once
+    for_another = FailoverRequest("n2", "n1", scheduled_at="2030-01-01T10:00:00+00:00", due_s=NOW + 60)
+    decision = decide(State.LEADER, leader_view(dcs=cluster(failover=for_another)))
+    assert decision.rule == "lead_steady" and "ClearSwitchoverRequest" in kinds(decision), decision.why
