@@ -195,7 +195,7 @@ class Agent:
             if self._scheduled is not None:
                 return False
             self._scheduled = Scheduled(request, shown)
-        self.executor.scheduled_restart = shown  # published in the member key, as Patroni does
+            self.executor.scheduled_restart = shown  # published in the member key, as Patroni does
         self.wake.set()  # the next turn learns its time and sleeps no longer than until then
         return True
 
@@ -203,7 +203,7 @@ class Agent:
         """Drop the scheduled restart; False when there was none."""
         with self._asking:
             had, self._scheduled = self._scheduled, None
-        self.executor.scheduled_restart = None
+            self.executor.scheduled_restart = None
         return had is not None
 
     @property

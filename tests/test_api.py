@@ -372,6 +372,8 @@ def test_malformed_requests_get_400_with_a_message(cluster: Cluster) -> None:
         assert (switchover.status, words in switchover.message) == (400, True), (text, switchover.raw)
         restart = admin(n0, "POST", "/restart", {"schedule": text})
         assert (restart.status, words in restart.message) == (400, True), (text, restart.raw)
+    null = admin(n0, "POST", "/restart", {"schedule": None})  # not a restart now (a null scheduled_at is: Patroni's)
+    assert null.status == 400 and "expected an ISO 8601 time with a zone" in null.message
     later = in_seconds(60)
     failover = admin(n0, "POST", "/failover", {"candidate": "n1", "scheduled_at": later})
     assert failover.status == 400 and "cannot be scheduled" in failover.message

@@ -362,7 +362,7 @@ class ApiServer:
 
     def _restart(self, request: Request) -> Reply:
         fields = json_object(request.body, RESTART_KEYS, empty_ok=True)
-        if fields.get("schedule") is None:
+        if "schedule" not in fields:  # a null schedule is a bad time, never a restart now
             return self._ask(restart_request(fields))
         wall_now_s = time.time()
         when = scheduled_time(fields["schedule"], "schedule", wall_now_s)
