@@ -16,7 +16,9 @@ pure, in the shape of etcd-io/raft's RawNode, so that the real agent (`runtime/a
 
 A driver's turn: read its ports into `Readings`; `step`; while `next_action` names one, check it with `blocked`
 right before it would run (skip it as failed if it says why), run it, and `advance` with its outcome; then
-`end_turn`, and sleep as the `Wake` says. Times are the driver's monotonic clock, passed in: nothing here reads one.
+`end_turn`, and sleep as the `Wake` says (no later than `Wake.by_s`, a scheduled time). A driver that keeps a
+scheduled restart hands it to every turn (`Readings.scheduled`) and drops it once `Turn.answered_scheduled`. Times
+are the driver's monotonic clock, passed in: nothing here reads one.
 """
 
 from __future__ import annotations

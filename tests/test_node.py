@@ -159,6 +159,7 @@ POLICY_WRITTEN_TWICE = {
     "its own list of Postgres-changing actions": r"CHANGES_POSTGRES",
     "a lease check of its own before an action": r"_lease(_still)?_valid",
     "its own walk over the decision's actions": r"for \w+ in (\w+\.)?decision\.actions|steps\[index\]",
+    "its own judgement of a scheduled time": r"\.(at|due)_s\s*[<>]|[<>]=?\s*[\w.()]*\.(at|due)_s\b",
 }
 
 
