@@ -90,6 +90,7 @@ class Facts:
     notes: dict[str, str]
     leader: str | None  # the leader-key holder
     best_sync_standby: str | None  # whom SetSyncStandby names (None: nobody)
+    request: OperatorRequest | None = None  # the operator request this turn answers (`answered_request`)
 
     def explain(self, name: str) -> str:
         return f"{name}={'yes' if self.truth[name] else 'no'} ({self.notes[name]})"
@@ -145,7 +146,7 @@ def derive_facts(obs: Observation) -> Facts:
     sync_on = cfg.synchronous_mode
     sheet.add("synchronous_mode", sync_on, "synchronous_mode is on" if sync_on else "synchronous_mode is off")
     sheet.add("use_slots", cfg.use_slots, "use_slots is on" if cfg.use_slots else "use_slots is off")
-    return Facts(obs, sheet.truth, sheet.notes, leader, best_sync)
+    return Facts(obs, sheet.truth, sheet.notes, leader, best_sync, answered_request(obs))
 
 
 def _request_facts(sheet: _Sheet, obs: Observation, leader_running: bool) -> None:

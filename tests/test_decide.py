@@ -13,6 +13,7 @@ from fsm.actions import (
     Promote,
     PublishMember,
     ReleaseLeaderKey,
+    RestartPrimary,
     SetInitializeKey,
     SetSyncStandby,
 )
@@ -359,9 +360,10 @@ def test_a_scheduled_restart_runs_at_its_time_through_the_rows_of_an_immediate_o
     assert early.rule == "follow_steady"
     on_time = decide(State.FOLLOWER, observe(agent=agent(scheduled=restart_at(NOW))))
     assert on_time.rule == "follow_restart_request" and "scheduled_restart_due=yes" in on_time.why
-    leader = decide(State.LEADER, leader_view(agent=agent(10, scheduled=restart_at(NOW - 3))))
+    leader = decide(State.LEADER, leader_view(agent=agent(10, scheduled=restart_at(NOW - 3, timeout_s=45.0))))
     assert leader.rule == "lead_restart_request"
     assert kinds(leader)[:3] == ["RenewLeaderKey", "PingWatchdog", "RestartPrimary"]
+    assert leader.actions[2] == RestartPrimary(timeout_s=45.0)  # the scheduled request's own options
     # its conditions are judged when it is due: the node is no longer a replica by then
     wrong_role = decide(State.LEADER, leader_view(agent=agent(10, scheduled=restart_at(NOW, "replica"))))
     assert wrong_role.rule == "lead_refuse_request" and "restart is for a replica" in wrong_role.why
