@@ -230,7 +230,7 @@ class RestartPrimary(Action):
 
     @classmethod
     def plan(cls, facts: Facts, **fixed: Any) -> Action:
-        request = facts.observation.agent.request
+        request = facts.request  # made now, or scheduled and due
         return cls(timeout_s=request.timeout_s if request else None)
 
 

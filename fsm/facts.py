@@ -11,7 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fsm.lease import lease_deadline_s
-from fsm.observation import ClusterView, DataDir, Member, Observation, RequestKind
+from fsm.observation import ClusterView, DataDir, Member, Observation, OperatorRequest, RequestKind
+
+# A scheduled restart or switchover missed by more than this many loop_waits is dropped, not run late (Patroni's
+# rule: an agent that stalled that long should not restart or hand over on its own once it comes back).
+MISSED_AFTER_LOOPS = 1.5
 
 # What each fact means; the keys are the only names a guard may use.
 FACT_DOCS: dict[str, str] = {
@@ -40,7 +44,9 @@ FACT_DOCS: dict[str, str] = {
     "cluster's newest timeline and not forked from it",
     "first_in_line": "a switchover names this node, or no promotable member is ahead of it",
     "switchover_requested": "a switchover away from this leader names a fit target (or any fit member exists)",
-    "switchover_stale": "a failover key exists that this leader will not act on (done, not for it, or unfit)",
+    "switchover_stale": "a failover key exists that this leader will not act on (done, not for it, unfit, or "
+    "scheduled at a time that cannot be read or was missed)",
+    "switchover_scheduled": "a switchover away from this leader is scheduled for a time still ahead",
     "synchronous_mode": "the cluster runs in synchronous mode (config synchronous_mode)",
     "sync_standby_stale": "the sync key (or synchronous_standby_names) does not name the standby synchronous "
     "replication should use, or the key is not this leader's",
@@ -50,8 +56,29 @@ FACT_DOCS: dict[str, str] = {
     "restart_pending) hold",
     "reinit_requested": "an operator asked to re-clone this node from the leader",
     "request_refused": "an operator request this node cannot honour (a reinitialize of the leader or with no "
-    "running leader, a restart whose role or restart_pending does not hold)",
+    "running leader, a restart whose role or restart_pending does not hold, a scheduled restart missed by more "
+    "than 1.5 x loop_wait)",
+    "scheduled_restart_due": "the operator's scheduled restart is the request this turn answers: its time has come",
 }
+
+
+def due(at_s: float | None, now_s: float) -> bool:
+    """Whether a scheduled time (on the driver's monotonic clock) has come; an unknown time never comes."""
+    return at_s is not None and now_s >= at_s
+
+
+def missed(at_s: float, now_s: float, loop_wait_s: float) -> float | None:
+    """How late a due scheduled action is if it is too late to run (past MISSED_AFTER_LOOPS x loop_wait), else None."""
+    late = now_s - at_s
+    return late if late > MISSED_AFTER_LOOPS * loop_wait_s else None
+
+
+def answered_request(obs: Observation) -> OperatorRequest | None:
+    """The operator request this turn answers: an immediate one, else a scheduled restart whose time has come."""
+    scheduled = obs.agent.scheduled
+    if obs.agent.request is not None:
+        return obs.agent.request
+    return scheduled if scheduled is not None and due(scheduled.at_s, obs.now_s) else None
 
 
 @dataclass(frozen=True)
@@ -63,6 +90,7 @@ class Facts:
     notes: dict[str, str]
     leader: str | None  # the leader-key holder
     best_sync_standby: str | None  # whom SetSyncStandby names (None: nobody)
+    request: OperatorRequest | None = None  # the operator request this turn answers (`answered_request`)
 
     def explain(self, name: str) -> str:
         return f"{name}={'yes' if self.truth[name] else 'no'} ({self.notes[name]})"
@@ -118,11 +146,19 @@ def derive_facts(obs: Observation) -> Facts:
     sync_on = cfg.synchronous_mode
     sheet.add("synchronous_mode", sync_on, "synchronous_mode is on" if sync_on else "synchronous_mode is off")
     sheet.add("use_slots", cfg.use_slots, "use_slots is on" if cfg.use_slots else "use_slots is off")
-    return Facts(obs, sheet.truth, sheet.notes, leader, best_sync)
+    return Facts(obs, sheet.truth, sheet.notes, leader, best_sync, answered_request(obs))
 
 
 def _request_facts(sheet: _Sheet, obs: Observation, leader_running: bool) -> None:
-    request = obs.agent.request
+    request, scheduled = answered_request(obs), obs.agent.scheduled
+    is_scheduled = request is not None and request.at_s is not None
+    if scheduled is None:
+        waiting = "no scheduled restart"
+    else:
+        waiting = f"restart scheduled at {scheduled.at_s:g} s, now {obs.now_s:g} s"
+        if obs.agent.request is not None:
+            waiting += f"; the {obs.agent.request.kind.value} requested now goes first"
+    sheet.add("scheduled_restart_due", is_scheduled, waiting)
     if request is None:
         for name in ("restart_requested", "reinit_requested", "request_refused"):
             sheet.add(name, False, "no operator request")
@@ -130,7 +166,10 @@ def _request_facts(sheet: _Sheet, obs: Observation, leader_running: bool) -> Non
     holder = obs.dcs is not None and obs.dcs.leader is not None and obs.dcs.leader.holder == obs.name
     role = "primary" if holder else "replica"
     refusal = None
-    if request.kind is RequestKind.REINITIALIZE:
+    late = missed(request.at_s, obs.now_s, obs.config.loop_wait_s) if request.at_s is not None else None
+    if late is not None:
+        refusal = f"the scheduled restart missed its time by {late:g} s (> 1.5 x loop_wait): dropped"
+    elif request.kind is RequestKind.REINITIALIZE:
         if holder:
             refusal = "this node is the leader: only a replica can be reinitialized"
         elif not leader_running:
@@ -139,7 +178,7 @@ def _request_facts(sheet: _Sheet, obs: Observation, leader_running: bool) -> Non
         refusal = f"restart is for a {request.role}, this node is a {role}"
     elif request.restart_pending and not obs.postgres.pending_restart:
         refusal = "restart_pending: no setting waits for a restart"
-    asked = f"{request.kind.value} requested"
+    asked = f"{request.kind.value} {'scheduled' if is_scheduled else 'requested'}"
     sheet.add("request_refused", refusal is not None, refusal or f"{asked}: its conditions hold")
     restart = request.kind is RequestKind.RESTART and refusal is None
     sheet.add("restart_requested", restart, asked)
@@ -317,26 +356,8 @@ def _election_facts(sheet: _Sheet, obs: Observation) -> None:
 
 def _leader_facts(sheet: _Sheet, obs: Observation) -> str | None:
     """Facts a leader acts on; returns the standby synchronous replication should use."""
-    view, pg, me = obs.dcs, obs.postgres, obs.name
-    members = view.members if view else ()
-    request = view.failover if view else None
-    promotable = _promotable(obs)
-    if request is None:
-        sheet.add("switchover_requested", False, "no failover key")
-        sheet.add("switchover_stale", False, "no failover key")
-    elif request.leader not in (None, me) or request.candidate == me:
-        sheet.add("switchover_requested", False, "the failover key is not addressed to this leader")
-        sheet.add("switchover_stale", True, f"failover key {request.leader} -> {request.candidate}: done or not mine")
-    else:
-        if request.candidate is not None:
-            target = view.member(request.candidate) if view else None
-            fit = target is not None and promotable(target)
-            why = f"target {request.candidate} is {'fit' if fit else 'missing, lagging, not running or not allowed'}"
-        else:
-            fit = any(promotable(m) for m in members if m.name != me)
-            why = "a fit member exists" if fit else "no member is fit to take over"
-        sheet.add("switchover_requested", fit, why)
-        sheet.add("switchover_stale", not fit, why)
+    view, pg = obs.dcs, obs.postgres
+    _switchover_facts(sheet, obs)
 
     best = _best_sync_standby(obs)
     sheet.add("sync_standby_stale", *_sync_stale(obs, best))
@@ -345,6 +366,51 @@ def _leader_facts(sheet: _Sheet, obs: Observation) -> str | None:
     local = max((h.timeline for h in pg.timeline_history), default=0)
     sheet.add("history_behind", local > published, f"local history to timeline {local}, DCS to {published}")
     return best
+
+
+def _switchover_facts(sheet: _Sheet, obs: Observation) -> None:
+    """Whether this leader hands over now (`switchover_requested`), keeps a failover key for later
+    (`switchover_scheduled`) or clears it (`switchover_stale`)."""
+    view, me = obs.dcs, obs.name
+    request = view.failover if view else None
+    promotable, members = _promotable(obs), view.members if view else ()
+    if request is None:
+        requested, stale, scheduled, why = False, False, False, "no failover key"
+    elif request.leader not in (None, me) or request.candidate == me:
+        requested, stale, scheduled = False, True, False
+        why = f"failover key {request.leader} -> {request.candidate}: done or not addressed to this leader"
+    elif (later := _switchover_later(obs)) is not None:
+        why, dropped = later
+        requested, stale, scheduled = False, dropped, not dropped
+    else:
+        if request.candidate is not None:
+            target = view.member(request.candidate) if view else None
+            fit = target is not None and promotable(target)
+            why = f"target {request.candidate} is {'fit' if fit else 'missing, lagging, not running or not allowed'}"
+        else:
+            fit = any(promotable(m) for m in members if m.name != me)
+            why = "a fit member exists" if fit else "no member is fit to take over"
+        requested, stale, scheduled = fit, not fit, False
+    sheet.add("switchover_requested", requested, why)
+    sheet.add("switchover_stale", stale, why)
+    sheet.add("switchover_scheduled", scheduled, why)
+
+
+def _switchover_later(obs: Observation) -> tuple[str, bool] | None:
+    """For a scheduled failover key that is not to be carried out now: why, and whether it is to be dropped (its
+    time could not be read, or was missed by more than 1.5 x loop_wait). None: no such key, or its time has come."""
+    request = obs.dcs.failover if obs.dcs else None
+    if request is None or not request.scheduled:
+        return None
+    shown = request.scheduled_at or "?"
+    if request.due_s is None:
+        return f"scheduled_at {shown!r} is not a time with a zone", True
+    if not due(request.due_s, obs.now_s):
+        return f"switchover scheduled at {shown}: due at {request.due_s:g} s, now {obs.now_s:g} s", False
+    late = missed(request.due_s, obs.now_s, obs.config.loop_wait_s)
+    if late is not None:
+        return f"switchover scheduled at {shown} missed by {late:g} s (> 1.5 x loop_wait)", True
+    return None
 
 
 def _best_sync_standby(obs: Observation) -> str | None:

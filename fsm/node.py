@@ -15,12 +15,15 @@ pure, in the shape of etcd-io/raft's RawNode, so that the real agent (`runtime/a
     advance(memory, action, ok, started_at)    -> memory'   (renew start times, releases, outcomes)
     keepalive(memory, decision)                -> the heartbeats to repeat while a long action runs
     end_turn(memory, before, decision, ...)    -> (memory', Wake)
+    Turn.answered_scheduled                    -> the driver drops its scheduled restart
 
 A driver's turn: read its ports into `Readings` (asking the `peers_to_ask` for their WAL positions first, then
 `with_positions`); `step`; while `next_action` names one, check it with `blocked` right before it would run (skip
 it as failed if it says why), run it, and `advance` with its outcome; while an action that `takes_long` runs,
 every `keepalive_interval_s` run the `keepalive` heartbeats the same way (checked, then `advance_keepalive`); then
-`end_turn`, and sleep as the `Wake` says. Times are the driver's monotonic clock, passed in: nothing here reads one.
+`end_turn`, and sleep as the `Wake` says (no later than `Wake.by_s`, a scheduled time). A driver that keeps a
+scheduled restart hands it to every turn (`Readings.scheduled`) and drops it once `Turn.answered_scheduled`. Times
+are the driver's monotonic clock, passed in: nothing here reads one.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 
 from fsm.actions import ACTION_TYPES, Action, ArmWatchdog, LeaseEffect, PingWatchdog, PublishMember, RenewLeaderKey
 from fsm.decision import Decision, decide
+from fsm.facts import answered_request
 from fsm.lease import lease_deadline_s
 from fsm.observation import (
     ActionOutcome,
@@ -46,6 +50,10 @@ from fsm.observation import (
     Trigger,
 )
 from fsm.states import State
+from fsm.transitions import RULES
+
+RULES_BY_NAME = {row.name: row for row in RULES}
+ANSWERING_FACTS = {"restart_requested", "request_refused"}  # a row guarded by one of these answers the request
 
 MAX_IMMEDIATE = 5  # turns in a row without sleeping while things change; then loop_wait again
 
@@ -71,6 +79,7 @@ class Memory:
     immediate_turns: int = 0  # turns taken in a row without sleeping
     actions_run: int = 0  # how many of the current decision's actions have run (or were skipped as failed)
     last_rule: str | None = None
+    next_due_s: float | None = None  # the next scheduled time (restart, switchover) the last turn saw ahead
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,7 @@ class Readings:
     create_replica_methods: tuple[str, ...] = ("basebackup",)
     shutting_down: bool = False
     request: OperatorRequest | None = None  # an operator's request for this turn to answer
+    scheduled: OperatorRequest | None = None  # the scheduled restart the driver keeps until a turn answers it
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,15 @@ class Turn:
     observation: Observation
     decision: Decision
     memory: Memory
+
+    @property
+    def answered_scheduled(self) -> bool:
+        """This turn's decision acted on the scheduled restart, or refused it: the driver drops it now (Patroni
+        too drops a scheduled restart once it has been tried, whatever came of it)."""
+        obs = self.observation
+        if obs.agent.scheduled is None or answered_request(obs) is not obs.agent.scheduled:
+            return False
+        return bool(ANSWERING_FACTS & set(RULES_BY_NAME[self.decision.rule].when))
 
 
 class WakeKind(StrEnum):
@@ -108,6 +127,7 @@ class Wake:
 
     kind: WakeKind
     watch: bool = False
+    by_s: float | None = None  # after loop_wait, but no later than this (a scheduled restart's or switchover's time)
 
 
 def dynamic_config(local: ClusterConfig, stored: Mapping[str, Any]) -> ClusterConfig:
@@ -177,6 +197,7 @@ def step(name: str, memory: Memory, readings: Readings, now_s: float) -> Turn:
         postgres_down_since_s=down_since,
         last_outcome=memory.last_outcome,
         request=readings.request,
+        scheduled=readings.scheduled,
     )
     trigger = Trigger.SHUTDOWN if readings.shutting_down else Trigger.TICK
     observation = Observation(name, now_s, readings.config, readings.view, pg, agent, trigger)
@@ -188,8 +209,20 @@ def step(name: str, memory: Memory, readings: Readings, now_s: float) -> Turn:
         last_outcome=ActionOutcome(),
         actions_run=0,
         last_rule=decision.rule,
+        next_due_s=next_due_s(observation),
     )
     return Turn(observation, decision, moved)
+
+
+def next_due_s(observation: Observation) -> float | None:
+    """The earliest scheduled time still ahead: the scheduled restart's, or the failover key's as this node's
+    clock reads it. The next turn comes no later (`Wake.by_s`), so that it runs on time, not up to loop_wait late."""
+    scheduled, view = observation.agent.scheduled, observation.dcs
+    times = (
+        scheduled.at_s if scheduled else None,
+        view.failover.due_s if view is not None and view.failover is not None else None,
+    )
+    return min((t for t in times if t is not None and t > observation.now_s), default=None)
 
 
 def remaining(memory: Memory, decision: Decision | None) -> tuple[Action, ...]:
@@ -276,4 +309,5 @@ def end_turn(
     busy = before is not decision.state or bool(outcome.failed) or changed_postgres or woken or shutting_down
     again = busy and memory.immediate_turns < MAX_IMMEDIATE
     memory = replace(memory, immediate_turns=memory.immediate_turns + 1 if again else 0)
-    return memory, Wake(WakeKind.AT_ONCE if again else WakeKind.LOOP_WAIT, watch=decision.state is not State.LEADER)
+    watch = decision.state is not State.LEADER
+    return memory, Wake(WakeKind.AT_ONCE if again else WakeKind.LOOP_WAIT, watch, None if again else memory.next_due_s)

@@ -101,14 +101,27 @@ class LeaderKey:
 
 @dataclass(frozen=True)
 class FailoverRequest:
-    """The `failover` key: a switchover (names the current leader) or a manual failover (names a candidate)."""
+    """The `failover` key: a switchover (names the current leader) or a manual failover (names a candidate).
+
+    A scheduled switchover also holds Patroni's `scheduled_at` text (kept as stored, for the REST API and the logs;
+    the core never parses it) and `due_s`, that time on the observing driver's monotonic clock, which the driver
+    converts (None: the text could not be read as a time with a zone). A scheduled request is due only once
+    `due_s` has come: one the driver could not convert is never due."""
 
     leader: str | None = None
     candidate: str | None = None
+    scheduled_at: str | None = None
+    due_s: float | None = None
 
     def __post_init__(self) -> None:
         named = self.leader is not None or self.candidate is not None
         _require(named, "a failover request names a leader or a candidate")
+        if self.due_s is not None:
+            _require(isinstance(self.due_s, (int, float)) and math.isfinite(self.due_s), f"due_s: {self.due_s!r}")
+
+    @property
+    def scheduled(self) -> bool:
+        return self.scheduled_at is not None or self.due_s is not None
 
 
 @dataclass(frozen=True)
@@ -194,18 +207,26 @@ class OperatorRequest:
 
     restart: only if this node runs in `role` ("primary" or "replica", when given) and, with `restart_pending`,
     only if Postgres has settings waiting for a restart; `timeout_s` bounds Postgres's start. reinitialize: always a
-    fresh copy of the leader (Patroni's `from_leader`)."""
+    fresh copy of the leader (Patroni's `from_leader`).
+
+    A scheduled restart (Patroni's `schedule`) has `at_s`, its time on the driver's monotonic clock: the driver
+    keeps it and hands it to every turn as `AgentState.scheduled` until a turn answers it; its conditions are
+    judged when it is due, not when it was scheduled."""
 
     kind: RequestKind
     role: str | None = None
     restart_pending: bool = False
     timeout_s: float | None = None
+    at_s: float | None = None
 
     def __post_init__(self) -> None:
         _require(isinstance(self.kind, RequestKind), f"unknown request {self.kind!r}")
         _require(self.role in (None, "primary", "replica"), f"role must be primary or replica, got {self.role!r}")
         if self.timeout_s is not None:
             _non_negative(self.timeout_s, "timeout_s")
+        if self.at_s is not None:
+            _non_negative(self.at_s, "at_s")
+            _require(self.kind is RequestKind.RESTART, "only a restart can be scheduled")
 
 
 # --- the local part -------------------------------------------------------------------------------
@@ -269,8 +290,11 @@ class AgentState:
     postgres_down_since_s: float | None = None  # first loop that saw Postgres not running, while it stays down
     last_outcome: ActionOutcome = field(default_factory=ActionOutcome)
     request: OperatorRequest | None = None  # an operator's request this turn answers
+    scheduled: OperatorRequest | None = None  # a scheduled restart waiting for its time (`at_s`)
 
     def __post_init__(self) -> None:
+        _require(self.request is None or self.request.at_s is None, "a scheduled request goes in `scheduled`")
+        _require(self.scheduled is None or self.scheduled.at_s is not None, "`scheduled` needs its time, at_s")
         for name in ("lease_renewed_at_s", "postgres_down_since_s"):
             value = getattr(self, name)
             if value is not None:

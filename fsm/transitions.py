@@ -127,6 +127,14 @@ NOW_REPLICA = act(RunCallback, event="on_role_change", role="replica")
 STOPPED = act(RunCallback, event="on_stop", role="replica")
 KEEP_LEASE = (RenewLeaderKey, PingWatchdog)
 SYNC_FIRST = act(PrepareSyncStandby, "synchronous_mode")  # before Postgres takes writes: the setting matches the key
+# What a leader does every loop after renewing, when it has nothing else to do: keep the cluster's keys current.
+KEEP_KEYS = (
+    act(SetInitializeKey, "initialize_unset"),
+    act(PublishHistory, "history_behind"),
+    act(EnsureReplicationSlots, "use_slots"),
+    PublishLeaderOptime,
+    act(SetSyncStandby, "sync_standby_stale"),
+)
 
 # fmt: off
 RULES: tuple[Rule, ...] = (
@@ -166,7 +174,8 @@ RULES: tuple[Rule, ...] = (
     rule("follow_refuse_request", TICK, FOLLOW, SAME, RefuseRequest, when="request_refused", reason="an operator request I cannot honour: refuse it"),
     rule("follow_reinit", TICK, FOLLOW, SAME, Reclone, StartStandby, when="reinit_requested",
          reason="operator reinitialize: move my data aside, clone the leader afresh, start as its standby"),
-    rule("follow_restart_request", TICK, FOLLOW, SAME, RestartStandby, when="restart_requested", reason="operator restart of the standby"),
+    rule("follow_restart_request", TICK, FOLLOW, SAME, RestartStandby, when="restart_requested", also="scheduled_restart_due",
+         reason="operator restart of the standby (now, or at its scheduled time)"),
     rule("follow_diverged", TICK, FOLLOW, DEMO, when="diverged leader_running", reason="my history forked from the leader's: repair it"),
     rule("follow_repoint", TICK, FOLLOW, SAME, FollowLeader, when="leader_key_held_by_other", unless="following_leader",
          reason="not streaming from the leader: re-point"),
@@ -210,11 +219,12 @@ RULES: tuple[Rule, ...] = (
     rule("lead_refuse_request", TICK, LEAD, SAME, *KEEP_LEASE, RefuseRequest, when="request_refused",
          reason="an operator request the leader cannot honour: refuse it, keep leading"),
     rule("lead_restart_request", TICK, LEAD, SAME, *KEEP_LEASE, RestartPrimary, when="restart_requested",
-         reason="operator restart: renew the lease, restart Postgres as primary while it holds"),
+         also="scheduled_restart_due", reason="operator restart (now, or at its scheduled time): renew the lease, "
+         "restart Postgres as primary while it holds"),
     rule("lead_promote", TICK, LEAD, SAME, *KEEP_LEASE, SYNC_FIRST, Promote, unless="writable", reason="Postgres read-only: promote"),
-    rule("lead_steady", TICK, LEAD, SAME, *KEEP_LEASE, act(ClearSwitchoverRequest, "switchover_stale"),
-         act(SetInitializeKey, "initialize_unset"), act(PublishHistory, "history_behind"),
-         act(EnsureReplicationSlots, "use_slots"), PublishLeaderOptime, act(SetSyncStandby, "sync_standby_stale"),
+    rule("lead_await_switchover", TICK, LEAD, SAME, *KEEP_LEASE, *KEEP_KEYS, when="switchover_scheduled",
+         reason="a switchover is scheduled for later: keep leading until its time"),
+    rule("lead_steady", TICK, LEAD, SAME, *KEEP_LEASE, act(ClearSwitchoverRequest, "switchover_stale"), *KEEP_KEYS,
          also="lease_valid holds_leader_key", reason="leading: renew the lease, keep the cluster's keys current"),
     # demoting: writes stop first, then the key goes, then rejoin by following, pg_rewind or re-clone
     rule("demote_stop_writes", TICK, DEMO, SAME, STOP_WRITES, when="writable", reason="still writable: stop writes first"),

@@ -32,6 +32,7 @@ from model.trace import Trace
 from model.world import Settings, World
 
 FAULTS = ("crash", "pause", "partition", "dcs-outage")
+OPTIONAL_FAULTS = ("scheduled-switchover",)  # an operator's request: a switchover to the node one quantum ahead
 # Actions whose completion is an event of its own: each changes the DCS or Postgres in a way that matters to
 # another node or to an invariant. The others complete together with the event before them.
 CONSEQUENTIAL = {
@@ -178,6 +179,8 @@ class Explorer:
             world.dcs_down_until = world.t + 2 * ttl
         elif event.kind == "pause":
             inject(world, Fault(world.t, "pause", node.name, duration_s=3 * ttl))
+        elif event.kind == "scheduled-switchover":
+            inject(world, Fault(world.t, "scheduled_switchover", node.name, value=self.quantum_s))
         else:
             inject(world, Fault(world.t, event.kind, node.name))
 
@@ -214,6 +217,7 @@ class Explorer:
                     rel_time(n.real(n.memory.lease_renewed_at_s)),
                     rel_time(n.watchdog_deadline),
                     rel_time(n.orphan_fence_deadline),
+                    rel_time(n.real(n.scheduled.at_s)) if n.scheduled else None,
                     pg.running,
                     pg.in_recovery,
                     pg.read_only,
@@ -280,6 +284,8 @@ class Explorer:
                 parts.append(f"{t:g}:dcs_down:all:{2 * ttl:g}")
             elif event.kind == "pause":
                 parts.append(f"{t:g}:pause:{event.target}:{3 * ttl:g}")
+            elif event.kind == "scheduled-switchover":
+                parts.append(f"{t:g}:scheduled_switchover:{event.target}::{self.quantum_s:g}")
             elif event.kind in FAULTS:
                 parts.append(f"{t:g}:{event.kind}:{event.target}")
         return ",".join(parts)
@@ -289,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.explore", description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=3, choices=(2, 3))
     parser.add_argument("--depth", type=int, default=12)
-    parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, from {', '.join(FAULTS)}")
+    known = (*FAULTS, *OPTIONAL_FAULTS)
+    parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, from {', '.join(known)}")
     parser.add_argument("--no-watchdog", action="store_true")
     parser.add_argument("--quantum", type=float, default=10.0, help="seconds one tick moves time on")
     parser.add_argument("--max-faults", type=int, default=1, help="faults per path")
@@ -298,9 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sync", action="store_true", help="synchronous_mode on")
     args = parser.parse_args(argv)
     faults = tuple(f for f in args.faults.split(",") if f)
-    unknown = set(faults) - set(FAULTS)
+    unknown = set(faults) - set(known)
     if unknown:
-        parser.error(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
+        parser.error(f"unknown faults {sorted(unknown)}; known: {', '.join(known)}")
     explorer = Explorer(args.nodes, not args.no_watchdog, faults, args.quantum, args.max_faults, args.sync)
     started = time.perf_counter()
     search = explorer.run(args.depth, args.max_states)

@@ -38,7 +38,13 @@ KINDS = {
     "reinit_request": "an operator asks the node's REST API to re-clone it from the leader",
     "slow_postgres": "Postgres actions the node starts take duration_s each (a long checkpoint, a large basebackup)",
     "foreign_data": "replace a stopped node's data directory with another cluster's (an operator's mistake)",
+    "scheduled_restart": "an operator schedules a restart of the node `value` seconds ahead (POST /restart with "
+    "schedule; refused while one is pending)",
+    "cancel_restart": "an operator deletes the node's scheduled restart (DELETE /restart)",
+    "scheduled_switchover": "an operator schedules a switchover to the target `value` seconds ahead (the failover "
+    "key with scheduled_at)",
 }
+SCHEDULED = ("scheduled_restart", "scheduled_switchover")  # their `value` is how far ahead, in seconds
 REQUESTS = {"restart_request": RequestKind.RESTART, "reinit_request": RequestKind.REINITIALIZE}
 
 
@@ -133,6 +139,19 @@ def _apply(world: World, fault: Fault, node: Node | None) -> None:
         node.interrupt_after = int(fault.value)
     elif kind == "foreign_data" and node and not node.pg.running:
         node.pg.data = Data(sysid=world.new_sysid(), segment=world.new_segment())
+    elif kind == "scheduled_restart" and node:
+        if node.scheduled is not None:
+            world.trace.note(t, node.name, "refused: another restart is already scheduled")
+        else:
+            node.scheduled = OperatorRequest(RequestKind.RESTART, at_s=node.local(t + fault.value))
+    elif kind == "cancel_restart" and node:
+        if node.scheduled is None:
+            world.trace.note(t, node.name, "no restart is scheduled")
+        node.scheduled = None
+    elif kind == "scheduled_switchover" and node:
+        holder = world.dcs.get("leader", t)
+        at = t + fault.value  # the simulated DCS holds simulated time; each node reads it on its own clock
+        world.dcs.put("failover", FailoverRequest(holder, node.name, scheduled_at=f"t={at:g}s", due_s=at), t)
     elif kind in REQUESTS and node and node.alive:
         node.request = OperatorRequest(REQUESTS[kind])
         world.schedule_loop(node, t)  # the REST handler wakes the loop

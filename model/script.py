@@ -18,6 +18,8 @@ Commands:
     FAULT TARGET [Ds]                                   a fault of model.faults (dashes for underscores:
                                                         kill-postgres is postgres_crash), on a node name,
                                                         leader, replica, all or last, lasting D seconds
+                                                        (scheduled-restart, scheduled-switchover: D seconds
+                                                        ahead)
     expect leader NODE | expect leader none             who holds the leader key and serves writes
     expect state NODE STATE                             the node's HA state
     expect member NODE | expect no-member NODE          whether the node's member key is in the DCS
@@ -35,7 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from fsm.observation import ClusterConfig
-from model.faults import KINDS, Fault, inject
+from model.faults import KINDS, SCHEDULED, Fault, inject
 from model.world import Settings, World
 
 ALIASES = {"kill-postgres": "postgres_crash", "break-postgres": "postgres_broken"}
@@ -94,7 +96,10 @@ class Script:
                 raise ScriptError(f"unknown command {verb!r}")
             target = args[0] if args else "all"
             lasting = _seconds(args, 1) if len(args) > 1 else None
-            inject(world, Fault(world.t, kind, target, lasting))
+            if kind in SCHEDULED:
+                inject(world, Fault(world.t, kind, target, value=lasting or 0.0))
+            else:
+                inject(world, Fault(world.t, kind, target, lasting))
             world.run(world.t)  # the fault's immediate consequences, in this instant
 
     def _start(self, args: list[str]) -> None:

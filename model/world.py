@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import count
 from typing import Any
 
@@ -78,6 +78,7 @@ class Node:
     request: OperatorRequest | None = None  # an operator request for the node's next turn
     config: ClusterConfig = field(default_factory=ClusterConfig)  # the settings of its last turn (effective_config)
     stored_config: dict[str, Any] = field(default_factory=dict)  # the DCS config key as the node last read it
+    scheduled: OperatorRequest | None = None  # a scheduled restart, kept (as the REST API does) until a turn answers
     decision: Decision | None = None  # the explorer's last decision of the node, whose actions may still run
     decided_at: float | None = None  # the explorer's time of the node's last decision
     running_long: tuple[int, int] | None = None  # (generation, action index) of the long action running now
@@ -283,15 +284,19 @@ class World:
         dynamic = core.effective_config(self.config, node.stored_config)
         self.dcs.ttl_s = dynamic.ttl_s  # the keys it writes follow a ttl the config key changed
         node.config = config = core.effective_config(self.config, node.stored_config, self.dcs.lease_ttl_s())
+        view = _on_clock_of(node, view)
         asked = core.peers_to_ask(node.name, node.memory, view)
         if view is not None and asked:
             view = core.with_positions(view, self.positions_for(node, asked))
         readings = core.Readings(
-            view, node.pg.observe(), config, node.tags, shutting_down=node.shutting_down, request=request
-        )
+            view, node.pg.observe(), config, node.tags,
+            shutting_down=node.shutting_down, request=request, scheduled=node.scheduled,
+        )  # fmt: skip
         before, last_rule = node.state, node.memory.last_rule
         turn = core.step(node.name, node.memory, readings, node.local(self.t))
         node.memory, decision = turn.memory, turn.decision
+        if turn.answered_scheduled:
+            node.scheduled = None
         self.record(node, before, last_rule, decision)
         return decision
 
@@ -380,12 +385,17 @@ class World:
             self.checker.fault_injected()  # a node leaving after a heal is a new fault: that heal promised nothing
             return
         again = wake.kind is core.WakeKind.AT_ONCE
-        self.schedule_loop(node, self.t + (IMMEDIATE_S if again else node.config.loop_wait_s))
+        later = self.t + node.config.loop_wait_s
+        due = node.real(wake.by_s)  # a scheduled restart or switchover: no later than its time on the node's clock
+        if due is not None:
+            later = min(later, max(self.t, due))
+        self.schedule_loop(node, self.t + IMMEDIATE_S if again else later)
 
     def kill(self, node: Node, reason: str, host: bool = False) -> None:
         """The agent dies. Its fence is a process of its own: it dies too only with the whole host (`host`);
         otherwise, armed, it outlives the agent and still fires at its deadline, whatever a new agent does."""
         node.alive, node.acting, node.wake, node.decision, node.running_long = False, False, False, None, None
+        node.scheduled = None  # kept in the agent process (its REST API), as Patroni keeps it: gone with it
         node.generation += 1
         if not host and node.watchdog_deadline is not None:
             node.orphan_fence_deadline = node.watchdog_deadline
@@ -446,3 +456,12 @@ class World:
 
     def new_sysid(self) -> str:
         return str(next(self._sysids))
+
+
+def _on_clock_of(node: Node, view: ClusterView | None) -> ClusterView | None:
+    """The DCS view with a scheduled switchover's time on `node`'s own clock. The simulated DCS holds it in
+    simulated time, as the real one holds a wall-clock time that each agent converts to its monotonic clock."""
+    failover = view.failover if view is not None else None
+    if view is None or failover is None or failover.due_s is None:
+        return view
+    return replace(view, failover=replace(failover, due_s=node.local(failover.due_s)))

@@ -15,6 +15,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from adapters.dcs import Snapshot
 from fsm import Decision, State
@@ -24,6 +25,7 @@ from fsm.observation import ClusterConfig, OperatorRequest, PostgresState
 from runtime.executor import Executor
 from runtime.peers import positions_of
 from runtime.ports import DcsPort
+from runtime.schedule import with_due_times
 
 log = logging.getLogger("regent")
 
@@ -40,6 +42,15 @@ class Turn:
     wake: core.Wake
     failure: str = ""  # what the adapter said of the action that failed
     request: OperatorRequest | None = None  # the operator request this turn answered
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A scheduled restart the agent keeps for the turns: the request (its time on the monotonic clock) and what
+    the REST API shows of it (Patroni's `scheduled_restart`: the schedule as ISO text, and the options)."""
+
+    request: OperatorRequest
+    shown: dict[str, Any]
 
 
 @dataclass
@@ -61,6 +72,7 @@ class Agent:
         *,
         replica_methods: tuple[str, ...] = ("basebackup",),
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,  # for people, and for scheduled times given as wall-clock text
     ) -> None:
         self.name = name
         self.local_config = config
@@ -68,6 +80,7 @@ class Agent:
         self.executor = executor
         self.replica_methods = replica_methods
         self.clock = clock
+        self.wall_clock = wall_clock
         self.memory = core.Memory()
         self.snapshot: Snapshot | None = None
         self.postgres: PostgresState | None = None
@@ -79,6 +92,7 @@ class Agent:
         self._soon: deque[Callable[[], None]] = deque()  # work for the loop's thread between two turns (SIGHUP)
         self._lock = threading.Lock()  # one turn at a time (the loop, or an API-triggered turn)
         self._asked: _Asked | None = None  # an operator request for the next turn (guarded by _asking)
+        self._scheduled: Scheduled | None = None  # a scheduled restart, until a turn answers it (guarded by _asking)
         self._asking = threading.Lock()
 
     @property
@@ -106,13 +120,15 @@ class Agent:
         dynamic = self.config()
         self.dcs.set_ttl(dynamic.ttl_s)  # the DCS config key may have changed ttl: the keys written follow it
         config = core.effective_config(dynamic, None, self.dcs.lease_ttl_s())  # a clamped ZooKeeper session
-        view = snapshot.view if snapshot else None
+        view = with_due_times(snapshot.view, self.wall_clock(), self.clock()) if snapshot else None
         asked = core.peers_to_ask(self.name, self.memory, view)
         if view is not None and asked:
             view = core.with_positions(view, positions_of(asked, core.position_timeout_s(config)))
+        scheduled = self._scheduled
         return core.Readings(
-            view, self.postgres, config, self.executor.tags, self.replica_methods, self.shutting_down, request
-        )
+            view, self.postgres, config, self.executor.tags, self.replica_methods, self.shutting_down, request,
+            scheduled.request if scheduled else None,
+        )  # fmt: skip
 
     def step(self) -> Turn:
         """Read, step the core, run the actions, ask the core when the next turn comes: one turn of the loop."""
@@ -123,6 +139,8 @@ class Agent:
             readings = self.read(asked.request if asked else None)
             planned = core.step(self.name, self.memory, readings, self.clock())
             decision = planned.decision
+            if planned.answered_scheduled:
+                self._drop_scheduled(readings.scheduled)
             self.memory, failure = self._act(planned.memory, decision, readings.config)
             self.decision_counts[decision.rule] += 1
             self.memory, wake = core.end_turn(
@@ -130,7 +148,7 @@ class Agent:
             )
             outcome = self.memory.last_outcome
             turn = Turn(
-                time.time(), before, decision, outcome.succeeded, outcome.failed, wake, failure, readings.request
+                self.wall_clock(), before, decision, outcome.succeeded, outcome.failed, wake, failure, readings.request
             )
             last = self.turns[-1] if self.turns else None
             if last is None or before is not decision.state or last.decision.rule != decision.rule or outcome.failed:
@@ -208,6 +226,42 @@ class Agent:
                     self._asked = None
         return asked.turn
 
+    def schedule_restart(self, request: OperatorRequest, shown: dict[str, Any]) -> bool:
+        """Keep `request` (a restart with its time, `at_s`) for the turns until one answers it; False when another
+        restart is already scheduled (one at a time, as Patroni)."""
+        with self._asking:
+            if self._scheduled is not None:
+                return False
+            self._scheduled = Scheduled(request, shown)
+            self.executor.scheduled_restart = shown  # published in the member key, as Patroni does
+        self.wake.set()  # the next turn learns its time and sleeps no longer than until then
+        return True
+
+    def cancel_scheduled_restart(self) -> bool:
+        """Drop the scheduled restart; False when there was none."""
+        with self._asking:
+            had, self._scheduled = self._scheduled, None
+            self.executor.scheduled_restart = None
+        return had is not None
+
+    @property
+    def scheduled_request(self) -> OperatorRequest | None:
+        """The scheduled restart the turns are handed (None: none)."""
+        scheduled = self._scheduled
+        return scheduled.request if scheduled else None
+
+    @property
+    def scheduled_restart(self) -> dict[str, Any] | None:
+        """What the REST API shows of the scheduled restart (None: none)."""
+        scheduled = self._scheduled
+        return dict(scheduled.shown) if scheduled else None
+
+    def _drop_scheduled(self, answered: OperatorRequest | None) -> None:
+        with self._asking:
+            if self._scheduled is not None and self._scheduled.request is answered:  # not one scheduled since
+                self._scheduled = None
+                self.executor.scheduled_restart = None
+
     # --- the daemon ------------------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -231,7 +285,14 @@ class Agent:
             if turn.wake.kind is core.WakeKind.AT_ONCE:
                 self.wake.clear()
                 continue
-            self._sleep(self.config().loop_wait_s, watch=turn.wake.watch)
+            self._sleep(self.sleep_s(turn.wake), watch=turn.wake.watch)
+
+    def sleep_s(self, wake: core.Wake) -> float:
+        """loop_wait, or less when the core wants the next turn by a scheduled time."""
+        seconds = self.config().loop_wait_s
+        if wake.by_s is not None:
+            seconds = min(seconds, max(0.0, wake.by_s - self.clock()))
+        return seconds
 
     def _sleep(self, seconds: float, watch: bool) -> None:
         if self.wake.is_set() or self.shutting_down:

@@ -50,6 +50,7 @@ class Executor:
     tags: Tags = field(default_factory=Tags)
     replica_methods: tuple[ReplicaMethod, ...] = (ReplicaMethod("basebackup"),)  # as configured, with their scripts
     clock: Callable[[], float] = time.monotonic
+    scheduled_restart: dict[str, Any] | None = None  # Patroni's member-key field, set by the agent while one waits
 
     def run(
         self, action: a.Action, snapshot: Snapshot | None, config: ClusterConfig, memory: Memory
@@ -140,7 +141,7 @@ class Executor:
         pg = self.postgres.observe()
         record = MemberRecord(
             self.name, self.conn_url, self.api_url, "running" if pg.running else "stopped", act.role,
-            pg.wal_position, pg.timeline, self.tags,
+            pg.wal_position, pg.timeline, self.tags, self.scheduled_restart,
         )  # fmt: skip
         return _dcs(self.dcs.publish_member(record))
 

@@ -12,6 +12,8 @@ waits retry_timeout first, as the real read does). Scenario scripts run on it as
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 
 from adapters.dcs import MemberRecord, Outcome, Snapshot
 from adapters.postgres.settings import ReplicaMethod
@@ -23,6 +25,12 @@ from model import effects
 from model.world import IMMEDIATE_S, Node, Settings, World
 from runtime.agent import Agent
 from runtime.executor import Executor
+
+WALL_EPOCH_S = 1_800_000_000.0  # the wall clock's reading at simulated time 0: every node's, NTP-synced
+
+
+def wall_time(t: float) -> float:
+    return WALL_EPOCH_S + t
 
 
 class SimDcsPort:
@@ -41,7 +49,12 @@ class SimDcsPort:
     def read_cluster(self) -> Snapshot | None:
         if not self.world.dcs_ok(self.node):
             return None
-        return Snapshot(self.world.dcs.view(self.world.t), self.world.dcs.get("config", self.world.t))
+        view = self.world.dcs.view(self.world.t)
+        failover = view.failover
+        if failover is not None and failover.due_s is not None:  # held in simulated time: as text, as etcd holds it
+            when = datetime.fromtimestamp(wall_time(failover.due_s), UTC).isoformat()
+            view = replace(view, failover=replace(failover, scheduled_at=when, due_s=None))
+        return Snapshot(view, self.world.dcs.get("config", self.world.t))
 
     def set_ttl(self, ttl_s: float) -> None:
         self.world.dcs.ttl_s = ttl_s
@@ -211,7 +224,9 @@ class AgentWorld(World):
             tags=node.tags,
             clock=clock,
         )
-        return Agent(node.name, self.config, executor.dcs, executor, clock=clock)
+        return Agent(
+            node.name, self.config, executor.dcs, executor, clock=clock, wall_clock=lambda: wall_time(self.t)
+        )
 
     def _loop(self, node: Node, token: int) -> None:
         if token != node.token or not node.alive:
@@ -234,18 +249,22 @@ class AgentWorld(World):
         if node.request is not None:
             agent.submit(node.request)
             node.request = None
+        if node.scheduled is not agent.scheduled_request:  # the world's faults schedule (or cancel) a restart
+            agent.cancel_scheduled_restart()
+            if node.scheduled is not None:
+                agent.schedule_restart(node.scheduled, {})
         agent.shutting_down = node.shutting_down
         before, last_rule = agent.state, agent.memory.last_rule
         turn = agent.step()
         agent.wake.clear()  # what Agent.run's sleep does
-        node.memory, node.config = agent.memory, agent.config()
+        node.memory, node.config, node.scheduled = agent.memory, agent.config(), agent.scheduled_request
         self.record(node, before, last_rule, turn.decision)
         if turn.wake.kind is core.WakeKind.STOP:
             self.kill(node, "agent stopped after shutdown")
             self.checker.fault_injected()
             return
         again = turn.wake.kind is core.WakeKind.AT_ONCE
-        self.schedule_loop(node, self.t + (IMMEDIATE_S if again else agent.config().loop_wait_s))
+        self.schedule_loop(node, self.t + (IMMEDIATE_S if again else agent.sleep_s(turn.wake)))
 
     def restart(self, node: Node) -> None:
         super().restart(node)

@@ -19,9 +19,11 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 
 from adapters.dcs import EtcdSettings, MemberRecord, connect
@@ -167,6 +169,11 @@ def call(
         return Answer(response.status, response.headers, response.read())
     finally:
         conn.close()
+
+
+def in_seconds(seconds: float) -> str:
+    """A time `seconds` from now, as patronictl sends it (ISO 8601 with a zone)."""
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
 
 
 def get(node: Node, path: str, method: str = "GET") -> Answer:
@@ -333,6 +340,7 @@ def test_unsafe_methods_need_the_right_credentials(cluster: Cluster) -> None:
         assert answer.headers["WWW-Authenticate"].startswith("Basic")
         assert "message" in answer.json
     assert call(port, "PATCH", "/config", {"x": 1}).status == 401
+    assert call(port, "DELETE", "/restart").status == 401 and call(port, "DELETE", "/switchover").status == 401
     assert call(port, "GET", "/config").status == 200  # reads need none
     assert call(port, "POST", "/reload", auth=AUTH).status == 200
 
@@ -353,9 +361,26 @@ def test_malformed_requests_get_400_with_a_message(cluster: Cluster) -> None:
         assert (answer.status, words in answer.message) == (400, True), (body, answer.raw)
     failover = admin(n0, "POST", "/failover", {"leader": None})
     assert failover.status == 400 and "candidate" in failover.message
-    later = admin(n0, "POST", "/switchover", {"leader": "n0", "scheduled_at": "2099-01-01T00:00:00+00:00"})
-    assert later.status == 501 and "scheduled" in later.message
-    assert admin(n0, "POST", "/switchover", {"leader": "n0", "scheduled_at": "soon"}).status == 400
+    bad_times = {  # the status Patroni answers with
+        "soon": (422, "not an ISO 8601 time"),
+        7: (400, "expected an ISO 8601 time with a zone"),
+        "2099-01-01T00:00:00": (400, "give a time zone"),
+        "2000-01-01T00:00:00+00:00": (422, "in the past"),
+    }
+    for text, (status, words) in bad_times.items():
+        switchover = admin(n0, "POST", "/switchover", {"leader": "n0", "candidate": "n1", "scheduled_at": text})
+        assert (switchover.status, words in switchover.message) == (status, True), (text, switchover.raw)
+        restart = admin(n0, "POST", "/restart", {"schedule": text})
+        assert (restart.status, words in restart.message) == (status, True), (text, restart.raw)
+    null = admin(n0, "POST", "/restart", {"schedule": None})  # not a restart now (a null scheduled_at is: Patroni's)
+    assert null.status == 400 and "expected an ISO 8601 time with a zone" in null.message
+    later = in_seconds(60)
+    failover = admin(n0, "POST", "/failover", {"candidate": "n1", "scheduled_at": later})
+    assert failover.status == 400 and "cannot be scheduled" in failover.message
+    assert admin(n0, "POST", "/restart", {"schedule": later, "role": "standby"}).status == 400
+    assert admin(n0, "POST", "/restart", {"schedule": later, "postgres_version": "16"}).status == 501
+    assert n0.agent.scheduled_restart is None  # none of them was scheduled
+    assert admin(n0, "DELETE", "/restart").status == 404 and admin(n0, "DELETE", "/switchover").status == 404
     assert admin(n0, "POST", "/restart", {"role": "standby"}).status == 400
     assert admin(n0, "POST", "/restart", {"timeout": "soon"}).status == 400
     assert admin(n0, "POST", "/reinitialize", {"force": "yes"}).status == 400
@@ -519,10 +544,70 @@ def test_restart_requests_the_node_cannot_honour_are_refused_by_a_row(cluster: C
     assert wrong_role.status == 412 and "restart is for a replica, this node is a primary" in wrong_role.message
     nothing_pending = admin(n1, "POST", "/restart", {"restart_pending": True})
     assert nothing_pending.status == 412 and "no setting waits for a restart" in nothing_pending.message
-    scheduled = admin(n1, "POST", "/restart", {"schedule": "2099-01-01T00:00:00+00:00"})
-    assert scheduled.status == 501 and "scheduled restarts are not supported" in scheduled.message
     rules = [turn["rule"] for turn in get(n0, "/decision").json["decisions"]]
     assert "lead_refuse_request" in rules
+
+
+def postmaster_started(node: Node) -> datetime:
+    return query(node.config.postgresql, "SELECT pg_postmaster_start_time()")[0][0]
+
+
+def restarted_since(node: Node, started: datetime) -> bool:
+    try:
+        return is_replica(node) and postmaster_started(node) > started
+    except psycopg2.OperationalError:  # shutting down or starting: not yet
+        return False
+
+
+def last_turn(node: Node, rule: str) -> dict[str, Any] | None:
+    """The newest turn of `rule` in /decision (a turn shows there once its actions have ended)."""
+    return next((turn for turn in get(node, "/decision").json["decisions"] if turn["rule"] == rule), None)
+
+
+def test_a_scheduled_restart_runs_at_its_time_not_before_and_a_deleted_one_never(cluster: Cluster) -> None:
+    n1 = cluster["n1"]
+    started = postmaster_started(n1)
+    at = in_seconds(4)
+    scheduled = admin(n1, "POST", "/restart", {"schedule": at, "role": "replica"})
+    assert (scheduled.status, scheduled.message) == (202, "Restart scheduled"), scheduled.raw
+    shown = get(n1, "/patroni").json["scheduled_restart"]
+    assert shown == {"schedule": datetime.fromisoformat(at).isoformat(), "role": "replica"}
+    again = admin(n1, "POST", "/restart", {"schedule": in_seconds(30)})
+    assert (again.status, again.message) == (409, "Another restart is already scheduled")
+    wait_until(lambda: datetime.now(UTC) >= datetime.fromisoformat(at) - timedelta(seconds=1), 10, "1 s before")
+    assert postmaster_started(n1) == started and "scheduled_restart" in get(n1, "/patroni").json  # not before
+    wait_until(lambda: restarted_since(n1, started), 20, "n1 restarted")
+    assert postmaster_started(n1) >= datetime.fromisoformat(at)  # at its time: the new postmaster started after it
+    assert "scheduled_restart" not in get(n1, "/patroni").json
+    wait_until(lambda: last_turn(n1, "follow_restart_request") is not None, 10, "the restart's turn recorded")
+    turn = last_turn(n1, "follow_restart_request")
+    assert turn is not None
+    assert "scheduled_restart_due=yes" in turn["why"] and "RestartStandby" in turn["succeeded"]
+
+    started = postmaster_started(n1)
+    at = in_seconds(3)
+    assert admin(n1, "POST", "/restart", {"schedule": at}).status == 202
+    deleted = admin(n1, "DELETE", "/restart")
+    assert (deleted.status, deleted.message) == (200, "scheduled restart deleted")
+    assert admin(n1, "DELETE", "/restart").status == 404
+    wait_until(lambda: datetime.now(UTC) >= datetime.fromisoformat(at) + timedelta(seconds=3), 10, "3 s after it")
+    assert postmaster_started(n1) == started and "scheduled_restart" not in get(n1, "/patroni").json
+
+
+def test_a_scheduled_switchover_is_shown_and_can_be_deleted(cluster: Cluster) -> None:
+    n0, n1 = cluster["n0"], cluster["n1"]
+    at = in_seconds(600)
+    answer = admin(n1, "POST", "/switchover", {"leader": "n0", "candidate": "n1", "scheduled_at": at})
+    assert (answer.status, answer.message) == (202, "Switchover scheduled"), answer.raw
+    expected = {"at": datetime.fromisoformat(at).isoformat(), "from": "n0", "to": "n1"}
+    assert get(n0, "/cluster").json["scheduled_switchover"] == expected
+    wait_until(lambda: n0.agent.turns[-1].decision.rule == "lead_await_switchover", 10, "n0 awaiting it")
+    assert "due at" in n0.agent.turns[-1].decision.why and is_primary(n0)
+    deleted = admin(n0, "DELETE", "/switchover")
+    assert (deleted.status, deleted.message) == (200, "scheduled switchover deleted")
+    assert "scheduled_switchover" not in get(n0, "/cluster").json
+    assert admin(n0, "DELETE", "/switchover").status == 404
+    wait_until(lambda: n0.agent.turns[-1].decision.rule == "lead_steady", 10, "n0 steady again")
 
 
 def test_restart_the_leader_renews_its_lease_first_and_stays_leader(cluster: Cluster) -> None:
@@ -556,7 +641,7 @@ def test_reinitialize_only_a_replica(cluster: Cluster) -> None:
     assert refused.status == 503 and "leader" in refused.message
     data_dir = n1.config.postgresql.data_dir
     before = {path.name for path in data_dir.parent.iterdir()}
-    done = admin(n1, "POST", "/reinitialize", {"force": True})
+    done = admin(n1, "POST", "/reinitialize", {"force": True, "from_leader": False})  # both: from the leader
     assert done.status == 200 and done.message == "reinitialized from n0"
     moved = {path.name for path in data_dir.parent.iterdir()} - before
     assert any(name.startswith(data_dir.name) for name in moved)  # the old data directory moved aside, kept
@@ -582,3 +667,24 @@ def test_switchover_to_the_replica(cluster: Cluster) -> None:
     assert [line[0] for line in history] == [1] and history[0][1] > 0
     turns = get(n1, "/decision").json["decisions"]
     assert any(turn["rule"] == "cand_won" for turn in turns)
+
+
+def test_a_scheduled_switchover_happens_at_its_time(cluster: Cluster) -> None:
+    n0, n1 = cluster["n0"], cluster["n1"]  # n1 leads since the switchover before
+    wait_until(lambda: is_primary(n1) and is_replica(n0) and streams_to(n1, "n0"), 30, "n0 streaming from n1")
+
+    def n0_caught_up_in_the_dcs() -> bool:
+        return any(m["name"] == "n0" and m.get("lag") == 0 for m in get(n1, "/cluster").json["members"])
+
+    wait_until(n0_caught_up_in_the_dcs, 20, "n0's published position caught up")
+    at = in_seconds(4)
+    answer = admin(n0, "POST", "/switchover", {"leader": "n1", "candidate": "n0", "scheduled_at": at})
+    assert answer.status == 202, answer.raw
+    wait_until(lambda: datetime.now(UTC) >= datetime.fromisoformat(at) - timedelta(seconds=1), 10, "1 s before")
+    assert is_primary(n1) and not is_primary(n0)  # not before its time
+    assert last_turn(n1, "lead_await_switchover") is not None
+    wait_until(lambda: is_primary(n0), 20, "n0 primary")
+    switched = last_turn(n1, "lead_switchover")
+    assert switched is not None and datetime.fromisoformat(switched["at"]) >= datetime.fromisoformat(at)
+    wait_until(lambda: is_replica(n1), 30, "n1 a replica of n0")
+    assert "scheduled_switchover" not in get(n0, "/cluster").json

@@ -112,7 +112,8 @@ def test_the_whole_cluster_round_trips_as_patroni_json(make: MakeDcs, raw: etcd.
     assert n0.acquire_leader() is Outcome.DONE and n1.acquire_leader() is Outcome.CONFLICT
     assert n0.write_sync(SyncState("n0", "n1")) is Outcome.DONE
     assert n0.write_history(history) is Outcome.DONE
-    assert n1.request_failover(FailoverRequest("n0", "n1"), "2026-01-01T00:00:00+00:00") is Outcome.DONE
+    scheduled = FailoverRequest("n0", "n1", scheduled_at="2026-01-01T00:00:00+00:00")
+    assert n1.request_failover(scheduled) is Outcome.DONE
     assert n0.publish_leader_optime(50_000) is Outcome.DONE
     assert n0.set_config({"ttl": 30, "loop_wait": 10, "synchronous_mode": True}, None) is Outcome.DONE
 
@@ -127,7 +128,7 @@ def test_the_whole_cluster_round_trips_as_patroni_json(make: MakeDcs, raw: etcd.
             Member("n1", "replica", "streaming", 49_000, 2, replica.tags, replica.api_url, replica.conn_url),
         ),
         initialize="7300000000000000001",
-        failover=FailoverRequest("n0", "n1"),
+        failover=scheduled,
         sync=SyncState("n0", "n1"),
         leader_wal_position=50_000,
         history=history,

@@ -48,9 +48,24 @@ def test_what_regent_writes_reads_back():
     assert snapshot.config == {"ttl": 30} and snapshot.config_version == 8 and snapshot.problems == ()
 
 
+def test_a_scheduled_switchover_keeps_patronis_text_and_is_never_due_until_the_agent_converts_it():
+    patroni = '{"leader": "n0", "member": "n1", "scheduled_at": "2016-01-14T10:09:57.1394Z"}'
+    failover = decode(nodes(failover=patroni)).view.failover
+    assert failover == FailoverRequest("n0", "n1", scheduled_at="2016-01-14T10:09:57.1394Z")
+    assert failover.scheduled and failover.due_s is None
+    assert json.loads(layout.encode_failover(failover)) == json.loads(patroni)
+    assert json.loads(layout.encode_failover(FailoverRequest("n0", "n1"))) == {"leader": "n0", "member": "n1"}
+
+
 def test_member_json_carries_patronis_field_names():
     data = json.loads(MemberRecord("n0", "postgres://h:5432/postgres", "http://h:8008/patroni").to_json())
     assert set(data) == {"conn_url", "api_url", "state", "role", "xlog_location", "timeline", "tags", "version"}
+
+
+def test_a_scheduled_restart_is_published_in_the_member_key_as_patroni_does():
+    shown = {"schedule": "2030-01-01T03:00:00+00:00", "role": "replica"}
+    record = MemberRecord("n0", "postgres://h:5432/postgres", "http://h:8008/patroni", scheduled_restart=shown)
+    assert json.loads(record.to_json())["scheduled_restart"] == shown  # patronictl list and flush read it there
 
 
 def test_values_written_by_older_patroni_are_understood():

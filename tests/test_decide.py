@@ -19,10 +19,12 @@ from fsm.actions import (
     SetInitializeKey,
     SetSyncStandby,
 )
+from fsm.facts import due, missed
 from fsm.lease import lease_deadline_s
 from fsm.observation import (
     ClusterView,
     FailoverRequest,
+    Observation,
     OperatorRequest,
     PostgresState,
     RequestKind,
@@ -387,3 +389,52 @@ def test_a_leader_that_cannot_read_its_system_identifier_writes_none_into_the_in
     decision = decide(State.LEADER, unread)
     assert decision.rule == "lead_steady"
     assert SetInitializeKey(system_identifier="") in decision.actions  # still "unset": never a made-up identifier
+
+
+# --- scheduled requests: due is a predicate over the observation's clock ------------------------------------------
+
+
+def test_due_and_missed_are_predicates_on_the_drivers_clock():
+    assert not due(None, NOW) and not due(NOW + 0.001, NOW) and due(NOW, NOW) and due(NOW - 5, NOW)
+    loop_wait = CONFIG.loop_wait_s  # 10 s: Patroni drops a scheduled action missed by more than 1.5 x loop_wait
+    assert missed(NOW - 15, NOW, loop_wait) is None and missed(NOW - 15.5, NOW, loop_wait) == 15.5
+
+
+def test_a_scheduled_restart_runs_at_its_time_through_the_rows_of_an_immediate_one():
+    def restart_at(at_s: float, role: str | None = None, **changes: object) -> OperatorRequest:
+        return OperatorRequest(RequestKind.RESTART, role=role, at_s=at_s, **changes)
+
+    early = decide(State.FOLLOWER, observe(agent=agent(scheduled=restart_at(NOW + 1))))
+    assert early.rule == "follow_steady"
+    on_time = decide(State.FOLLOWER, observe(agent=agent(scheduled=restart_at(NOW))))
+    assert on_time.rule == "follow_restart_request" and "scheduled_restart_due=yes" in on_time.why
+    leader = decide(State.LEADER, leader_view(agent=agent(10, scheduled=restart_at(NOW - 3, timeout_s=45.0))))
+    assert leader.rule == "lead_restart_request"
+    assert kinds(leader)[:3] == ["RenewLeaderKey", "PingWatchdog", "RestartPrimary"]
+    assert leader.actions[2] == RestartPrimary(timeout_s=45.0)  # the scheduled request's own options
+    # its conditions are judged when it is due: the node is no longer a replica by then
+    wrong_role = decide(State.LEADER, leader_view(agent=agent(10, scheduled=restart_at(NOW, "replica"))))
+    assert wrong_role.rule == "lead_refuse_request" and "restart is for a replica" in wrong_role.why
+    late = decide(State.FOLLOWER, observe(agent=agent(scheduled=restart_at(NOW - 16))))
+    assert late.rule == "follow_refuse_request" and "missed its time by 16 s" in late.why
+    # a request made now goes first; the scheduled one waits for a later turn
+    both = observe(agent=agent(request=OperatorRequest(RequestKind.REINITIALIZE), scheduled=restart_at(NOW)))
+    assert decide(State.FOLLOWER, both).rule == "follow_reinit"
+
+
+def test_a_scheduled_switchover_waits_for_its_time_then_hands_over():
+    def scheduled(due_s: float | None) -> Observation:
+        request = FailoverRequest("n0", "n1", scheduled_at="2030-01-01T10:00:00+00:00", due_s=due_s)
+        return leader_view(dcs=cluster(failover=request))
+
+    waiting = decide(State.LEADER, scheduled(NOW + 0.5))
+    assert waiting.rule == "lead_await_switchover" and "due at 1000.5 s, now 1000 s" in waiting.why
+    assert "ClearSwitchoverRequest" not in kinds(waiting) and "RenewLeaderKey" in kinds(waiting)
+    assert decide(State.LEADER, scheduled(NOW)).rule == "lead_switchover"
+    for dropped in (scheduled(None), scheduled(NOW - 16)):  # an unreadable time, or one missed by > 1.5 x loop_wait
+        decision = decide(State.LEADER, dropped)
+        assert decision.rule == "lead_steady" and "ClearSwitchoverRequest" in kinds(decision), decision.why
+    # a scheduled key for a former leader (n2 took over since): not this leader's to wait for, cleared at once
+    for_another = FailoverRequest("n2", "n1", scheduled_at="2030-01-01T10:00:00+00:00", due_s=NOW + 60)
+    decision = decide(State.LEADER, leader_view(dcs=cluster(failover=for_another)))
+    assert decision.rule == "lead_steady" and "ClearSwitchoverRequest" in kinds(decision), decision.why

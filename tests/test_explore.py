@@ -64,3 +64,13 @@ TWO_FAULT_DEPTH = 12  # about 15,000 states and 50 s on the CI machine; depth 20
 def test_two_faults_keep_every_invariant_to_the_ci_depth(capsys):
     assert main(["--depth", str(TWO_FAULT_DEPTH), "--max-faults", "2"]) == 0
     assert "no invariant violated up to depth 12" in capsys.readouterr().out
+
+
+def test_a_scheduled_switchover_is_explored_and_its_schedule_replays(capsys):
+    """The operator's scheduled switchover (the failover key with its time) in every interleaving: the leader
+    waits for it (lead_await_switchover), then hands over (lead_switchover), and no invariant breaks."""
+    explorer = Explorer(nodes=3, watchdog=True, faults=("scheduled-switchover",), quantum_s=10.0, max_faults=1)
+    search = explorer.run(depth=16, max_states=5_000)
+    assert search.path is None and search.states > 100
+    assert main(["--faults", "scheduled-switchover", "--depth", "12"]) == 0
+    assert "no invariant violated" in capsys.readouterr().out

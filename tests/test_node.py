@@ -13,7 +13,7 @@ from fsm import State
 from fsm import actions as a
 from fsm import node as core
 from fsm.lease import lease_deadline_s
-from fsm.observation import ActionOutcome, ClusterConfig, OperatorRequest, RequestKind, Tags
+from fsm.observation import ActionOutcome, ClusterConfig, FailoverRequest, OperatorRequest, RequestKind, Tags
 from tests.worlds import CONFIG, NOW, cluster, primary, standby, stopped
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,6 +217,7 @@ POLICY_WRITTEN_TWICE = {
     "its own list of Postgres-changing actions": r"CHANGES_POSTGRES",
     "a lease check of its own before an action": r"_lease(_still)?_valid",
     "its own walk over the decision's actions": r"for \w+ in (\w+\.)?decision\.actions|steps\[index\]",
+    "its own judgement of a scheduled time": r"\.(at|due)_s\s*[<>]|[<>]=?\s*[\w.()]*\.(at|due)_s\b",
 }
 
 
@@ -229,3 +230,24 @@ def test_no_driver_writes_the_loop_policy_again(path: str):
     source = (ROOT / path).read_text()
     found = [what for what, pattern in POLICY_WRITTEN_TWICE.items() if re.search(pattern, source)]
     assert found == []
+
+
+def test_the_driver_drops_a_scheduled_restart_once_a_turn_answered_it():
+    restart = OperatorRequest(RequestKind.RESTART, at_s=NOW + 4)
+    follower = readings(postgres=replace(primary(), in_recovery=True, following="n0"), scheduled=restart)
+    waiting = core.step("n1", core.Memory(State.FOLLOWER), follower, NOW)
+    assert waiting.decision.rule == "follow_steady" and not waiting.answered_scheduled
+    assert waiting.memory.next_due_s == NOW + 4
+    _, wake = core.end_turn(waiting.memory, State.FOLLOWER, waiting.decision)
+    assert wake.kind is core.WakeKind.LOOP_WAIT and wake.by_s == NOW + 4  # not loop_wait late
+    done = core.step("n1", waiting.memory, follower, NOW + 4)
+    assert done.decision.rule == "follow_restart_request" and done.answered_scheduled
+    assert done.memory.next_due_s is None
+    first = core.step("n1", waiting.memory, replace(follower, request=OperatorRequest(RequestKind.RESTART)), NOW + 4)
+    assert first.decision.rule == "follow_restart_request" and not first.answered_scheduled  # the immediate one
+
+
+def test_a_scheduled_switchover_brings_the_next_turn_by_its_time():
+    later = FailoverRequest("n0", "n1", scheduled_at="2030-01-01T10:00:00+00:00", due_s=NOW + 3)
+    turn = core.step("n0", leading(), readings(view=cluster(failover=later)), NOW)
+    assert turn.decision.rule == "lead_await_switchover" and turn.memory.next_due_s == NOW + 3

@@ -36,6 +36,7 @@ N1_LEADS_FORKED = cluster("n1", members=members("n1", timeline=2), history=forke
 
 RESTART, REINIT = OperatorRequest(RequestKind.RESTART), OperatorRequest(RequestKind.REINITIALIZE)
 RESTART_PRIMARY = OperatorRequest(RequestKind.RESTART, role="primary")
+LATER = FailoverRequest("n0", "n1", scheduled_at="2030-01-01T10:00:00+00:00", due_s=NOW + 60)
 
 
 def ahead(name: str, wal: int) -> ClusterView:
@@ -102,6 +103,8 @@ CASES = [
     ("lead_refuse_request", L, leader_view(agent=agent(10, request=REINIT)), L, "RenewLeaderKey PingWatchdog RefuseRequest"),
     ("lead_restart_request", L, leader_view(agent=agent(10, request=RESTART)), L, "RenewLeaderKey PingWatchdog RestartPrimary"),
     ("lead_promote", L, leader_view(postgres=primary(read_only=True)), L, "RenewLeaderKey PingWatchdog Promote"),
+    ("lead_await_switchover", L, leader_view(dcs=cluster(failover=LATER)), L,
+     "RenewLeaderKey PingWatchdog EnsureReplicationSlots PublishLeaderOptime"),
     ("lead_steady", L, leader_view(), L, "RenewLeaderKey PingWatchdog EnsureReplicationSlots PublishLeaderOptime"),
     ("demote_stop_writes", D, observe("n0", cluster(), primary()), D, "Demote"),
     ("demote_release", D, observe("n0", cluster(), stopped()), D, "ReleaseLeaderKey"),

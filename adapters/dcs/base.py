@@ -200,8 +200,8 @@ class Dcs(ABC):
         value = layout.encode_history(history, self.name)
         return self._outcome("history", lambda: self._put(layout.HISTORY, value))
 
-    def request_failover(self, request: FailoverRequest, scheduled_at: str | None = None) -> Outcome:
-        value = layout.encode_failover(request, scheduled_at)
+    def request_failover(self, request: FailoverRequest) -> Outcome:
+        value = layout.encode_failover(request)
         return self._outcome("failover request", lambda: self._put(layout.FAILOVER, value))
 
     def clear_failover(self) -> Outcome:

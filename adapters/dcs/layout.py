@@ -3,7 +3,8 @@
 Every key lives under `/<namespace>/<scope>/` (namespace defaults to `service`):
 
     leader            the holder's member name (TTL key on etcd, ephemeral node on ZooKeeper)
-    members/<name>    {"conn_url", "api_url", "state", "role", "xlog_location", "timeline", "tags", "version"}
+    members/<name>    {"conn_url", "api_url", "state", "role", "xlog_location", "timeline", "tags", "version",
+                       "scheduled_restart" while one waits}
     initialize        the system identifier ("" while the winner of the race runs initdb)
     config            the cluster-wide settings as JSON
     status            {"optime": <leader WAL position>} (older Patroni: optime/leader, a bare number)
@@ -67,6 +68,7 @@ class MemberRecord:
     wal_position: int = 0
     timeline: int = 1
     tags: Tags = field(default_factory=Tags)
+    scheduled_restart: dict[str, Any] | None = None  # {"schedule": ISO text, ...options}: patronictl list, flush
 
     def to_json(self) -> str:
         tags: dict[str, Any] = {"failover_priority": self.tags.failover_priority}
@@ -74,26 +76,27 @@ class MemberRecord:
             tags["nofailover"] = True
         if self.tags.nosync:
             tags["nosync"] = True
-        return _dump(
-            {
-                "conn_url": self.conn_url,
-                "api_url": self.api_url,
-                "state": self.state,
-                "role": self.role,
-                "xlog_location": self.wal_position,
-                "timeline": self.timeline,
-                "tags": tags,
-                "version": REGENT_VERSION,
-            }
-        )
+        value = {
+            "conn_url": self.conn_url,
+            "api_url": self.api_url,
+            "state": self.state,
+            "role": self.role,
+            "xlog_location": self.wal_position,
+            "timeline": self.timeline,
+            "tags": tags,
+            "version": REGENT_VERSION,
+        }
+        if self.scheduled_restart is not None:
+            value["scheduled_restart"] = self.scheduled_restart
+        return _dump(value)
 
 
 def _dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def encode_failover(request: FailoverRequest, scheduled_at: str | None = None) -> str:
-    value = {"leader": request.leader, "member": request.candidate, "scheduled_at": scheduled_at}
+def encode_failover(request: FailoverRequest) -> str:
+    value = {"leader": request.leader, "member": request.candidate, "scheduled_at": request.scheduled_at}
     return _dump({key: item for key, item in value.items() if item is not None})
 
 
@@ -190,7 +193,10 @@ class _Decoder:
         data = self.json(FAILOVER, dict)
         if not data or (data.get("leader") is None and data.get("member") is None):
             return None
-        return FailoverRequest(leader=data.get("leader"), candidate=data.get("member"))
+        # `scheduled_at` as stored: the agent converts it to its own clock (runtime.schedule), the core never parses
+        scheduled_at = data.get("scheduled_at")
+        shown = None if scheduled_at in (None, "") else str(scheduled_at)
+        return FailoverRequest(leader=data.get("leader"), candidate=data.get("member"), scheduled_at=shown)
 
     def sync(self) -> SyncState | None:
         data = self.json(SYNC, dict)

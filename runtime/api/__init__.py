@@ -7,8 +7,10 @@ Rules of this package:
 - Status codes carry the meaning (Patroni's conventions): 200 yes, 503 no, 4xx a request that cannot be served as
   asked, with a JSON `{"message": ...}` saying why; 500 only for a bug, with the traceback in the log, never in the
   response. HEAD and OPTIONS answer the GET's status with no body.
-- POST and PATCH need `restapi.auth` (HTTP Basic) when it is configured.
-- Operations that change Postgres (restart, reinitialize) run between two turns of the loop, never during one.
+- POST, PATCH and DELETE need `restapi.auth` (HTTP Basic) when it is configured.
+- Operations that change Postgres (restart, reinitialize) run between two turns of the loop, never during one; a
+  scheduled restart is kept by the agent and run by the first turn at or after its time, a scheduled switchover is
+  the failover key with `scheduled_at`, carried out by the leader's rows at that time.
 - The API has its own DCS client: its reads must not move the agent's record of the leader key it waits on.
 """
 

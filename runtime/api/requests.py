@@ -17,6 +17,7 @@ from fsm.observation import (
     ClusterConfig,
     ClusterView,
     DataDir,
+    FailoverRequest,
     Member,
     Observation,
     OperatorRequest,
@@ -24,6 +25,7 @@ from fsm.observation import (
     RequestKind,
 )
 from runtime.agent import Turn
+from runtime.schedule import BadTime, NotATime, parse_time
 
 from .http import HttpError, Reply
 
@@ -152,15 +154,34 @@ def switch_verdict(view: ClusterView, old: str | None, candidate: str | None, ac
     return None
 
 
-def refuse_schedule(text: str) -> None:
+def scheduled_time(value: Any, key: str, wall_now_s: float) -> datetime:
+    """A request's `schedule` or `scheduled_at`: ISO 8601 text with a zone, not in the past. As Patroni answers:
+    422 for a time in the past or text it cannot parse, 400 for a missing zone or a value that is not text."""
     try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise HttpError(400, f"scheduled_at: {text!r} is not an ISO 8601 time") from None
-    if when.tzinfo is None:
-        raise HttpError(400, "scheduled_at: give a time zone (as 2024-05-01T10:00:00+00:00)")
-    # The decision core acts on a failover key at once: writing a scheduled one would switch over now.
-    raise HttpError(501, "scheduled switchovers are not supported: omit scheduled_at to switch over now")
+        when = parse_time(value, key)
+    except NotATime as error:
+        raise HttpError(422, str(error)) from None
+    except BadTime as error:
+        raise HttpError(400, str(error)) from None
+    if when.timestamp() < wall_now_s:
+        raise HttpError(422, f"{key}: {value} is in the past")
+    return when
+
+
+def scheduled_switchover_json(failover: FailoverRequest | None) -> dict[str, Any] | None:
+    """Patroni's `scheduled_switchover` of /cluster: {"at", "from", "to"}; None when no switchover is scheduled."""
+    if failover is None or failover.scheduled_at is None:
+        return None
+    try:
+        at = parse_time(failover.scheduled_at, "scheduled_at").isoformat()
+    except BadTime:
+        at = failover.scheduled_at  # shown as stored: the leader clears a key it cannot read
+    shown: dict[str, Any] = {"at": at}
+    if failover.leader:
+        shown["from"] = failover.leader
+    if failover.candidate:
+        shown["to"] = failover.candidate
+    return shown
 
 
 # --- restart and reinitialize: requests the decision core answers -----------------------------------------------
@@ -179,10 +200,9 @@ def _seconds(value: Any) -> float:
     return float(match.group(1)) * {"ms": 0.001, "s": 1.0, "min": 60.0, None: 1.0}[match.group(2)]
 
 
-def restart_request(fields: dict[str, Any]) -> OperatorRequest:
-    """POST /restart's body (Patroni's keys) as the request the next turn answers."""
-    if "schedule" in fields:
-        raise HttpError(501, "scheduled restarts are not supported: omit schedule to restart now")
+def restart_request(fields: dict[str, Any], at_s: float | None = None) -> OperatorRequest:
+    """POST /restart's body (Patroni's keys, `schedule` already read into `at_s`, the time on the agent's monotonic
+    clock) as the request a turn answers: the next one, or the first at or after `at_s`."""
     if "postgres_version" in fields:
         raise HttpError(501, "postgres_version is not supported: omit it to restart regardless of the version")
     role = fields.get("role")
@@ -192,12 +212,22 @@ def restart_request(fields: dict[str, Any]) -> OperatorRequest:
     if not isinstance(pending, bool):
         raise HttpError(400, f"restart_pending: expected true or false, got {pending!r}")
     timeout = _seconds(fields["timeout"]) if fields.get("timeout") is not None else None
-    return OperatorRequest(RequestKind.RESTART, ROLES.get(role or ""), pending, timeout)
+    return OperatorRequest(RequestKind.RESTART, ROLES.get(role or ""), pending, timeout, at_s)
+
+
+def restart_shown(fields: dict[str, Any], when: datetime) -> dict[str, Any]:
+    """Patroni's `scheduled_restart` (GET /patroni, the member key): the schedule as ISO text, and the options."""
+    return {"schedule": when.isoformat(), **{key: value for key, value in fields.items() if key != "schedule"}}
 
 
 def reinitialize_request(fields: dict[str, Any]) -> OperatorRequest:
-    """POST /reinitialize's body. `force` and `from_leader` are Patroni's: Regent runs no background task for
-    `force` to cancel, and always clones from the leader (what `from_leader` asks for); both must be booleans."""
+    """POST /reinitialize's body. `force` and `from_leader` are Patroni's, and both must be booleans.
+
+    from_leader: Regent always clones from the leader (with the configured create_replica_methods), so true is
+    what it does anyway, and false (Patroni's default: a member tagged `clonefrom`, else the leader) also clones
+    from the leader. force: Patroni cancels a task its agent runs in the background (a restart, a clone) first;
+    Regent's actions run inside a turn and are never cancelled half-way, so the request, with or without force,
+    waits (bounded) for the turn in progress to end and is answered by the next one."""
     for key in ("force", "from_leader"):
         if not isinstance(fields.get(key, False), bool):
             raise HttpError(400, f"{key}: expected true or false, got {fields[key]!r}")

@@ -22,6 +22,7 @@ from fsm.node import dynamic_config
 from fsm.observation import ClusterConfig, FailoverRequest, OperatorRequest, PostgresState
 from runtime.agent import Agent
 from runtime.config import RegentConfig, RestApiSettings
+from runtime.schedule import monotonic_at
 
 from .documents import cluster_json, decision_json, history_json, metrics_text, node_status
 from .http import PROMETHEUS, UNSAFE, Handler, HttpError, HttpServer, HttpServer6, Reply, Request, tls_context
@@ -32,10 +33,12 @@ from .requests import (
     json_object,
     member_field,
     merge_patch,
-    refuse_schedule,
     reinitialize_request,
     request_answer,
     restart_request,
+    restart_shown,
+    scheduled_switchover_json,
+    scheduled_time,
     switch_verdict,
     switchover_problem,
 )
@@ -120,9 +123,12 @@ class ApiServer:
                 "/config": {"GET": self._get_config, "PATCH": self._patch_config},
                 "/metrics": {"GET": self._get_metrics},
                 "/decision": {"GET": self._get_decision},
-                "/switchover": {"POST": lambda request: self._switchover(request, "switchover")},
+                "/switchover": {
+                    "POST": lambda request: self._switchover(request, "switchover"),
+                    "DELETE": self._delete_switchover,
+                },
                 "/failover": {"POST": lambda request: self._switchover(request, "failover")},
-                "/restart": {"POST": self._restart},
+                "/restart": {"POST": self._restart, "DELETE": self._delete_restart},
                 "/reload": {"POST": self._reload},
                 "/reinitialize": {"POST": self._reinitialize},
             }
@@ -227,7 +233,11 @@ class ApiServer:
         status = 200 if node.running else 503
         if request.head:
             return Reply(status)
-        return Reply(status, {**node_status(node), **self._live_details(node)})
+        body = {**node_status(node), **self._live_details(node)}
+        scheduled = self.agent.scheduled_restart
+        if scheduled is not None:
+            body["scheduled_restart"] = scheduled
+        return Reply(status, body)
 
     def _live_details(self, node: NodeView) -> dict[str, Any]:
         """What only the running server can tell: its version, settings waiting for a restart, its standbys."""
@@ -262,7 +272,11 @@ class ApiServer:
         snapshot = self._read_cluster()
         if request.head:
             return Reply(200)
-        return Reply(200, cluster_json(snapshot.view, self.config.postgresql.scope, self.agent.config().pause))
+        body = cluster_json(snapshot.view, self.config.postgresql.scope, self.agent.config().pause)
+        scheduled = scheduled_switchover_json(snapshot.view.failover)
+        if scheduled is not None:
+            body["scheduled_switchover"] = scheduled
+        return Reply(200, body)
 
     def _get_history(self, request: Request) -> Reply:
         snapshot = self._read_cluster()
@@ -294,14 +308,17 @@ class ApiServer:
             raise HttpError(400, "switchover needs the current leader")
         if candidate is not None and candidate == leader:
             raise HttpError(400, "switchover target and source are the same")
+        when = None
         if scheduled_at is not None:
-            if not isinstance(scheduled_at, str):
-                raise HttpError(400, f"scheduled_at: expected an ISO 8601 time, got {scheduled_at!r}")
-            refuse_schedule(scheduled_at)
+            if action == "failover":
+                raise HttpError(400, "a failover cannot be scheduled: schedule a switchover (it names the leader)")
+            when = scheduled_time(scheduled_at, "scheduled_at", time.time())
         snapshot = self._read_cluster()
         view, config = snapshot.view, self._cluster_config(snapshot)
         if config.pause:  # a paused leader never acts on the key: it would fire, unexpectedly, once pause is lifted
             raise HttpError(412, f"the cluster is paused (maintenance mode): no {action} until pause is lifted")
+        if when is not None:
+            return self._schedule_switchover(FailoverRequest(leader, candidate, scheduled_at=when.isoformat()))
         problem = switchover_problem(view, config, leader, candidate, self.agent.clock())
         if problem:
             raise HttpError(412, problem)
@@ -311,6 +328,25 @@ class ApiServer:
         self.agent.wake.set()
         old = view.leader.holder if view.leader else None
         return self._await_switch(old, candidate, action, config)
+
+    def _schedule_switchover(self, request: FailoverRequest) -> Reply:
+        """Write the failover key with `scheduled_at`, as Patroni: whether the switchover can be honoured is judged
+        by the leader's rows at that time (and the key cleared if it cannot), not now."""
+        if self.dcs.request_failover(request) is not Outcome.DONE:
+            raise HttpError(503, "could not write the failover key to the DCS")
+        log.info("REST API: switchover %s -> %s scheduled at %s", request.leader, request.candidate or "(best member)",
+                 request.scheduled_at)  # fmt: skip
+        self.agent.wake.set()
+        return Reply(202, {"message": "Switchover scheduled"})
+
+    def _delete_switchover(self, request: Request) -> Reply:
+        failover = self._read_cluster().view.failover
+        if failover is None or not failover.scheduled:
+            raise HttpError(404, "no switchover is scheduled")
+        if self.dcs.clear_failover() is not Outcome.DONE:
+            raise HttpError(503, "could not delete the failover key from the DCS")
+        log.info("REST API: scheduled switchover deleted (it was for %s)", failover.scheduled_at)
+        return Reply(200, {"message": "scheduled switchover deleted"})
 
     def _await_switch(self, old: str | None, candidate: str | None, action: str, config: ClusterConfig) -> Reply:
         wait_s = self.switchover_wait_s if self.switchover_wait_s is not None else max(5.0, 2 * config.loop_wait_s)
@@ -325,7 +361,25 @@ class ApiServer:
         return Reply(202, {"message": message})
 
     def _restart(self, request: Request) -> Reply:
-        return self._ask(restart_request(json_object(request.body, RESTART_KEYS, empty_ok=True)))
+        fields = json_object(request.body, RESTART_KEYS, empty_ok=True)
+        if "schedule" not in fields:  # a null schedule is a bad time, never a restart now
+            return self._ask(restart_request(fields))
+        wall_now_s = time.time()
+        when = scheduled_time(fields["schedule"], "schedule", wall_now_s)
+        if self.agent.config().pause:
+            raise HttpError(412, "the cluster is paused (maintenance mode): a restart cannot be scheduled")
+        at_s = monotonic_at(when, wall_now_s, self.agent.clock())
+        wanted = restart_request(fields, at_s)  # the options are checked now, their conditions at its time
+        if not self.agent.schedule_restart(wanted, restart_shown(fields, when)):
+            raise HttpError(409, "Another restart is already scheduled")
+        log.info("REST API: restart scheduled at %s", when.isoformat())
+        return Reply(202, {"message": "Restart scheduled"})
+
+    def _delete_restart(self, request: Request) -> Reply:
+        if not self.agent.cancel_scheduled_restart():
+            raise HttpError(404, "no restarts are scheduled")
+        log.info("REST API: scheduled restart deleted")
+        return Reply(200, {"message": "scheduled restart deleted"})
 
     def _ask(self, wanted: OperatorRequest) -> Reply:
         """Hand an operator request to the HA loop and answer with what its next turn decided: the rows of the

@@ -59,6 +59,16 @@ class ClusterMachine(RuleBasedStateMachine):
     def drift_clock(self, node: str, rate: float) -> None:
         self._inject("drift", node, value=rate)
 
+    @rule(
+        kind=st.sampled_from(["scheduled_restart", "scheduled_switchover", "cancel_restart"]),
+        node=NODES,
+        ahead=st.floats(0.0, 60.0),
+    )
+    def scheduled_request(self, kind: str, node: str, ahead: float) -> None:
+        """An operator schedules a restart of the node, or a switchover to it, `ahead` seconds from now (or
+        deletes the node's scheduled restart)."""
+        self._inject(kind, node, value=ahead)
+
     @rule(node=NODES, actions=st.integers(0, 5))
     def interrupt_agent(self, node: str, actions: int) -> None:
         """The agent dies after `actions` actions of its next decision and restarts at once."""

@@ -11,12 +11,14 @@ from fsm import State, decide
 from fsm.actions import (
     AcquireLeaderKey,
     ArmWatchdog,
+    ClearSwitchoverRequest,
     CloneReplica,
     Demote,
     FollowLeader,
     PrepareSyncStandby,
     Promote,
     ReleaseLeaderKey,
+    RenewLeaderKey,
     SetSyncStandby,
     StartPrimary,
     StartStandby,
@@ -210,3 +212,25 @@ def test_a_candidate_holding_the_key_without_a_fresh_lease_refreshes_it_and_neve
     assert not {Promote, StartPrimary} & set(kinds(decision)), decision.rule
     if met("an eligible candidate holds the key with a stale lease", derive_facts(observation).truth["eligible"]):
         assert decision.rule == "cand_refresh_key" and AcquireLeaderKey in kinds(decision), decision.rule
+
+
+@given(handover_moments(), st.floats(min_value=-30.0, max_value=30.0), st.booleans())
+def test_a_scheduled_switchover_hands_over_only_in_its_window(moment: Moment, due_in_s: float, readable: bool):
+    """The failover key with a time: the leader renews and keeps leading before it, hands over from it until 1.5 x
+    loop_wait after it, and clears a key missed by more, or whose time could not be read, without handing over."""
+    state, observation = moment
+    view = observation.dcs
+    if view is None or view.failover is None or observation.trigger is not Trigger.TICK:
+        return
+    due_s = observation.now_s + due_in_s if readable else None
+    scheduled = replace(view.failover, scheduled_at="2030-01-01T10:00:00+00:00", due_s=due_s)
+    observation = replace(observation, dcs=replace(view, failover=scheduled))
+    decision = decide(state, observation)
+    actions = kinds(decision)
+    late_s = None if due_s is None else observation.now_s - due_s  # as the clock reads it (NOW + 1e-45 is NOW)
+    missed = late_s is None or late_s > observation.config.loop_wait_s * 1.5
+    assert (ReleaseLeaderKey in actions) == (late_s is not None and late_s >= 0 and not missed), decision.why
+    if late_s is not None and late_s < 0:
+        assert decision.rule == "lead_await_switchover" and RenewLeaderKey in actions
+    if missed:
+        assert decision.rule == "lead_steady" and ClearSwitchoverRequest in actions, decision.why
