@@ -12,8 +12,10 @@ What is timed, on both sides alike:
 - The moment of the fault. Each event is injected `loop_wait / 2` after the DCS applied a renewal of the leader key
   (real: an etcd watch on the key; simulator: the key's version changes), so that both sides hit the leader's loop
   at the same phase; a healthy cluster (one primary, every other node streaming) comes first.
-- "writable" means a new connection can INSERT a row (real: polled every 5 ms on each node concerned; simulator:
-  the instant the node's simulated Postgres accepts writes).
+- "writable" means a new connection can INSERT a row. Real: each node concerned is probed every 5 ms with a new
+  connection (a thread per node); a successful probe counts at the instant its INSERT was sent (the client's
+  connect time is not the server's unavailability), and writes count as stopped at the start of the first probe
+  that fails. Simulator: the instant the node's simulated Postgres starts or stops accepting writes.
 - leader host kill (agent, fence and Postgres SIGKILLed): fault -> first write on another node.
 - postmaster SIGKILL on the leader: fault -> first write on the same node (the agent restarts it in place).
 - switchover (POST /switchover; simulator: the `switchover` fault, which wakes the leader as the REST handler
@@ -31,18 +33,19 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
+import psycopg2
+
+from bench.failover import SETTINGS as FAILOVER_SETTINGS
 from fsm.observation import ClusterConfig
 from model.faults import Fault, inject
 from model.world import Settings, World
-
-if TYPE_CHECKING:
-    from tests.servers.cluster import Cluster
+from tests.servers.cluster import TABLE, Cluster
 
 WITHIN = 0.20
 POLL_S = 0.005
@@ -86,10 +89,7 @@ class Timings:
         return 2 * self.ttl
 
 
-SETTINGS = {
-    2: Timings(ttl=10, loop_wait=2, retry_timeout=3, safety_margin=1),
-    10: Timings(ttl=30, loop_wait=10, retry_timeout=8, safety_margin=2),
-}
+SETTINGS = {loop_wait: Timings(**timings) for loop_wait, timings in FAILOVER_SETTINGS.items()}
 
 # (event, what is timed): the rows of the table, in order; each event's function returns a figure per row.
 ROWS = (
@@ -225,27 +225,59 @@ class RealRun:
         time.sleep(max(0.0, renewed + self.timings.offset_s - time.monotonic()))
         return time.monotonic()
 
+    def probe(self, n: int) -> float | None:
+        """One write on node n over a new connection: the monotonic time its INSERT was sent, or None if it failed."""
+        try:
+            conn = self.cluster.connect(n, timeout_s=1)
+        except psycopg2.Error:
+            return None
+        try:
+            with conn.cursor() as cur:
+                sent = time.monotonic()
+                cur.execute(f"INSERT INTO {TABLE} (v) VALUES (%s)", (f"reality-{time.monotonic_ns()}",))
+            return sent
+        except psycopg2.Error:
+            return None
+        finally:
+            conn.close()
+
     def first_write(self, nodes: list[int], since: float, limit_s: float = 120) -> float:
-        c = self.cluster
-        while True:
-            for n in nodes:
-                if c.try_write(n, f"reality-{time.monotonic_ns()}", timeout_s=1):
-                    return time.monotonic() - since
-            if time.monotonic() - since > limit_s:
-                raise TimeoutError(c._explain(f"no write on {nodes} within {limit_s} s"))
-            time.sleep(POLL_S)
+        """Probe each of `nodes` in a thread of its own (one probe round over all would lag by a round) until one
+        write succeeds: the earliest success, seconds after `since`."""
+        found: list[float] = []
+        done = threading.Event()
+
+        def poll(n: int) -> None:
+            while not done.is_set() and time.monotonic() - since <= limit_s:
+                sent = self.probe(n)
+                if sent is not None:
+                    found.append(sent)
+                    done.set()
+                    return
+                time.sleep(POLL_S)
+
+        threads = [threading.Thread(target=poll, args=(n,), daemon=True) for n in nodes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if not found:
+            raise TimeoutError(self.cluster._explain(f"no write on {nodes} within {limit_s} s"))
+        return min(found) - since
 
     def writes_stop(self, n: int, since: float, limit_s: float = 120) -> float:
-        c = self.cluster
-        while c.try_write(n, f"reality-{time.monotonic_ns()}", timeout_s=1):
-            if time.monotonic() - since > limit_s:
-                raise TimeoutError(c._explain(f"{n} still takes writes after {limit_s} s"))
+        while True:
+            started = time.monotonic()
+            if self.probe(n) is None:
+                return started - since
+            if started - since > limit_s:
+                raise TimeoutError(self.cluster._explain(f"{n} still takes writes after {limit_s} s"))
             time.sleep(POLL_S)
-        return time.monotonic() - since
 
     def event(self, event: str) -> list[float]:
         c = self.cluster
         leader = c.wait_healthy(120)
+        c.write(leader, "reality")  # the table the probes write to (replicated to every node)
         time.sleep(0.7)  # the postmaster watch re-arms on a new postmaster within 0.5 s
         others = [n for n in range(len(c.nodes)) if n != leader]
         t0 = self.at_phase()
@@ -285,8 +317,6 @@ class RealRun:
 
 
 def measure(timings: Timings, runs: int) -> dict[str, list[list[float]]]:
-    from tests.servers.cluster import Cluster  # psycopg2 and the servers: only for the real half
-
     results: dict[str, list[list[float]]] = {event: [] for event in EVENTS}
     with Cluster(3, timings=timings.cluster, primary_start_timeout=timings.primary_start_timeout) as cluster:
         cluster.start(timeout_s=120)
