@@ -22,7 +22,7 @@ What is timed, on both sides alike:
   does): request -> first write on the named candidate.
 - agent SIGSTOP on the leader for ttl + 5 s: fault -> the old primary stops taking writes (the watchdog fence kills
   it at the lease deadline), and fault -> first write on another node.
-- whole-DCS outage (etcd SIGKILLed, started again 2 x ttl + loop_wait / 4 later; the simulated DCS is down for
+- whole-DCS outage (etcd SIGKILLed, started again OUTAGE_S later, past 2 x ttl; the simulated DCS is down for
   that plus the 0.3 s etcd takes to answer): fault -> the leader stops taking writes, and DCS back (etcd answers
   again) -> first write on any node.
 """
@@ -60,6 +60,7 @@ class Timings:
     loop_wait: float
     retry_timeout: float
     safety_margin: float
+    outage_s: float = 0.0  # how long etcd stays killed in the whole-DCS outage
     primary_start_timeout: float = 10.0  # tests.servers.cluster.Cluster's default
 
     @property
@@ -86,14 +87,12 @@ class Timings:
     def pause_s(self) -> float:
         return self.ttl + 5
 
-    @property
-    def outage_s(self) -> float:
-        """Past ttl, and a quarter loop_wait off 2 x ttl: at 2 x ttl etcd answered again within 0.05 s of the old
-        leader's last retry, so whether that retry or the next turn found it was a matter of milliseconds."""
-        return 2 * self.ttl + self.loop_wait / 4
 
-
-SETTINGS = {loop_wait: Timings(**timings) for loop_wait, timings in FAILOVER_SETTINGS.items()}
+# The whole-DCS outage: past 2 x ttl, chosen so that etcd answers again between two tries of the agents' read
+# backoff (its attempts come 0.8-1 s apart by then), not within milliseconds of one: at exactly 2 x ttl it came back
+# 0.02-0.05 s before or after one, so that a few milliseconds of drift decided between outcomes a second apart.
+OUTAGE_S = {2: 20.5, 10: 62.0}
+SETTINGS = {lw: Timings(**timings, outage_s=OUTAGE_S[lw]) for lw, timings in FAILOVER_SETTINGS.items()}
 
 # (event, what is timed): the rows of the table, in order; each event's function returns a figure per row.
 ROWS = (

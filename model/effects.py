@@ -25,9 +25,9 @@ if TYPE_CHECKING:
 # nobody (0.03-0.06 s); immediate: an immediate shutdown.
 DEMOTE_S = {DemoteMode.GRACEFUL: 0.1, DemoteMode.IMMEDIATE: 0.1, DemoteMode.READ_ONLY: 0.05}
 CLONE_BYTES_PER_S = 100_000_000
-FENCE_START_S = 0.1  # an agent's first ArmWatchdog starts its fence process (a Python interpreter): 0.1-0.2 s
+FENCE_START_S = 0.1  # an agent's first ArmWatchdog starts its fence process (a Python interpreter): 0.03-0.13 s
 READ_S = 0.03  # a turn's readings: a quorum read of the cluster from etcd and Postgres observed over SQL
-PEER_ANSWER_S = 0.02  # a member's REST API answers a follower's question for its WAL position
+PEER_ANSWER_S = 0.05  # a member's REST API answers a follower's question for its WAL position (0.02-0.15 s)
 RETRY_FIRST_PAUSE_S, RETRY_MAX_PAUSE_S = 0.05, 1.0  # the DCS adapter's backoff between attempts
 
 

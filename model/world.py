@@ -23,7 +23,7 @@ from fsm import node as core
 from fsm.actions import Action
 from fsm.lease import lease_deadline_s
 from fsm.observation import ClusterConfig, ClusterView, OperatorRequest, Tags
-from model.effects import RETRY_FIRST_PAUSE_S, RETRY_MAX_PAUSE_S, Step, plan_action, read_s
+from model.effects import READ_S, RETRY_FIRST_PAUSE_S, RETRY_MAX_PAUSE_S, Step, plan_action, read_s
 from model.invariants import Checker
 from model.simdcs import SimDCS
 from model.simpg import SimPostgres, accepts_stream, same_lineage
@@ -271,7 +271,7 @@ class World:
             view = self.dcs.view(self.t)
             self.at(self.t + read_s(self, node, view), self._decide, node, generation, view)
         elif self.t >= deadline:
-            self._decide(node, generation, None)
+            self.at(self.t + READ_S, self._decide, node, generation, None)  # Postgres is still observed
         else:
             again = min(self.t + pause, deadline)
             self.at(again, self._read, node, generation, deadline, min(2 * pause, RETRY_MAX_PAUSE_S))
