@@ -2,7 +2,8 @@
 
 `plan_action` returns a Step: the duration and an effect that runs when the action completes, returning whether
 it succeeded. DCS requests need the DCS reachable at both ends and take a network round trip, or fail after
-`retry_timeout_s`. Durations are those measured on the project's machines (environment guide), rounded up.
+`retry_timeout_s`. `read_s` is how long a turn's readings take before it decides. Durations are those of the real
+agent on the project's 2-core machine (its log, with `python -m bench.reality` comparing whole events), rounded.
 """
 
 from __future__ import annotations
@@ -12,15 +13,40 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fsm import actions as a
+from fsm import node as core
 from fsm.actions import Action, DemoteMode
-from fsm.observation import Member, SyncState
+from fsm.observation import ClusterView, Member, SyncState
 from model.simpg import Data, same_lineage
 
 if TYPE_CHECKING:
     from model.world import Node, World
 
-DEMOTE_S = {DemoteMode.GRACEFUL: 1.0, DemoteMode.IMMEDIATE: 0.1, DemoteMode.READ_ONLY: 0.5}
+# graceful: CHECKPOINT, then a fast shutdown (0.03-0.06 s), 0.07-0.13 s in all; read-only: a restart as a standby of
+# nobody (0.03-0.06 s); immediate: an immediate shutdown.
+DEMOTE_S = {DemoteMode.GRACEFUL: 0.1, DemoteMode.IMMEDIATE: 0.1, DemoteMode.READ_ONLY: 0.05}
 CLONE_BYTES_PER_S = 100_000_000
+FENCE_START_S = 0.1  # an agent's first ArmWatchdog starts its fence process (a Python interpreter): 0.03-0.13 s
+READ_S = 0.03  # a turn's readings: a quorum read of the cluster from etcd and Postgres observed over SQL
+PEER_ANSWER_S = 0.05  # a member's REST API answers a follower's question for its WAL position (0.02-0.15 s)
+RETRY_FIRST_PAUSE_S, RETRY_MAX_PAUSE_S = 0.05, 1.0  # the DCS adapter's backoff between attempts
+
+
+def read_s(world: World, node: Node, view: ClusterView) -> float:
+    """How long `node`'s turn reads before it decides: the DCS and Postgres, and the REST answers of the members
+    the node core has it ask for their WAL positions (`peers_to_ask`), in parallel: a dead member's API refuses at
+    once, a live one answers in PEER_ANSWER_S, a frozen or cut-off one not before the timeout."""
+    asked = core.peers_to_ask(node.name, node.memory, view)
+    timeout = core.position_timeout_s(node.config)
+    waits = []
+    for member in asked:
+        other = world.nodes.get(member.name)
+        if other is None or not other.alive:
+            waits.append(0.0)
+        elif other.paused(world.t) or not world.linked(node, other):
+            waits.append(timeout)
+        else:
+            waits.append(PEER_ANSWER_S)
+    return READ_S + max(waits, default=0.0)
 
 
 @dataclass(frozen=True)
@@ -51,6 +77,8 @@ def _duration(node: Node, action: Action) -> float:
         duration = DEMOTE_S[action.mode]
     elif isinstance(action, a.StartPrimary) and node.pg.running:
         duration = 0.001  # nothing to start
+    elif isinstance(action, a.ArmWatchdog) and node.fence_generation != node.generation:
+        duration = FENCE_START_S
     else:
         duration = DURATIONS_S.get(type(action), 0.01)
     if node.slow_postgres_s is not None and action.changes_postgres:
@@ -279,6 +307,11 @@ def _watchdog_ping(w: World, n: Node, act: Action, started: float) -> bool:
     return True
 
 
+def _watchdog_arm(w: World, n: Node, act: Action, started: float) -> bool:
+    n.fence_generation = n.generation  # this agent's fence process runs from now on
+    return _watchdog_ping(w, n, act, started)
+
+
 def _watchdog_disarm(w: World, n: Node, act: Action, started: float) -> bool:
     n.watchdog_deadline = None
     return True
@@ -313,7 +346,7 @@ HANDLERS: dict[type[Action], Callable[..., bool]] = {
     a.RefuseRequest: _nothing,
     a.RewindFromLeader: _rewind,
     a.EnsureReplicationSlots: _nothing,
-    a.ArmWatchdog: _watchdog_ping,
+    a.ArmWatchdog: _watchdog_arm,
     a.PingWatchdog: _watchdog_ping,
     a.DisarmWatchdog: _watchdog_disarm,
     a.RunCallback: _nothing,
@@ -323,11 +356,11 @@ DURATIONS_S: dict[type[Action], float] = {
     a.InitDb: 1.0,
     a.CloneReplica: 5.0,
     a.Reclone: 5.0,
-    a.StartPrimary: 1.0,
+    a.StartPrimary: 0.1,  # a stopped primary (after a crash: recovery first) up again: 0.05-0.10 s
     a.StartStandby: 1.5,
     a.FollowLeader: 0.2,
     a.StopPostgres: 0.5,
-    a.Promote: 0.3,
+    a.Promote: 0.05,  # pg_ctl promote until pg_is_in_recovery() is false: 0.03-0.18 s, median 0.045 s
     a.RewindFromLeader: 1.0,
     a.RestartPrimary: 1.5,
     a.RestartStandby: 1.5,

@@ -106,6 +106,7 @@ def _apply(world: World, fault: Fault, node: Node | None) -> None:
     elif kind in ("postgres_crash", "postgres_broken") and node:
         node.pg.stop()
         node.pg.startable = kind == "postgres_crash"
+        _wake(world, node)  # the agent's postmaster watch (a pidfd) sees the exit at once
     elif kind == "pause" and node:
         node.paused_until = t + (fault.duration_s or 0.0)
         world.trace.lanes[node.name].set(t, "state", "paused")
@@ -130,6 +131,8 @@ def _apply(world: World, fault: Fault, node: Node | None) -> None:
     elif kind == "switchover" and node:
         holder = world.dcs.get("leader", t)
         world.dcs.put("failover", FailoverRequest(leader=holder, candidate=node.name), t)
+        if holder in world.nodes:
+            _wake(world, world.nodes[holder])  # POST /switchover wakes the leader's loop, as any request does
     elif kind == "shutdown" and node and node.alive:
         node.shutting_down = True
         world.schedule_loop(node, t)
@@ -154,11 +157,18 @@ def _apply(world: World, fault: Fault, node: Node | None) -> None:
         world.dcs.put("failover", FailoverRequest(holder, node.name, scheduled_at=f"t={at:g}s", due_s=at), t)
     elif kind in REQUESTS and node and node.alive:
         node.request = OperatorRequest(REQUESTS[kind])
-        world.schedule_loop(node, t)  # the REST handler wakes the loop
+        _wake(world, node)  # the REST handler wakes the loop
     elif kind == "heal":
         _heal(world)
     if fault.duration_s is not None and kind not in ("pause", "slow_postgres"):
         world.at(t + fault.duration_s, _undo, world, fault, node)
+
+
+def _wake(world: World, node: Node) -> None:
+    """End the agent's sleep now (the real agent's `wake` event): a turn under way takes another right after it, a
+    frozen agent takes it when it thaws, a dead one never."""
+    if node.alive:
+        world.schedule_loop(node, world.t)
 
 
 def _resumed(world: World, node: Node) -> None:

@@ -2,7 +2,7 @@
 one event queue, one simulated clock and one seeded random source. Agents run the real `fsm.decide()`.
 
 An agent is the node core of `fsm.node` (the same memory and loop policy the real agent runs) in a simulated
-shell: read the DCS (at once, or after `retry_timeout_s` when it cannot reach it) and Postgres, `step`, then run
+shell: read the DCS (retrying until `retry_timeout_s` when it cannot reach it) and Postgres, `step`, then run
 the decision's actions one after another, each taking effect when it completes (see `model.effects`) if
 `blocked` lets it, and `advance` the memory with its outcome; then sleep as `end_turn` says (a watch on the
 leader key wakes every agent but the leader). A paused agent's pending events wait for it; a crashed node's
@@ -23,7 +23,7 @@ from fsm import node as core
 from fsm.actions import Action
 from fsm.lease import lease_deadline_s
 from fsm.observation import ClusterConfig, ClusterView, Member, OperatorRequest, Tags
-from model.effects import Step, plan_action
+from model.effects import READ_S, RETRY_FIRST_PAUSE_S, RETRY_MAX_PAUSE_S, Step, plan_action, read_s
 from model.invariants import Checker
 from model.simdcs import SimDCS
 from model.simpg import SimPostgres, accepts_stream, same_lineage
@@ -73,6 +73,7 @@ class Node:
     acting: bool = False
     wake: bool = False
     watchdog_deadline: float | None = None  # real time; None when disarmed
+    fence_generation: int | None = None  # the agent generation whose first arm started its fence process
     orphan_fence_deadline: float | None = None  # a dead agent's fence process, still armed: it fires then
     interrupt_after: int | None = None  # the agent dies after this many actions of its next decision
     request: OperatorRequest | None = None  # an operator request for the node's next turn
@@ -262,10 +263,24 @@ class World:
             node.wake = True
             return
         node.acting = True
-        if self.dcs_ok(node):
-            self._decide(node, node.generation, self.dcs.view(self.t))  # a read takes milliseconds: folded in
+        self._read(node, node.generation, self.t + node.config.retry_timeout_s, RETRY_FIRST_PAUSE_S)
+
+    def _read(self, node: Node, generation: int, deadline: float, pause: float) -> None:
+        """The turn's readings (`read_s` long). As the DCS adapter does, a read the DCS does not answer is tried
+        again after `pause`, doubling, and once more at the `deadline` (retry_timeout after the first try); if that
+        one fails too, the turn decides without a view."""
+        if generation != node.generation:
+            return
+        if node.paused(self.t):
+            self.at(node.paused_until, self._read, node, generation, deadline, pause)
+        elif self.dcs_ok(node):
+            view = self.dcs.view(self.t)
+            self.at(self.t + read_s(self, node, view), self._decide, node, generation, view)
+        elif self.t >= deadline:
+            self.at(self.t + READ_S, self._decide, node, generation, None)  # Postgres is still observed
         else:
-            self.at(self.t + node.config.retry_timeout_s, self._decide, node, node.generation, None)
+            again = min(self.t + pause, deadline)
+            self.at(again, self._read, node, generation, deadline, min(2 * pause, RETRY_MAX_PAUSE_S))
 
     def _decide(self, node: Node, generation: int, view: ClusterView | None) -> None:
         if generation != node.generation:

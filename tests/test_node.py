@@ -216,6 +216,7 @@ POLICY_WRITTEN_TWICE = {
     "an immediate-turn limit of its own": r"MAX_IMMEDIATE\s*=",
     "its own list of Postgres-changing actions": r"CHANGES_POSTGRES",
     "a lease check of its own before an action": r"_lease(_still)?_valid",
+    "its own timeout for the peers' positions": r"retry_timeout_s\s*/\s*4",
     "its own walk over the decision's actions": r"for \w+ in (\w+\.)?decision\.actions|steps\[index\]",
     "its own judgement of a scheduled time": r"\.(at|due)_s\s*[<>]|[<>]=?\s*[\w.()]*\.(at|due)_s\b",
 }

@@ -8,6 +8,7 @@ import pytest
 
 from fsm import State
 from fsm.observation import ClusterConfig
+from model.faults import Fault, inject
 from model.invariants import liveness_bound_s
 from model.scenarios import SCENARIOS, SYNC_RANDOM_SEEDS
 from model.simulate import Result, main, render_text, simulate
@@ -279,3 +280,58 @@ def test_without_the_watchdog_only_agent_pauses_break_an_invariant(dcs_kind):
         result = simulate(SCENARIOS["random"], Settings(watchdog=False, dcs_kind=dcs_kind), seed)
         if not result.ok:
             assert any(f["label"].startswith("pause") for f in result.world.trace.faults), render_text(result)
+
+
+# --- timings the real cluster confirms (bench/reality.py): the model wakes and retries as the agent does ----------
+
+
+def _between_turns(seed: int = 1) -> tuple[World, str]:
+    """A bootstrapped cluster (loop_wait 10) just after the leader ended a turn: its next one is loop_wait away."""
+    world = World(Settings(), seed=seed)
+    world.run(60.0)
+    leader = world.dcs.get("leader", world.t)
+    node, version = world.nodes[leader], world.dcs.keys["leader"].version
+    while world.dcs.keys["leader"].version == version or node.acting:  # the renew, then the rest of the turn
+        assert world.t < 60.0 + 2 * LOOP_WAIT, "the leader took no turn"
+        world.run(world.t + 0.001)
+    return world, leader
+
+
+def _writable_again(world: World, name: str, limit_s: float) -> float:
+    start = world.t
+    while not world.nodes[name].pg.writable:
+        assert world.t - start < limit_s, f"{name} not writable within {limit_s} s"
+        world.run(world.t + 0.001)
+    return world.t - start
+
+
+def test_a_postmaster_crash_wakes_the_leader_which_restarts_it_at_once():
+    world, leader = _between_turns()
+    inject(world, Fault(world.t, "postgres_crash", leader))
+    assert not world.nodes[leader].pg.writable
+    # the postmaster watch ends the sleep: read, renew, start (not the loop_wait of 10 s)
+    assert _writable_again(world, leader, limit_s=0.5) < 0.5
+    assert "lead_restart" in rules_of_world(world, leader)
+
+
+def test_a_switchover_request_wakes_the_leader():
+    world, leader = _between_turns()
+    candidate = next(name for name in world.nodes if name != leader)
+    inject(world, Fault(world.t, "switchover", candidate))
+    assert _writable_again(world, candidate, limit_s=1.0) < 1.0  # not after the leader's next loop, 10 s away
+
+
+def test_a_read_the_dcs_answers_on_a_retry_costs_no_turn_without_a_view():
+    world, leader = _between_turns()
+    node = world.nodes[leader]
+    world.run(world.t + LOOP_WAIT - 0.01)  # just before the leader's next turn reads
+    inject(world, Fault(world.t, "dcs_down", "all", duration_s=1.0))
+    world.run(world.t + 1.0 + 2.0)  # the adapter's backoff tries again 0.05, 0.15, 0.35, 0.75, 1.55 s after
+    assert node.memory.lease_renewed_at_s is not None
+    assert world.dcs.get("leader", world.t) == leader
+    assert "lead_retry_renew" not in rules_of_world(world, leader)  # with no retry it decided blind 8 s later
+    assert node.local(world.t) - node.memory.lease_renewed_at_s < 2.0
+
+
+def rules_of_world(world: World, node: str) -> list[str]:
+    return [e["rule"] for e in world.trace.events if e["kind"] == "decision" and e["node"] == node]
