@@ -186,7 +186,7 @@ def _request_facts(sheet: _Sheet, obs: Observation, leader_running: bool) -> Non
 
 
 def _lease_facts(sheet: _Sheet, obs: Observation) -> None:
-    deadline = lease_deadline_s(obs.agent.lease_renewed_at_s, obs.config)
+    deadline = lease_deadline_s(obs.agent.lease_renewed_at_s, obs.config, obs.agent.lease_ttl_s)
     if deadline is None:
         sheet.add("lease_valid", False, "never renewed the leader key")
         sheet.add("lease_outlasts_retry", False, "never renewed the leader key")

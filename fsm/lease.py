@@ -15,11 +15,16 @@ from __future__ import annotations
 from fsm.observation import ClusterConfig
 
 
-def lease_deadline_s(renewed_at_s: float | None, config: ClusterConfig) -> float | None:
-    """The monotonic time by which the leader must have stopped writes; None when it never renewed."""
+def lease_deadline_s(
+    renewed_at_s: float | None, config: ClusterConfig, lease_ttl_s: float | None = None
+) -> float | None:
+    """The monotonic time by which the leader must have stopped writes; None when it never renewed. `lease_ttl_s`
+    is the ttl that renewal wrote (the DCS config key may have changed ttl since: the key still lives by the
+    one it was written with); None: the configured one."""
     if renewed_at_s is None:
         return None
-    return renewed_at_s + config.ttl_s - config.safety_margin_s
+    ttl_s = config.ttl_s if lease_ttl_s is None else lease_ttl_s
+    return renewed_at_s + ttl_s - config.safety_margin_s
 
 
 def lease_timing_problems(config: ClusterConfig) -> list[str]:

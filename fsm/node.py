@@ -12,6 +12,7 @@ pure, in the shape of etcd-io/raft's RawNode, so that the real agent (`runtime/a
     step(name, memory, readings, now)          -> Turn(observation, decision, memory')
     next_action(memory, decision)              -> the action to run now, or None when the turn's actions are over
     blocked(action, memory, config, now)       -> why it may not run now, or None
+    lease_deadline(memory, config)             -> by when writes must stop (the ttl the last renewal wrote)
     advance(memory, action, ok, started_at)    -> memory'   (renew start times, releases, outcomes)
     keepalive(memory, decision)                -> the heartbeats to repeat while a long action runs
     end_turn(memory, before, decision, ...)    -> (memory', Wake)
@@ -74,6 +75,8 @@ class Memory:
 
     state: State = State.BOOTSTRAP
     lease_renewed_at_s: float | None = None  # start of the last successful acquire or renew request
+    lease_ttl_s: float | None = None  # the ttl that request wrote: the key lives by it, whatever ttl says since
+    turn_ttl_s: float | None = None  # the ttl of this turn's settings: what its writes to the DCS use
     postgres_down_since_s: float | None = None  # first turn that saw Postgres not running, while it stays down
     last_outcome: ActionOutcome = field(default_factory=ActionOutcome)  # the actions of the last turn, by name
     immediate_turns: int = 0  # turns taken in a row without sleeping
@@ -194,6 +197,7 @@ def step(name: str, memory: Memory, readings: Readings, now_s: float) -> Turn:
         tags=readings.tags,
         create_replica_methods=readings.create_replica_methods,
         lease_renewed_at_s=memory.lease_renewed_at_s,
+        lease_ttl_s=memory.lease_ttl_s,
         postgres_down_since_s=down_since,
         last_outcome=memory.last_outcome,
         request=readings.request,
@@ -210,6 +214,7 @@ def step(name: str, memory: Memory, readings: Readings, now_s: float) -> Turn:
         actions_run=0,
         last_rule=decision.rule,
         next_due_s=next_due_s(observation),
+        turn_ttl_s=readings.config.ttl_s,
     )
     return Turn(observation, decision, moved)
 
@@ -239,11 +244,16 @@ def next_action(memory: Memory, decision: Decision) -> Action | None:
     return left[0] if left else None
 
 
+def lease_deadline(memory: Memory, config: ClusterConfig) -> float | None:
+    """The node's lease deadline (`fsm.lease`), by the ttl its last renewal wrote; None without a lease."""
+    return lease_deadline_s(memory.lease_renewed_at_s, config, memory.lease_ttl_s)
+
+
 def blocked(action: Action, memory: Memory, config: ClusterConfig, now_s: float) -> str | None:
     """Why `action` may not run at `now_s` although its decision asked for it (the decision may be seconds old),
     or None. Its preconditions are data on the action type."""
     if action.needs_valid_lease:
-        deadline = lease_deadline_s(memory.lease_renewed_at_s, config)
+        deadline = lease_deadline(memory, config)
         if deadline is None or now_s >= deadline:
             return f"{type(action).__name__} needs a valid lease: the lease ran out before it could run"
     return None
@@ -288,12 +298,12 @@ def keepalive(memory: Memory, decision: Decision) -> tuple[Action, ...]:
 def advance_keepalive(memory: Memory, action: Action, ok: bool, started_at_s: float) -> Memory:
     """The memory after a heartbeat (or any action) started at `started_at_s` ended with `ok`: the lease it renewed
     or ended. A keepalive heartbeat is not one of the turn's actions: the turn's outcomes stay as they were."""
-    lease = memory.lease_renewed_at_s
+    lease, ttl = memory.lease_renewed_at_s, memory.lease_ttl_s
     if ok and action.lease_effect is LeaseEffect.RENEWS:
-        lease = started_at_s  # the request's start: the DCS applied it no earlier
+        lease, ttl = started_at_s, memory.turn_ttl_s  # the request's start: the DCS applied it no earlier
     elif ok and action.lease_effect is LeaseEffect.ENDS:
-        lease = None
-    return replace(memory, lease_renewed_at_s=lease)
+        lease, ttl = None, None
+    return replace(memory, lease_renewed_at_s=lease, lease_ttl_s=ttl)
 
 
 def end_turn(

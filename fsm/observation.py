@@ -287,6 +287,7 @@ class AgentState:
     tags: Tags = field(default_factory=Tags)
     create_replica_methods: tuple[str, ...] = ("basebackup",)
     lease_renewed_at_s: float | None = None  # start of the last successful acquire or renew request
+    lease_ttl_s: float | None = None  # the ttl that request wrote (None: the configured one)
     postgres_down_since_s: float | None = None  # first loop that saw Postgres not running, while it stays down
     last_outcome: ActionOutcome = field(default_factory=ActionOutcome)
     request: OperatorRequest | None = None  # an operator's request this turn answers
@@ -295,7 +296,7 @@ class AgentState:
     def __post_init__(self) -> None:
         _require(self.request is None or self.request.at_s is None, "a scheduled request goes in `scheduled`")
         _require(self.scheduled is None or self.scheduled.at_s is not None, "`scheduled` needs its time, at_s")
-        for name in ("lease_renewed_at_s", "postgres_down_since_s"):
+        for name in ("lease_renewed_at_s", "lease_ttl_s", "postgres_down_since_s"):
             value = getattr(self, name)
             if value is not None:
                 _non_negative(value, name)

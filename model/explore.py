@@ -235,15 +235,15 @@ class Explorer:
                     ),
                 )
             )
+        def value(k: str, v: Any) -> str | None:
+            if k.startswith("members/") or k == "status":
+                return None
+            if k == "failover" and v.due_s is not None:  # a scheduled time, relative like every other time
+                return repr((v.leader, v.candidate, rel_time(v.due_s)))
+            return repr(v)
+
         dcs = tuple(
-            sorted(
-                (
-                    k,
-                    repr(e.value) if not k.startswith("members/") and k != "status" else None,
-                    rel_time(world.dcs.expires_at(k)),
-                )
-                for k, e in world.dcs.keys.items()
-            )
+            sorted((k, value(k, e.value), rel_time(world.dcs.expires_at(k))) for k, e in world.dcs.keys.items())
         )
         return (tuple(nodes), dcs, world.dcs.up, rel_time(world.dcs_down_until))
 

@@ -20,7 +20,7 @@ Commands:
                                                         leader, replica, all or last, lasting D seconds
                                                         (scheduled-restart, scheduled-switchover: D seconds
                                                         ahead)
-    expect leader NODE | expect leader none             who holds the leader key and serves writes
+    expect leader NODE | none | any                     who holds the leader key and serves writes
     expect state NODE STATE                             the node's HA state
     expect member NODE | expect no-member NODE          whether the node's member key is in the DCS
     expect invariants                                   no invariant broken so far
@@ -122,7 +122,8 @@ class Script:
         if args[:1] == ["leader"] and len(args) == 2:
             serving = world.serving_primary()
             actual = serving.name if serving else "none"
-            self._verdict(actual == args[1], f"leader is {actual}")
+            wanted = actual == args[1] or (args[1] == "any" and serving is not None)
+            self._verdict(wanted, f"leader is {actual}")
         elif args[:1] == ["state"] and len(args) == 3:
             node = world.nodes.get(args[1])
             if node is None:

@@ -21,7 +21,6 @@ from typing import Any
 from fsm import Decision, State
 from fsm import node as core
 from fsm.actions import Action
-from fsm.lease import lease_deadline_s
 from fsm.observation import ClusterConfig, ClusterView, Member, OperatorRequest, Tags
 from model.effects import READ_S, RETRY_FIRST_PAUSE_S, RETRY_MAX_PAUSE_S, Step, plan_action, read_s
 from model.invariants import Checker
@@ -429,7 +428,7 @@ class World:
 
     def ping_watchdog(self, node: Node) -> None:
         """The watchdog fires at the node's lease deadline, read on the node's own clock."""
-        deadline_local = lease_deadline_s(node.memory.lease_renewed_at_s, node.config)
+        deadline_local = core.lease_deadline(node.memory, node.config)
         if not self.settings.watchdog or deadline_local is None:
             return
         node.watchdog_deadline = node.real(deadline_local)

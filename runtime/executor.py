@@ -18,8 +18,7 @@ from adapters.dcs import MemberRecord, Outcome, Snapshot
 from adapters.postgres.settings import ReplicaMethod
 from adapters.postgres.values import Result, Upstream
 from fsm import actions as a
-from fsm.lease import lease_deadline_s
-from fsm.node import Memory
+from fsm.node import Memory, lease_deadline
 from fsm.observation import ClusterConfig, SyncState, Tags
 from runtime.ports import CallbacksPort, DcsPort, FencePort, PostgresPort
 
@@ -35,7 +34,7 @@ class Context:
     memory: Memory
 
     def lease_deadline(self) -> float | None:
-        return lease_deadline_s(self.memory.lease_renewed_at_s, self.config)
+        return lease_deadline(self.memory, self.config)
 
 
 @dataclass

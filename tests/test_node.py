@@ -69,6 +69,26 @@ def test_a_successful_renew_records_its_start_and_a_release_ends_the_lease():
     assert kept.lease_renewed_at_s == 140.0  # the DCS did not answer: the key may still be ours
 
 
+def renewed_under(ttl_s: float, at_s: float) -> core.Memory:
+    """A leader's memory after a renew started at `at_s` in a turn whose settings said ttl `ttl_s`."""
+    turn = core.step("n0", leading(), readings(config=replace(CONFIG, ttl_s=ttl_s)), at_s)
+    return core.advance(turn.memory, a.RenewLeaderKey(), True, started_at_s=at_s)
+
+
+def test_the_lease_lives_by_the_ttl_its_renewal_wrote_whatever_the_config_key_says_since():
+    shorter = renewed_under(12.0, NOW)  # then the config key raised ttl to 30: the key still dies at NOW + 12
+    assert core.lease_deadline(shorter, replace(CONFIG, ttl_s=30.0)) == NOW + 12.0 - CONFIG.safety_margin_s
+    longer = renewed_under(30.0, NOW)  # then lowered to 12: the key was written to live 30 s
+    assert core.lease_deadline(longer, replace(CONFIG, ttl_s=12.0)) == NOW + 30.0 - CONFIG.safety_margin_s
+    later = core.step("n0", longer, readings(config=replace(CONFIG, ttl_s=12.0)), NOW + 15)
+    assert later.observation.agent.lease_ttl_s == 30.0 and later.decision.rule == "lead_steady"
+    assert later.memory.turn_ttl_s == 12.0  # this turn's renewal writes (and is held to) the new ttl
+    released = core.advance(longer, a.ReleaseLeaderKey(), True, started_at_s=NOW + 1)
+    assert released.lease_ttl_s is None and core.lease_deadline(released, CONFIG) is None
+    blocked = core.blocked(a.Promote(), shorter, replace(CONFIG, ttl_s=30.0), NOW + 11.0)
+    assert blocked is not None and "needs a valid lease" in blocked
+
+
 def decided(rule_state: State, memory: core.Memory, **outcome: frozenset[str]) -> tuple[core.Memory, core.Wake]:
     turn = core.step("n0", memory, readings(), NOW)
     ran = replace(turn.memory, last_outcome=ActionOutcome(**outcome))

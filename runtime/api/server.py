@@ -17,7 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 from adapters.dcs import Dcs, Outcome, Snapshot, connect
 from adapters.postgres.process import find_postmaster
 from adapters.postgres.sql import SqlError
-from fsm.lease import lease_deadline_s, lease_timing_problems
+from fsm import node as core
+from fsm.lease import lease_timing_problems
 from fsm.node import dynamic_config
 from fsm.observation import ClusterConfig, FailoverRequest, OperatorRequest, PostgresState
 from runtime.agent import Agent
@@ -190,7 +191,7 @@ class ApiServer:
     def node(self) -> NodeView:
         agent = self.agent
         config = agent.config()
-        deadline = lease_deadline_s(agent.memory.lease_renewed_at_s, config)
+        deadline = core.lease_deadline(agent.memory, config)
         turns = agent.turns
         last_turn_at = turns[-1].at if turns else self.started_at
         return NodeView(
