@@ -1,16 +1,21 @@
-"""The rule table's golden dump and the generated docs must match the table in fsm/transitions.py.
+"""The rule table's golden dump and the generated docs must match the table in fsm/transitions.py; the facts,
+notes and decisions of every rule case (tests/test_rules.py) must match their golden dump.
 
-After an intended change to the table: REGENT_REWRITE_GOLDEN=1 pytest tests/test_golden.py, then
-python -m model.diagram, and review both diffs."""
+After an intended change to the table, a fact or a note: REGENT_REWRITE_GOLDEN=1 pytest tests/test_golden.py, then
+python -m model.diagram, and review the diffs."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from fsm import decide
+from fsm.facts import FACT_DOCS, derive_facts
 from model import diagram
+from tests.test_rules import CASES
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "rule_table.txt"
+FACTS_GOLDEN = GOLDEN.with_name("facts.txt")
 
 
 def test_rule_table_matches_golden_dump():
@@ -18,6 +23,26 @@ def test_rule_table_matches_golden_dump():
     if os.environ.get("REGENT_REWRITE_GOLDEN"):
         GOLDEN.write_text(dump)
     assert dump == GOLDEN.read_text(), "the rule table changed: review it and rewrite the golden file"
+
+
+def dump_facts() -> str:
+    """Each rule case: the decision (rule, next state, every action with its arguments, why), then every fact
+    with its value and note: the text an operator reads in the log, for each situation the table names."""
+    lines = []
+    for name, state, observation, _, _ in CASES:
+        decision = decide(state, observation)
+        facts = derive_facts(observation)
+        lines.append(f"== {name}: {state.value} -> {decision.state.value} [{decision.rule}] {decision.why}")
+        lines += [f"   {action!r}" for action in decision.actions]
+        lines += [f"   {facts.explain(fact)}" for fact in FACT_DOCS]
+    return "\n".join(lines) + "\n"
+
+
+def test_facts_and_notes_of_every_rule_case_match_golden_dump():
+    dump = dump_facts()
+    if os.environ.get("REGENT_REWRITE_GOLDEN"):
+        FACTS_GOLDEN.write_text(dump)
+    assert dump == FACTS_GOLDEN.read_text(), "a fact, note or decision changed: review it and rewrite the golden file"
 
 
 def test_generated_docs_are_current():
