@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fsm import decide
+from fsm import Decision, Observation, State, decide
 from fsm.facts import FACT_DOCS, derive_facts
 from model import diagram
+from tests import test_decide
 from tests.test_rules import CASES
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "rule_table.txt"
@@ -25,11 +26,35 @@ def test_rule_table_matches_golden_dump():
     assert dump == GOLDEN.read_text(), "the rule table changed: review it and rewrite the golden file"
 
 
+def situations() -> list[tuple[str, State, Observation]]:
+    """Each rule case, then each other situation tests/test_decide.py hands to decide(), once, in test order."""
+    seen = [(name, state, observation) for name, state, observation, _, _ in CASES]
+    recorded: list[tuple[State, Observation]] = []
+
+    def recording(state: State, observation: Observation) -> Decision:
+        recorded.append((state, observation))
+        return decide(state, observation)
+
+    test_decide.decide = recording  # type: ignore[assignment]
+    try:
+        for name, test in vars(test_decide).items():
+            if name.startswith("test_") and callable(test):
+                test()
+    finally:
+        test_decide.decide = decide
+    known = {repr((state, observation)) for _, state, observation in seen}
+    for state, observation in recorded:
+        if repr((state, observation)) not in known:
+            known.add(repr((state, observation)))
+            seen.append((f"test_decide #{len(seen) - len(CASES) + 1}", state, observation))
+    return seen
+
+
 def dump_facts() -> str:
-    """Each rule case: the decision (rule, next state, every action with its arguments, why), then every fact
-    with its value and note: the text an operator reads in the log, for each situation the table names."""
+    """Each situation: the decision (rule, next state, every action with its arguments, why), then every fact
+    with its value and note: the text an operator reads in the log."""
     lines = []
-    for name, state, observation, _, _ in CASES:
+    for name, state, observation in situations():
         decision = decide(state, observation)
         facts = derive_facts(observation)
         lines.append(f"== {name}: {state.value} -> {decision.state.value} [{decision.rule}] {decision.why}")
