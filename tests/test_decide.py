@@ -31,7 +31,7 @@ from fsm.observation import (
     SyncState,
     Trigger,
 )
-from tests.test_rules import CASES, FAR_AHEAD, ahead
+from tests.test_rules import CASES, FAR_AHEAD, N1_LEADS_FORKED, ahead
 from tests.worlds import (
     CONFIG,
     NOW,
@@ -438,3 +438,21 @@ def test_a_scheduled_switchover_waits_for_its_time_then_hands_over():
     for_another = FailoverRequest("n2", "n1", scheduled_at="2030-01-01T10:00:00+00:00", due_s=NOW + 60)
     decision = decide(State.LEADER, leader_view(dcs=cluster(failover=for_another)))
     assert decision.rule == "lead_steady" and "ClearSwitchoverRequest" in kinds(decision), decision.why
+
+
+def test_wal_exactly_at_the_end_of_the_old_timeline_has_not_diverged():
+    """pg_rewind is needed only for WAL past the switch point; a node that stopped exactly there just follows."""
+    at_switch = decide(State.DEMOTING, observe("n0", N1_LEADS_FORKED, stopped(wal_written=4_000_000)))
+    assert (at_switch.rule, at_switch.state) == ("demote_rejoin", State.FOLLOWER)
+    assert "diverged=no (my WAL 4000000 <= end of timeline 1 at 4000000)" in at_switch.why
+    past = decide(State.DEMOTING, observe("n0", N1_LEADS_FORKED, stopped(wal_written=4_000_001)))
+    assert past.rule == "demote_rewind"
+
+
+def test_an_unknown_leader_wal_position_holds_no_lag_against_anyone():
+    unknown = decide(State.FOLLOWER, observe(dcs=cluster(None, leader_wal_position=None), pg=standby(wal=0)))
+    assert unknown.rule != "follow_not_eligible", unknown.why
+    at_limit = cluster(None, leader_wal_position=5_000_000 + CONFIG.maximum_lag_on_failover_bytes)
+    assert decide(State.FOLLOWER, observe(dcs=at_limit)).rule != "follow_not_eligible"  # a lag equal to the limit
+    past_limit = cluster(None, leader_wal_position=5_000_001 + CONFIG.maximum_lag_on_failover_bytes)
+    assert decide(State.FOLLOWER, observe(dcs=past_limit)).rule == "follow_not_eligible"

@@ -61,6 +61,9 @@ def test_a_successful_renew_records_its_start_and_a_release_ends_the_lease():
     memory = core.Memory(lease_renewed_at_s=100.0)
     renewed = core.advance(memory, a.RenewLeaderKey(), True, started_at_s=140.0)
     assert renewed.lease_renewed_at_s == 140.0 and renewed.last_outcome.succeeded == {"RenewLeaderKey"}
+    failed = core.advance(renewed, a.PingWatchdog(), False, started_at_s=140.0)
+    assert failed.lease_renewed_at_s == 140.0
+    assert failed.last_outcome == ActionOutcome(frozenset({"RenewLeaderKey"}), frozenset({"PingWatchdog"}))
     failed = core.advance(memory, a.RenewLeaderKey(), False, started_at_s=140.0)
     assert failed.lease_renewed_at_s == 100.0 and failed.last_outcome.failed == {"RenewLeaderKey"}
     released = core.advance(renewed, a.ReleaseLeaderKey(), True, started_at_s=141.0)
@@ -272,3 +275,11 @@ def test_a_scheduled_switchover_brings_the_next_turn_by_its_time():
     later = FailoverRequest("n0", "n1", scheduled_at="2030-01-01T10:00:00+00:00", due_s=NOW + 3)
     turn = core.step("n0", leading(), readings(view=cluster(failover=later)), NOW)
     assert turn.decision.rule == "lead_await_switchover" and turn.memory.next_due_s == NOW + 3
+
+
+def test_the_operator_request_reaches_the_observation_and_the_memory_takes_the_new_state():
+    request = OperatorRequest(RequestKind.RESTART, timeout_s=20)
+    turn = core.step("n0", leading(), readings(request=request), NOW)
+    assert turn.observation.agent.request == request and turn.decision.rule == "lead_restart_request"
+    expired = core.step("n0", leading(renewed_ago_s=60), readings(), NOW)
+    assert expired.decision.state is State.DEMOTING and expired.memory.state is State.DEMOTING
