@@ -13,7 +13,17 @@ from fsm import State
 from fsm import actions as a
 from fsm import node as core
 from fsm.lease import lease_deadline_s
-from fsm.observation import ActionOutcome, ClusterConfig, FailoverRequest, OperatorRequest, RequestKind, Tags
+from fsm.observation import (
+    ActionOutcome,
+    ClusterConfig,
+    ClusterView,
+    FailoverRequest,
+    LeaderKey,
+    Member,
+    OperatorRequest,
+    RequestKind,
+    Tags,
+)
 from tests.worlds import CONFIG, NOW, cluster, primary, standby, stopped
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +100,25 @@ def test_the_lease_lives_by_the_ttl_its_renewal_wrote_whatever_the_config_key_sa
     assert released.lease_ttl_s is None and core.lease_deadline(released, CONFIG) is None
     blocked = core.blocked(a.Promote(), shorter, replace(CONFIG, ttl_s=30.0), NOW + 11.0)
     assert blocked is not None and "needs a valid lease" in blocked
+
+
+def test_whom_a_follower_asks_for_positions_and_what_their_answers_change():
+    members = (
+        Member("n0", wal_position=100, api_url="http://n0/patroni"),
+        Member("n1", wal_position=200),  # no REST API published: not asked
+        Member("me", wal_position=300, api_url="http://me/patroni"),  # never myself
+    )
+    free = ClusterView(members=members)
+    follower = core.Memory(State.FOLLOWER)
+    assert [m.name for m in core.peers_to_ask("me", follower, free)] == ["n0"]
+    assert core.peers_to_ask("me", follower, ClusterView(leader=LeaderKey("n0"), members=members)) == ()
+    assert core.peers_to_ask("me", core.Memory(State.LEADER), free) == ()
+    fresh = core.with_positions(free, {"n0": 900, "n1": None})
+    assert [(m.name, m.wal_position) for m in fresh.members] == [("n0", 900), ("n1", 200), ("me", 300)]
+    assert fresh.members[0] == replace(members[0], wal_position=900)  # only the position changes
+    assert core.with_positions(free, {"n0": None}) is free
+    assert core.position_timeout_s(replace(CONFIG, retry_timeout_s=2.0)) == 0.5
+    assert core.position_timeout_s(CONFIG) == 1.0  # 8 s / 4, capped at 1 s
 
 
 def decided(rule_state: State, memory: core.Memory, **outcome: frozenset[str]) -> tuple[core.Memory, core.Wake]:
