@@ -141,7 +141,7 @@ def dynamic_config(local: ClusterConfig, stored: Mapping[str, Any]) -> ClusterCo
         value = stored.get(key)
         if value is not None and isinstance(value, bool) == isinstance(getattr(local, attribute), bool):
             changes[attribute] = value
-    return replace(local, **changes)
+    return replace(local, **changes) if changes else local
 
 
 def effective_config(

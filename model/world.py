@@ -297,7 +297,7 @@ class World:
             node.stored_config = self.dcs.get("config", self.t) or {}
         dynamic = core.effective_config(self.config, node.stored_config)
         self.dcs.ttl_s = dynamic.ttl_s  # the keys it writes follow a ttl the config key changed
-        node.config = config = core.effective_config(self.config, node.stored_config, self.dcs.lease_ttl_s())
+        node.config = config = core.effective_config(dynamic, None, self.dcs.lease_ttl_s())  # as the agent does
         view = _on_clock_of(node, view)
         asked = core.peers_to_ask(node.name, node.memory, view)
         if view is not None and asked:
