@@ -98,6 +98,8 @@ def test_impossible_values_raise(build, message):
         (lambda: OperatorRequest("restart"), "unknown request 'restart'"),  # type: ignore[arg-type]
         (lambda: OperatorRequest(RequestKind.RESTART, role="master"), "role must be primary or replica, got 'master'"),
         (lambda: OperatorRequest(RequestKind.RESTART, timeout_s=-1), "timeout_s must not be negative, got -1"),
+        (lambda: OperatorRequest(RequestKind.RESTART, at_s=-1), "at_s must not be negative, got -1"),
+        (lambda: OperatorRequest(RequestKind.REINITIALIZE, at_s=5), "only a restart can be scheduled"),
         (lambda: decide("primary", observe()), "unknown state 'primary'"),  # type: ignore[arg-type]
         (lambda: decide(State.FOLLOWER, {"name": "n1"}), "not an Observation: dict"),  # type: ignore[arg-type]
         (

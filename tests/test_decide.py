@@ -429,6 +429,8 @@ def test_a_scheduled_switchover_waits_for_its_time_then_hands_over():
 
     waiting = decide(State.LEADER, scheduled(NOW + 0.5))
     assert waiting.rule == "lead_await_switchover" and "due at 1000.5 s, now 1000 s" in waiting.why
+    untold = leader_view(dcs=cluster(failover=FailoverRequest("n0", "n1", due_s=NOW + 0.5)))  # a time, no text
+    assert "switchover scheduled at ?: due at 1000.5 s" in decide(State.LEADER, untold).why
     assert "ClearSwitchoverRequest" not in kinds(waiting) and "RenewLeaderKey" in kinds(waiting)
     assert decide(State.LEADER, scheduled(NOW)).rule == "lead_switchover"
     for dropped in (scheduled(None), scheduled(NOW - 16)):  # an unreadable time, or one missed by > 1.5 x loop_wait
