@@ -252,11 +252,18 @@ class World:
     def _latency(self) -> float:
         return self.rng.uniform(*self.settings.dcs_latency_s)
 
-    def _loop(self, node: Node, token: int) -> None:
+    def loop_due(self, node: Node, token: int) -> bool:
+        """Whether the loop scheduled with `token` runs now: the latest one, on a live node; a frozen node's waits
+        until it thaws."""
         if token != node.token or not node.alive:
-            return
+            return False
         if node.paused(self.t):
             self.at(node.paused_until, self._loop, node, token)
+            return False
+        return True
+
+    def _loop(self, node: Node, token: int) -> None:
+        if not self.loop_due(node, token):
             return
         if node.acting:
             node.wake = True

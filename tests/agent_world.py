@@ -229,10 +229,7 @@ class AgentWorld(World):
         )
 
     def _loop(self, node: Node, token: int) -> None:
-        if token != node.token or not node.alive:
-            return
-        if node.paused(self.t):
-            self.at(node.paused_until, self._loop, node, token)
+        if not self.loop_due(node, token):
             return
         if not self.dcs_ok(node):  # the read waits retry_timeout for a store that does not answer
             self.at(self.t + node.config.retry_timeout_s, self._step, node, node.generation)
