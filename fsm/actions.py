@@ -129,7 +129,7 @@ class CloneReplica(Action):
 
     @classmethod
     def plan(cls, facts: Facts, **fixed: Any) -> Action:
-        return cls(source=facts.leader or "", methods=facts.observation.agent.create_replica_methods)
+        return cls(source=facts.clone_source or "", methods=facts.observation.agent.create_replica_methods)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ FACT_DOCS: dict[str, str] = {
     "leader_key_held_by_other": "the leader key names another member",
     "leader_running": "the leader key names another member whose member key says running",
     "lease_valid": "this node renewed the key and its own lease deadline has not passed",
-    "lease_outlasts_retry": "a renew attempt and the read after it (2 x retry_timeout) end before the lease deadline",
+    "lease_outlasts_retry": "another renew attempt can take its whole retry_timeout before the lease deadline",
     "cluster_initialized": "the initialize key holds a system identifier",
     "init_key_free": "the DCS answered and nobody has claimed the initialize key",
     "initialize_unset": "the initialize key is claimed but holds no system identifier yet",
@@ -91,6 +91,7 @@ class Facts:
     leader: str | None  # the leader-key holder
     best_sync_standby: str | None  # whom SetSyncStandby names (None: nobody)
     request: OperatorRequest | None = None  # the operator request this turn answers (`answered_request`)
+    clone_source: str | None = None  # whom a clone copies: a running replica tagged clonefrom, else the leader
 
     def explain(self, name: str) -> str:
         return f"{name}={'yes' if self.truth[name] else 'no'} ({self.notes[name]})"
@@ -146,7 +147,19 @@ def derive_facts(obs: Observation) -> Facts:
     sync_on = cfg.synchronous_mode
     sheet.add("synchronous_mode", sync_on, "synchronous_mode is on" if sync_on else "synchronous_mode is off")
     sheet.add("use_slots", cfg.use_slots, "use_slots is on" if cfg.use_slots else "use_slots is off")
-    return Facts(obs, sheet.truth, sheet.notes, leader, best_sync, answered_request(obs))
+    return Facts(obs, sheet.truth, sheet.notes, leader, best_sync, answered_request(obs), _clone_source(obs, leader))
+
+
+def _clone_source(obs: Observation, leader: str | None) -> str | None:
+    """Patroni's `clonefrom` tag: a new replica copies a running replica that carries it (the first by name), and
+    so takes the load of a base backup off the leader; the leader when none does."""
+    view = obs.dcs
+    tagged = sorted(
+        m.name
+        for m in (view.members if view else ())
+        if m.tags.clonefrom and m.running and m.role == "replica" and m.name not in (obs.name, leader)
+    )
+    return tagged[0] if tagged else leader
 
 
 def _request_facts(sheet: _Sheet, obs: Observation, leader_running: bool) -> None:
@@ -193,14 +206,15 @@ def _lease_facts(sheet: _Sheet, obs: Observation) -> None:
         return
     valid = obs.now_s < deadline
     sheet.add("lease_valid", valid, f"now {obs.now_s:g} s {'<' if valid else '>='} lease deadline {deadline:g} s")
-    # Another renew attempt, and the DCS read of the decision after it if that attempt fails, each take up to
-    # retry_timeout: only if both end before the deadline may the leader keep writing while it retries.
-    retry_end = obs.now_s + 2 * obs.config.retry_timeout_s
+    # Another renew attempt takes up to retry_timeout. The leader keeps writing while it retries only if the whole
+    # attempt fits before the deadline; if it fails, the next turn decides by the deadline anyway (its sleep and its
+    # DCS read end there: `fsm.node.wake_by_s`, `operation_deadline_s`), so writes never outlive the lease.
+    retry_end = obs.now_s + obs.config.retry_timeout_s
     outlasts = retry_end < deadline
     sheet.add(
         "lease_outlasts_retry",
         outlasts,
-        f"now + 2 x retry_timeout = {retry_end:g} s {'<' if outlasts else '>='} lease deadline {deadline:g} s",
+        f"now + retry_timeout = {retry_end:g} s {'<' if outlasts else '>='} lease deadline {deadline:g} s",
     )
 
 
@@ -227,9 +241,11 @@ def _postgres_facts(sheet: _Sheet, obs: Observation, leader: str | None, leader_
     sheet.add("following_leader", follows, f"streams from {pg.following or 'nobody'}, leader {leader or 'none'}")
     sheet.add("diverged", *_divergence(obs, leader, leader_member))
     failed = agent.last_outcome.failed
-    rewind_ok = pg.can_rewind and "RewindFromLeader" not in failed
+    rewind_ok = cfg.use_pg_rewind and pg.can_rewind and "RewindFromLeader" not in failed
     why = (
-        "pg_rewind failed last loop"
+        "use_pg_rewind is off"
+        if not cfg.use_pg_rewind
+        else "pg_rewind failed last loop"
         if "RewindFromLeader" in failed
         else ("checksums or wal_log_hints on" if pg.can_rewind else "neither checksums nor wal_log_hints")
     )

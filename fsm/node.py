@@ -66,6 +66,8 @@ DYNAMIC = {
     "maximum_lag_on_failover": "maximum_lag_on_failover_bytes",
     "synchronous_mode": "synchronous_mode",
     "pause": "pause",
+    "postgresql.use_slots": "use_slots",
+    "postgresql.use_pg_rewind": "use_pg_rewind",
 }
 
 
@@ -138,7 +140,9 @@ def dynamic_config(local: ClusterConfig, stored: Mapping[str, Any]) -> ClusterCo
     raises ValueError (or TypeError) if the result is not a valid configuration."""
     changes: dict[str, Any] = {}
     for key, attribute in DYNAMIC.items():
-        value = stored.get(key)
+        section, _, inner = key.rpartition(".")
+        within = stored.get(section) if section else stored
+        value = within.get(inner) if isinstance(within, Mapping) else None
         if value is not None and isinstance(value, bool) == isinstance(getattr(local, attribute), bool):
             changes[attribute] = value
     return replace(local, **changes) if changes else local
@@ -307,11 +311,19 @@ def advance_keepalive(memory: Memory, action: Action, ok: bool, started_at_s: fl
 
 
 def end_turn(
-    memory: Memory, before: State, decision: Decision, *, woken: bool = False, shutting_down: bool = False
+    memory: Memory,
+    before: State,
+    decision: Decision,
+    *,
+    woken: bool = False,
+    shutting_down: bool = False,
+    config: ClusterConfig | None = None,
+    now_s: float | None = None,
 ) -> tuple[Memory, Wake]:
     """When the next turn comes: never after a final decision; at once (up to MAX_IMMEDIATE turns in a row) when
     the state changed, an action failed, one changed how Postgres runs (the REST API answers from the newest turn),
-    or during the turn a watch fired (`woken`) or a shutdown was asked for; else after loop_wait."""
+    or during the turn a watch fired (`woken`) or a shutdown was asked for; else after loop_wait, but no later
+    than the next scheduled time nor, given `config` and `now_s`, the lease deadline still ahead (`wake_by_s`)."""
     if decision.final:
         return memory, Wake(WakeKind.STOP)
     outcome = memory.last_outcome
@@ -320,4 +332,22 @@ def end_turn(
     again = busy and memory.immediate_turns < MAX_IMMEDIATE
     memory = replace(memory, immediate_turns=memory.immediate_turns + 1 if again else 0)
     watch = decision.state is not State.LEADER
-    return memory, Wake(WakeKind.AT_ONCE if again else WakeKind.LOOP_WAIT, watch, None if again else memory.next_due_s)
+    by_s = None if again else wake_by_s(memory, config, now_s)
+    return memory, Wake(WakeKind.AT_ONCE if again else WakeKind.LOOP_WAIT, watch, by_s)
+
+
+def wake_by_s(memory: Memory, config: ClusterConfig | None, now_s: float | None) -> float | None:
+    """The latest time the next turn may come: the next scheduled time, and a lease deadline still ahead. So a
+    leader decides by its deadline however long loop_wait is, and its DCS requests end there too
+    (`operation_deadline_s`): it never writes past the deadline unawares, whatever the timing settings."""
+    deadline = lease_deadline(memory, config) if config is not None else None
+    ahead = deadline if deadline is not None and now_s is not None and deadline > now_s else None
+    return min((t for t in (memory.next_due_s, ahead) if t is not None), default=None)
+
+
+def operation_deadline_s(memory: Memory, config: ClusterConfig, now_s: float) -> float:
+    """By when a DCS operation started at `now_s` gives up: after retry_timeout, and no later than a lease
+    deadline still ahead (a leader learns it cannot renew by its deadline, not retry_timeout past it)."""
+    deadline = lease_deadline(memory, config)
+    end = now_s + config.retry_timeout_s
+    return min(end, deadline) if deadline is not None and deadline > now_s else end

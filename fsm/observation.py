@@ -55,6 +55,8 @@ class Tags:
     nofailover: bool = False
     nosync: bool = False
     failover_priority: int = 1  # 0 means never promote, like nofailover
+    noloadbalance: bool = False  # `GET /replica` answers 503: keep read traffic away
+    clonefrom: bool = False  # new replicas clone from this member rather than the leader, when it is healthy
 
     def __post_init__(self) -> None:
         _require(self.failover_priority >= 0, f"failover_priority must not be negative, got {self.failover_priority}")
@@ -155,12 +157,13 @@ class ClusterConfig:
 
     ttl_s: float = 30.0
     loop_wait_s: float = 10.0
-    retry_timeout_s: float = 8.0
+    retry_timeout_s: float = 10.0
     safety_margin_s: float = 2.0  # covers clock-rate drift and the time demotion takes
     maximum_lag_on_failover_bytes: int = 1_048_576
     primary_start_timeout_s: float = 30.0  # a crashed primary gets this long to restart before handing over
     synchronous_mode: bool = False
     use_slots: bool = True
+    use_pg_rewind: bool = True  # a diverged member may pg_rewind; else it re-clones
     pause: bool = False
 
     def __post_init__(self) -> None:

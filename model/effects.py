@@ -62,8 +62,8 @@ def plan_action(world: World, node: Node, action: Action) -> Step:
         return Step(action, _duration(node, action), _begin_restart(node))
     handler = HANDLERS[type(action)]
     if action.adapter == "dcs":
-        if not world.dcs_ok(node):
-            return Step(action, node.config.retry_timeout_s, lambda _: False)
+        if not world.dcs_ok(node):  # the adapter retries until it gives up (retry_timeout, or the lease deadline)
+            return Step(action, world.give_up_at(node) - world.t, lambda _: False)
 
         def over_network(started: float) -> bool:
             return world.dcs_ok(node) and handler(world, node, action, started)

@@ -235,6 +235,7 @@ class Explorer:
                     ),
                 )
             )
+
         def value(k: str, v: Any) -> str | None:
             if k.startswith("members/") or k == "status":
                 return None

@@ -269,7 +269,13 @@ class World:
             node.wake = True
             return
         node.acting = True
-        self._read(node, node.generation, self.t + node.config.retry_timeout_s, RETRY_FIRST_PAUSE_S)
+        self._read(node, node.generation, self.give_up_at(node), RETRY_FIRST_PAUSE_S)
+
+    def give_up_at(self, node: Node) -> float:
+        """When a DCS operation `node` starts now gives up (simulated time): the node core's operation deadline,
+        on the node's clock: retry_timeout, or its lease deadline if that comes first."""
+        local = core.operation_deadline_s(node.memory, node.config, node.local(self.t))
+        return max(self.t, node.real(local) or self.t)
 
     def _read(self, node: Node, generation: int, deadline: float, pause: float) -> None:
         """The turn's readings (`read_s` long). As the DCS adapter does, a read the DCS does not answer is tried
@@ -398,8 +404,9 @@ class World:
     def _finish(self, node: Node, before: State, decision: Decision) -> None:
         node.acting = False
         node.memory, wake = core.end_turn(
-            node.memory, before, decision, woken=node.wake, shutting_down=node.shutting_down
-        )
+            node.memory, before, decision, woken=node.wake, shutting_down=node.shutting_down,
+            config=node.config, now_s=node.local(self.t),
+        )  # fmt: skip
         node.wake = False
         if wake.kind is core.WakeKind.STOP:
             self.kill(node, "agent stopped after shutdown")

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import signal
 import sys
 from pathlib import Path
 
 from adapters.callbacks import CallbackRunner
-from adapters.config_reader import ConfigError
 from adapters.dcs import connect
+from adapters.errors import ConfigError
 from adapters.postgres.server import Postgres
 from adapters.watchdog import Watchdog
 from runtime.agent import Agent
 from runtime.api import ApiServer
 from runtime.config import RegentConfig, load
+from runtime.config.settings import LogSettings
 from runtime.executor import Executor
 from runtime.postmaster_watch import PostmasterWatch
 
@@ -45,6 +47,7 @@ def build(config: RegentConfig) -> tuple[Agent, ApiServer]:
         api_url=f"{scheme}://{config.restapi.connect_address}/patroni",
         tags=config.tags,
         replica_methods=pg.create_replica_methods,
+        bootstrap_config=config.bootstrap_dcs,
     )
     methods = tuple(method.name for method in pg.create_replica_methods)
     agent = Agent(config.name, config.cluster, dcs, executor, replica_methods=methods)
@@ -61,6 +64,8 @@ def run(config: RegentConfig) -> int:
     api.start()
     watch.start()
     log.info("regent %s starting (scope %s)", config.name, config.postgresql.scope)
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
     try:
         agent.run()
     finally:
@@ -98,20 +103,40 @@ def _reload(agent: Agent, config: RegentConfig) -> None:
     log.info("SIGHUP: config reloaded from %s", config.source)
 
 
+LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+QUIET = {"etcd.client": "CRITICAL", "transitions": "WARNING"}  # a line per failed request, three per decision
+
+
+def setup_logging(settings: LogSettings, level: str | None = None) -> None:
+    """The config's `log:` section: level, format, other loggers' levels, and a rotated file in `dir`."""
+    handler: logging.Handler = logging.StreamHandler()
+    if settings.dir is not None:
+        settings.dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            settings.dir / "regent.log", maxBytes=settings.file_size, backupCount=settings.file_num
+        )
+    handler.setFormatter(logging.Formatter(settings.format, settings.dateformat))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level or settings.level)
+    for name, name_level in {**QUIET, **dict(settings.loggers)}.items():
+        logging.getLogger(name).setLevel(name_level)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="regent", description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="the node's YAML config (postgres0.yml)")
     parser.add_argument("--validate", action="store_true", help="check the config and exit")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", choices=LEVELS, help="overrides the config's log.level")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("etcd.client").setLevel(logging.CRITICAL)  # every failed request, at ERROR: noise
-    logging.getLogger("transitions").setLevel(logging.WARNING)  # three INFO lines per decision: noise
     try:
         config = load(args.config)
         if args.validate:
+            for warning in config.warnings:
+                print(f"{args.config}: warning: {warning}", file=sys.stderr)
             print(f"{args.config}: valid (member {config.name}, scope {config.postgresql.scope})")
             return 0
+        setup_logging(config.log, args.log_level)
         return run(config)
     except ConfigError as error:
         for problem in error.problems:

@@ -50,6 +50,7 @@ class Executor:
     replica_methods: tuple[ReplicaMethod, ...] = (ReplicaMethod("basebackup"),)  # as configured, with their scripts
     clock: Callable[[], float] = time.monotonic
     scheduled_restart: dict[str, Any] | None = None  # Patroni's member-key field, set by the agent while one waits
+    bootstrap_config: dict[str, Any] = field(default_factory=dict)  # `bootstrap.dcs`: the new cluster's config key
 
     def run(
         self, action: a.Action, snapshot: Snapshot | None, config: ClusterConfig, memory: Memory
@@ -92,7 +93,16 @@ class Executor:
         return _dcs(self.dcs.cancel_initialize())
 
     def set_initialize_key(self, act: a.SetInitializeKey, ctx: Context) -> Result:
-        return _dcs(self.dcs.set_initialize(act.system_identifier))
+        """The cluster exists once the key holds its system identifier; its config key starts as `bootstrap.dcs`
+        (only when absent: an operator's config, or another member's, stands)."""
+        result = _dcs(self.dcs.set_initialize(act.system_identifier))
+        if result and self.bootstrap_config:
+            written = self.dcs.set_config(self.bootstrap_config, None)
+            if written is not Outcome.DONE and written is not Outcome.CONFLICT:
+                log.warning(
+                    "bootstrap.dcs not written to the config key (%s): write it with PATCH /config", written.value
+                )
+        return result
 
     def acquire_leader_key(self, act: a.AcquireLeaderKey, ctx: Context) -> Result:
         return _dcs(self.dcs.acquire_leader())

@@ -59,6 +59,9 @@ class SimDcsPort:
     def set_ttl(self, ttl_s: float) -> None:
         self.world.dcs.ttl_s = ttl_s
 
+    def give_up_at(self, deadline_s: float | None) -> None:
+        pass  # the simulated store answers at once or not at all: no request runs long enough to cut
+
     def lease_ttl_s(self) -> float:
         return self.world.dcs.lease_ttl_s()
 
@@ -224,9 +227,7 @@ class AgentWorld(World):
             tags=node.tags,
             clock=clock,
         )
-        return Agent(
-            node.name, self.config, executor.dcs, executor, clock=clock, wall_clock=lambda: wall_time(self.t)
-        )
+        return Agent(node.name, self.config, executor.dcs, executor, clock=clock, wall_clock=lambda: wall_time(self.t))
 
     def _loop(self, node: Node, token: int) -> None:
         if not self.loop_due(node, token):

@@ -16,11 +16,25 @@ def test_default_timing_is_safe():
     assert lease_timing_problems(ClusterConfig()) == []
 
 
-def test_patroni_defaults_leave_no_room_for_the_margin():
-    problems = lease_timing_problems(ClusterConfig(ttl_s=30, loop_wait_s=10, retry_timeout_s=10, safety_margin_s=2))
+def test_patroni_s_own_timings_are_sound():
+    """ttl 30, loop_wait 10, retry_timeout 10 (Patroni's defaults and sample files): the leader's requests and
+    sleep end at its deadline, so the margin need not fit inside loop_wait + 2 * retry_timeout."""
+    assert lease_timing_problems(ClusterConfig(ttl_s=30, loop_wait_s=10, retry_timeout_s=10, safety_margin_s=2)) == []
+
+
+def test_a_slow_dcs_gap_beyond_ttl_is_refused_naming_the_keys():
+    problems = lease_timing_problems(ClusterConfig(ttl_s=30, loop_wait_s=10, retry_timeout_s=11, safety_margin_s=2))
     assert problems == [
-        "loop_wait (10) + 2 * retry_timeout (10) + safety_margin (2) = 32 s exceeds ttl (30 s): "
-        "a leader could keep writing after its lease expired"
+        "loop_wait (10) + 2 * retry_timeout (11) = 32 s exceeds ttl (30 s): a leader whose DCS answers slowly "
+        "would lose its lease between two renewals"
+    ]
+
+
+def test_no_room_to_renew_before_the_deadline_is_refused():
+    problems = lease_timing_problems(ClusterConfig(ttl_s=12, loop_wait_s=10, retry_timeout_s=1, safety_margin_s=2))
+    assert problems == [
+        "loop_wait (10) + safety_margin (2) is not less than ttl (12 s): the lease would run out before the next "
+        "renewal"
     ]
 
 
@@ -32,9 +46,11 @@ def test_zero_margin_and_zero_loop_wait_are_rejected():
     ]
 
 
-def test_timing_exactly_at_ttl_and_small_positive_settings_are_safe():
-    """Boundaries: a worst gap equal to ttl still fits (the key expires no earlier than ttl after the renew), and
-    any positive loop_wait and safety_margin, below one second too, are accepted."""
-    assert lease_timing_problems(ClusterConfig(ttl_s=30, loop_wait_s=10, retry_timeout_s=9, safety_margin_s=2)) == []
+def test_timing_exactly_at_the_boundaries_and_small_positive_settings_are_sound():
+    """Boundaries: loop_wait + 2 * retry_timeout equal to ttl still fits, and any positive loop_wait and
+    safety_margin, below one second too, are accepted; loop_wait + safety_margin just under ttl fits."""
+    assert (
+        lease_timing_problems(ClusterConfig(ttl_s=30, loop_wait_s=10, retry_timeout_s=10, safety_margin_s=19.9)) == []
+    )
     assert lease_timing_problems(ClusterConfig(ttl_s=30, loop_wait_s=1, retry_timeout_s=9, safety_margin_s=0.5)) == []
     assert lease_timing_problems(ClusterConfig(ttl_s=30, loop_wait_s=0.5, retry_timeout_s=9, safety_margin_s=1)) == []

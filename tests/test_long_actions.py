@@ -28,7 +28,6 @@ from tests.test_api import SCOPE, TIMING, Cluster, admin, is_primary, is_replica
 SLOW_S = 1.5 * TIMING.ttl_s  # past ttl: without the keepalive the keys lapse meanwhile
 
 
-
 class SlowCloneCluster(Cluster):
     """n1 clones with a script that sleeps SLOW_S first."""
 

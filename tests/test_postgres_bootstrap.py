@@ -13,7 +13,7 @@ import psycopg2
 import psycopg2.extras
 import pytest
 
-from adapters.config_reader import ConfigError
+from adapters.errors import ConfigError
 from adapters.postgres.server import Postgres
 from fsm.observation import DataDir
 from tests.servers.postgres import PASSWORDS, TEST_PARAMETERS, PgNodes, cursor, query, tcp, values

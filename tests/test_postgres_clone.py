@@ -24,7 +24,6 @@ exit 3
 """
 
 
-
 def test_a_basebackup_clone_streams_from_the_primary(nodes: PgNodes) -> None:
     primary = nodes.node("n0")
     assert primary.bootstrap().ok and primary.start_primary().ok

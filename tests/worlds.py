@@ -27,7 +27,7 @@ __all__ = ["evolve"]
 
 SYSID = "7301234567890123456"
 NOW = 1000.0
-CONFIG = ClusterConfig()  # ttl 30, loop_wait 10, retry_timeout 8, safety_margin 2, max lag 1 MiB
+CONFIG = ClusterConfig()  # ttl 30, loop_wait 10, retry_timeout 10, safety_margin 2, max lag 1 MiB
 
 
 def members(leader: str | None = "n0", wal: int = 5_000_000, timeline: int = 1) -> tuple[Member, ...]:

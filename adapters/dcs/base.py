@@ -59,6 +59,7 @@ class Dcs(ABC):
         self.root = layout.scope_path(namespace, scope)
         self.ttl_s = ttl_s
         self.retry_timeout_s = retry_timeout_s
+        self._give_up_at: float | None = None
         self._local = threading.local()  # the deadline of the operation this thread runs (agent loop, REST API)
         self._leader_seen: Node | _Unknown | None = UNKNOWN  # the leader key as the last read_cluster saw it
 
@@ -122,9 +123,15 @@ class Dcs(ABC):
         deadline = getattr(self._local, "deadline", None)
         return math.inf if deadline is None else max(0.0, deadline - time.monotonic())
 
+    def give_up_at(self, deadline_s: float | None) -> None:
+        """From now on, no operation runs past `deadline_s` (time.monotonic()), however much of retry_timeout is
+        left: the agent sets its lease deadline here while it holds the lease. None: retry_timeout alone."""
+        self._give_up_at = deadline_s
+
     def _retrying(self, what: str, attempt: Callable[[], T]) -> T | None:
-        """Run `attempt` until it answers or retry_timeout passes; None when the store stayed unavailable."""
-        self._local.deadline = time.monotonic() + self.retry_timeout_s
+        """Run `attempt` until it answers or retry_timeout passes (or the `give_up_at` deadline comes first); None
+        when the store stayed unavailable."""
+        self._local.deadline = min(time.monotonic() + self.retry_timeout_s, self._give_up_at or math.inf)
         pause = 0.05
         try:
             while True:

@@ -76,6 +76,10 @@ class MemberRecord:
             tags["nofailover"] = True
         if self.tags.nosync:
             tags["nosync"] = True
+        if self.tags.noloadbalance:
+            tags["noloadbalance"] = True
+        if self.tags.clonefrom:
+            tags["clonefrom"] = True
         value = {
             "conn_url": self.conn_url,
             "api_url": self.api_url,
@@ -150,6 +154,8 @@ class _Decoder:
                 nofailover=bool(raw_tags.get("nofailover", False)),
                 nosync=bool(raw_tags.get("nosync", False)),
                 failover_priority=int(raw_tags.get("failover_priority", 1)),
+                noloadbalance=bool(raw_tags.get("noloadbalance", False)),
+                clonefrom=bool(raw_tags.get("clonefrom", False)),
             )
             role = str(data.get("role", "replica"))
             return Member(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import socket
 import threading
 import time
@@ -52,7 +53,7 @@ def _kazoo_errors(
         # Dcs._retrying sets the operation's deadline; a call from elsewhere (_wait) is bounded on its own.
         outermost = getattr(self._local, "deadline", None) is None
         if outermost:
-            self._local.deadline = time.monotonic() + self.retry_timeout_s
+            self._local.deadline = min(time.monotonic() + self.retry_timeout_s, self._give_up_at or math.inf)
         try:
             return method(self, *args, **kwargs)
         except Unavailable:
@@ -132,9 +133,14 @@ class ZooKeeperDcs(Dcs):
                 hosts=connection_string(hosts),
                 timeout=session_s,
                 handler=_Handler(connect_timeout_s=min(session_s, max(1.0, self.retry_timeout_s / 2))),
-                # Reconnect forever, never more than 1 s apart, so a restarted server is found again at once;
-                # `interrupt` ends the back-off sleep when we close.
-                connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0, interrupt=lambda: self._closed),
+                # Reconnect forever, at most `reconnect_timeout` apart (default 1 s, so a restarted server is found
+                # again at once); `interrupt` ends the back-off sleep when we close.
+                connection_retry=KazooRetry(
+                    max_tries=-1,
+                    delay=min(0.1, self.settings.reconnect_timeout_s),
+                    max_delay=self.settings.reconnect_timeout_s,
+                    interrupt=lambda: self._closed,
+                ),
                 # Commands are not retried by kazoo: Dcs._retrying is the one retry policy (bounded by retry_timeout).
                 command_retry=KazooRetry(max_tries=1),
             )

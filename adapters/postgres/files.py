@@ -98,7 +98,7 @@ class OwnFiles:
         self.conf = own / "postgresql.conf"
         self.hba = own / "pg_hba.conf"
         self.ident = own / "pg_ident.conf"
-        self.pgpass = own / "pgpass"  # Runner's PGPASSFILE names it too
+        self.pgpass = settings.pgpass_file  # Runner's PGPASSFILE names it too
         self.log = own / "postgresql.log"
         self.socket_dir = own
 
@@ -188,16 +188,18 @@ class OwnFiles:
         network = s.replication_network
         lines += [
             "",
-            "# standbys stream and clone; pg_rewind on another node reads this one as the superuser",
+            "# standbys stream and clone; pg_rewind on another node reads this one (the superuser or rewind role)",
             f"host replication {_hba_name(s.replication.username)} {network} scram-sha-256",
             f"host all {superuser} {network} scram-sha-256",
         ]
+        if s.rewind is not None and s.rewind.username != s.superuser.username:
+            lines.append(f"host all {_hba_name(s.rewind.username)} {network} scram-sha-256")
         return "\n".join(lines) + "\n"
 
     def render_pgpass(self) -> str:
         entries: dict[str, str] = {}
-        for credentials in (self.settings.replication, self.settings.superuser):
-            if credentials.password is not None:
+        for credentials in (self.settings.replication, self.settings.superuser, self.settings.rewind):
+            if credentials is not None and credentials.password is not None:
                 entries.setdefault(credentials.username, credentials.password)
         return "".join(f"*:*:*:{pgpass_field(user)}:{pgpass_field(password)}\n" for user, password in entries.items())
 

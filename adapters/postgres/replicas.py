@@ -1,7 +1,8 @@
 """Making and mending replicas: clone (pg_basebackup or a `create_replica_methods` script), pg_rewind, replication
 slots, and moving an unusable data directory aside.
 
-A data directory is never deleted: one in the way is renamed to `<data_dir>.moved-<timestamp>`. After a clone or a
+A data directory in the way is renamed to `<data_dir>.moved-<timestamp>`, and deleted only once a re-clone has
+succeeded and `remove_data_directory_on_*` asks for it. After a clone or a
 rewind the data directory holds the source's postgresql.conf and postgresql.auto.conf; our own files rule (they are
 outside it) once the auto.conf keys that would override them are removed.
 """
@@ -9,6 +10,7 @@ outside it) once the auto.conf keys that would override them are removed.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +42,17 @@ def move_aside(data_dir: Path) -> Path:
     return target
 
 
+def _remove(path: Path) -> str:
+    """Delete a moved-aside data directory (the config asked for it); a failure is noted, never raised."""
+    try:
+        shutil.rmtree(path)
+    except OSError as error:
+        log.warning("could not remove %s: %s", path, error)
+        return f"could not remove {path.name}: {error.strerror}"
+    log.warning("removed the old data directory %s (remove_data_directory_on_* is set)", path)
+    return f"removed {path.name}"
+
+
 class Replicas:
     """Clone and rewind the data directory of one node, as its OS user."""
 
@@ -51,10 +64,12 @@ class Replicas:
 
     # --- clone -------------------------------------------------------------------------------------------
 
-    def clone(self, upstream: Upstream, methods: Sequence[ReplicaMethod], replace: bool = False) -> Result:
+    def clone(
+        self, upstream: Upstream, methods: Sequence[ReplicaMethod], replace: bool = False, remove_old: bool = False
+    ) -> Result:
         """Fill the data directory from `upstream`, trying `methods` in order. A valid data directory is refused
-        unless `replace` (a re-clone); a non-empty one is moved aside first, unless the method keeps data. The
-        server must be stopped (the caller checks)."""
+        unless `replace` (a re-clone); a non-empty one is moved aside first, unless the method keeps data, and
+        deleted once the clone succeeded if `remove_old`. The server must be stopped (the caller checks)."""
         data_dir = self.settings.data_dir
         if not methods:
             return failed("no create_replica_methods to clone with")
@@ -63,6 +78,7 @@ class Replicas:
             sysid = getattr(control, "system_identifier", "?")
             return failed(f"refusing to clone over {data_dir}: it holds a valid cluster (system identifier {sysid})")
         notes: list[str] = []
+        moved: list[Path] = []
         try:
             self.files.write_all()  # the pgpass the tools read
         except OSError as error:
@@ -70,7 +86,8 @@ class Replicas:
         for method in methods:
             try:
                 if not dir_empty(data_dir) and not method.keep_data:
-                    notes.append(f"moved {data_dir.name} aside to {move_aside(data_dir).name}")
+                    moved.append(move_aside(data_dir))
+                    notes.append(f"moved {data_dir.name} aside to {moved[-1].name}")
                 self.runner.make_dir(data_dir, 0o700)
             except OSError as error:
                 return failed("; ".join([*notes, f"cannot prepare {data_dir}: {error}"]))
@@ -81,6 +98,8 @@ class Replicas:
                 kind, control = classify(self.runner, data_dir)
                 if kind is DataDir.VALID:
                     self._finish(upstream)
+                    if remove_old:
+                        notes += [_remove(path) for path in moved]
                     return done("; ".join([*notes, f"cloned from {upstream.name} by {method.name} in {elapsed:.2f} s"]))
                 notes.append(f"{method.name} left no valid data directory ({control or 'empty'})")
             else:
@@ -110,6 +129,7 @@ class Replicas:
             "--wal-method=stream",
             "--checkpoint=fast",
             "--no-password",
+            *s.basebackup_options,  # after ours: pg_basebackup takes the last of a repeated option
         ]  # fmt: skip
         return self.runner.run(argv, self.timeout_s)
 
@@ -159,7 +179,11 @@ class Replicas:
             if not result:
                 return result
         source = conninfo(
-            host=upstream.host, port=upstream.port, user=s.superuser.username, dbname="postgres", connect_timeout=5
+            host=upstream.host,
+            port=upstream.port,
+            user=(s.rewind or s.superuser).username,
+            dbname="postgres",
+            connect_timeout=5,
         )
         argv = [self.runner.program("pg_rewind"), f"--target-pgdata={s.data_dir}", f"--source-server={source}"]
         ran = self.runner.run(argv, self.timeout_s)

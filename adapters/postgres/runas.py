@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.config_reader import ConfigError
+from adapters.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -81,20 +81,21 @@ class Postgres:
         self,
         settings: PostgresSettings,
         *,
-        start_timeout_s: float = 60.0,
-        stop_timeout_s: float = 60.0,
+        start_timeout_s: float | None = None,  # default: postgresql.pg_ctl_timeout
+        stop_timeout_s: float | None = None,
         command_timeout_s: float = 3600.0,  # pg_basebackup, pg_rewind, replica scripts: as long as the data takes
         sql_timeout_s: float = 5.0,
     ) -> None:
         self.settings = settings
         self.user = OsUser.resolve(settings.os_user)
-        self.runner = Runner(self.user, settings.bin_dir, passfile=settings.own_dir / "pgpass")
+        self.runner = Runner(self.user, settings.bin_dir, passfile=settings.pgpass_file)
         self.files = OwnFiles(settings, self.runner)
         self.control = PostmasterControl(self.runner, self.files)
         self.sql = Sql(self.files, sql_timeout_s)
         self.replicas = Replicas(self.runner, self.files, command_timeout_s)
-        self.start_timeout_s = start_timeout_s
-        self.stop_timeout_s = stop_timeout_s
+        self.start_timeout_s = settings.pg_ctl_timeout_s if start_timeout_s is None else start_timeout_s
+        self.stop_timeout_s = settings.pg_ctl_timeout_s if stop_timeout_s is None else stop_timeout_s
+        self.last_rewind_failed = False  # remove_data_directory_on_rewind_failure asks about the last pg_rewind
         self.command_timeout_s = command_timeout_s
         self._lock = threading.RLock()
 
@@ -183,6 +184,11 @@ class Postgres:
                     _ensure_role(cur, s.replication, "REPLICATION LOGIN")
                 if s.admin is not None and s.admin.username not in (s.superuser.username, s.replication.username):
                     _ensure_role(cur, s.admin, "LOGIN CREATEDB CREATEROLE")
+                if s.rewind is not None and s.rewind.username != s.superuser.username:
+                    _ensure_role(cur, s.rewind, "LOGIN")
+                    for function in REWIND_FUNCTIONS:  # what pg_rewind reads on its source, and nothing more
+                        grant = q.SQL(f"GRANT EXECUTE ON FUNCTION pg_catalog.{function} TO {{}}")
+                        cur.execute(grant.format(q.Identifier(s.rewind.username)))
         except psycopg2.Error as error:
             raise SqlError(pg_message(error)) from None
         finally:
@@ -374,15 +380,20 @@ class Postgres:
 
     @_operation
     def reclone(self, upstream: Upstream, methods: Sequence[ReplicaMethod] | None = None) -> Result:
-        """Move the data directory aside (never delete it) and clone afresh. A running standby is stopped first; a
-        writable server is refused: demote it first."""
+        """Move the data directory aside and clone afresh; once the clone succeeded, the old directory is deleted
+        if `remove_data_directory_on_diverged_timelines` (or `..._on_rewind_failure` after a failed pg_rewind) says
+        so, else kept. A running standby is stopped first; a writable server is refused: demote it first."""
         if self.running and not self._runs_as_standby():
             return failed("Postgres takes writes: demote it before re-cloning")
         if self.running:
             stopped = self.control.stop(StopMode.FAST, self.stop_timeout_s)
             if not stopped:
                 return stopped
-        return self.replicas.clone(upstream, methods or self.settings.create_replica_methods, replace=True)
+        s = self.settings
+        remove = s.remove_data_directory_on_diverged_timelines or (
+            s.remove_data_directory_on_rewind_failure and self.last_rewind_failed
+        )
+        return self.replicas.clone(upstream, methods or s.create_replica_methods, replace=True, remove_old=remove)
 
     @_operation
     def rewind(self, upstream: Upstream) -> Result:
@@ -390,7 +401,9 @@ class Postgres:
         StartStandby). Our own files, outside the data directory, keep this node's port and slot."""
         if self.running:
             return failed("Postgres is running: stop it before pg_rewind")
-        return self.replicas.rewind(upstream)
+        result = self.replicas.rewind(upstream)
+        self.last_rewind_failed = not result.ok
+        return result
 
     @_operation
     def ensure_slots(self, members: Sequence[str]) -> Result:
@@ -445,6 +458,15 @@ class Postgres:
         if ok:
             return done(f"{name} is the synchronous standby" if name else "no synchronous standby")
         return failed(f"synchronous_standby_names set, but after {timeout_s} s {last}")
+
+
+# The functions pg_rewind calls on its source server (PostgreSQL's documentation of pg_rewind, "Notes").
+REWIND_FUNCTIONS = (
+    "pg_ls_dir(text, boolean, boolean)",
+    "pg_stat_file(text, boolean)",
+    "pg_read_binary_file(text)",
+    "pg_read_binary_file(text, bigint, bigint, boolean)",
+)
 
 
 def _ensure_role(cur: psycopg2.extensions.cursor, who: Credentials, options: str) -> None:

@@ -1,7 +1,7 @@
 """What the Postgres adapter needs to know about this node, as parsed from the `postgresql:` section of the config.
 
-This module only holds the checked values; `adapters.postgres.config.parse_postgresql` builds them from YAML and
-reports bad input naming the key.
+This module only holds the checked values; `runtime.config` builds them from the YAML file and reports bad input
+naming the key.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class PostgresSettings:
     # postgresql.conf (with the node's own port, parameters, primary_conninfo, slot name), pg_hba.conf, .pgpass,
     # and the unix socket directory. Default: `<data_dir>.regent/` beside the data directory.
     config_dir: Path | None = None
+    pgpass: Path | None = None  # the password file libpq reads; default: `pgpass` in own_dir
+    pg_ctl_timeout_s: float = 60.0  # how long a start or a stop may take
     maximum_lag_on_failover: int = 1_048_576
     use_slots: bool = True
     initdb: tuple[str, ...] = ()  # initdb options, as `--encoding=UTF8`, `--data-checksums`, ...
@@ -61,14 +63,22 @@ class PostgresSettings:
     replication_network: str = "127.0.0.1/32"
     superuser: Credentials = field(default_factory=lambda: Credentials("postgres"))
     admin: Credentials | None = None  # created at bootstrap with CREATEDB, CREATEROLE
+    rewind: Credentials | None = None  # pg_rewind connects as this role (None: the superuser)
     callbacks: tuple[tuple[str, str], ...] = ()  # (event, script path), events from CALLBACK_EVENTS
     recovery_conf: tuple[tuple[str, str], ...] = ()  # already under PostgreSQL 12+ parameter names
     parameters: tuple[tuple[str, Any], ...] = ()  # postgresql.conf settings of this node
     create_replica_methods: tuple[ReplicaMethod, ...] = (ReplicaMethod("basebackup"),)
+    basebackup_options: tuple[str, ...] = ()  # extra pg_basebackup options, as `--max-rate=100M`
+    remove_data_directory_on_rewind_failure: bool = False  # delete, not move aside, what a failed pg_rewind left
+    remove_data_directory_on_diverged_timelines: bool = False  # delete, not move aside, a diverged directory
 
     @property
     def own_dir(self) -> Path:
         return self.config_dir or self.data_dir.with_name(self.data_dir.name + ".regent")
+
+    @property
+    def pgpass_file(self) -> Path:
+        return self.pgpass or self.own_dir / "pgpass"
 
     @property
     def local_host(self) -> str:

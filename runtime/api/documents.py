@@ -20,7 +20,10 @@ from .node import NodeView
 
 
 def tags_json(tags: Tags) -> dict[str, Any]:
-    return {"nofailover": tags.nofailover, "nosync": tags.nosync, "failover_priority": tags.failover_priority}
+    shown: dict[str, Any] = {"nofailover": tags.nofailover, "nosync": tags.nosync}
+    shown["failover_priority"] = tags.failover_priority
+    shown.update({name: True for name in ("noloadbalance", "clonefrom") if getattr(tags, name)})
+    return shown
 
 
 def _iso(at: float) -> str:

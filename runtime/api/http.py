@@ -14,7 +14,7 @@ from socketserver import TCPServer
 from typing import Any, Protocol
 
 from adapters.dcs.layout import REGENT_VERSION
-from runtime.config import RestApiSettings
+from runtime.config.settings import RestApiSettings
 
 log = logging.getLogger("regent.api")
 
@@ -62,13 +62,20 @@ class Request:
 class Api(Protocol):
     """What the handler serves requests with (ApiServer)."""
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"") -> Reply: ...
+    def handle(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"", client: str | None = None
+    ) -> Reply: ...
 
 
 def tls_context(settings: RestApiSettings) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(settings.certfile), str(settings.keyfile))
+    if settings.cafile is not None:
+        context.load_verify_locations(cafile=str(settings.cafile))
+    context.verify_mode = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}[
+        settings.verify_client
+    ]
     return context
 
 
@@ -120,7 +127,7 @@ class Handler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         try:
             body = self._body() if method in UNSAFE else b""
-            reply = self.server.api.handle(method, self.path, self.headers, body)
+            reply = self.server.api.handle(method, self.path, self.headers, body, self.client_address[0])
         except HttpError as error:
             reply = error.reply()
         except Exception:

@@ -54,6 +54,10 @@ class NodeView:
         lag = self.lag_bytes
         return streaming and (max_lag_bytes is None or lag is None or lag <= max_lag_bytes)
 
+    def serves_reads(self, max_lag_bytes: int | None = None) -> bool:
+        """A replica that takes read traffic: the `noloadbalance` tag keeps it out of the read pools."""
+        return self.replica(max_lag_bytes) and not self.tags.noloadbalance
+
     @property
     def sync_name(self) -> str | None:
         return self.view.sync.sync_standby if self.view and self.view.sync else None
@@ -77,12 +81,12 @@ HEALTH: dict[str, HealthCheck] = {
     "/master": _primary,
     "/read-write": _primary,
     "/leader": lambda node, lag: node.holds_key,
-    "/replica": lambda node, lag: node.replica(lag),
-    "/read-only": lambda node, lag: node.primary or node.replica(lag),
+    "/replica": lambda node, lag: node.serves_reads(lag),
+    "/read-only": lambda node, lag: node.primary or node.serves_reads(lag),
     "/sync": lambda node, lag: node.replica(lag) and node.sync_name == node.name,
     "/synchronous": lambda node, lag: node.replica(lag) and node.sync_name == node.name,
-    "/async": lambda node, lag: node.replica(lag) and node.sync_name != node.name,
-    "/asynchronous": lambda node, lag: node.replica(lag) and node.sync_name != node.name,
+    "/async": lambda node, lag: node.serves_reads(lag) and node.sync_name != node.name,
+    "/asynchronous": lambda node, lag: node.serves_reads(lag) and node.sync_name != node.name,
     "/health": lambda node, lag: node.running,
     "/liveness": lambda node, lag: node.alive,
     "/readiness": lambda node, lag: node.primary or node.replica(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 import json
 import logging
 import ssl
@@ -136,17 +137,20 @@ class ApiServer:
         )
         return routes
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"") -> Reply:
-        """Answer one request; never raises (a bug becomes a 500 and a logged traceback)."""
+    def handle(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"", client: str | None = None
+    ) -> Reply:
+        """Answer one request from `client` (its address; None: a caller in this process); never raises (a bug
+        becomes a 500 and a logged traceback)."""
         try:
-            return self._dispatch(method, target, headers, body)
+            return self._dispatch(method, target, headers, body, client)
         except HttpError as error:
             return error.reply()
         except Exception:
             log.exception("REST API: %s %s failed", method, target)
             return Reply(500, {"message": "internal error: the traceback is in the agent's log"})
 
-    def _dispatch(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
+    def _dispatch(self, method: str, target: str, headers: Mapping[str, str], body: bytes, client: str | None) -> Reply:
         split = urlsplit(target)
         path = split.path.rstrip("/") or "/"
         routes = self._routes.get(path)
@@ -161,12 +165,25 @@ class ApiServer:
         if handler is None:
             raise HttpError(405, f"{method} is not allowed on {path}", allow)
         if verb in UNSAFE:
+            self._allowed(client)
             self._authenticate(headers)
         try:
             query = parse_qs(split.query, keep_blank_values=True, strict_parsing=False)
         except ValueError as error:
             raise HttpError(400, f"malformed query string: {error}") from None
         return handler(Request(query, body, head=verb != method))
+
+    def _allowed(self, client: str | None) -> None:
+        """`restapi.allowlist`: the unsafe methods only from these networks (empty: from anywhere)."""
+        networks = self.settings.allowlist
+        if not networks or client is None:
+            return
+        try:
+            address = ipaddress.ip_address(client.removeprefix("::ffff:"))
+        except ValueError:
+            raise HttpError(403, f"{client} is not in restapi.allowlist") from None
+        if not any(address in ipaddress.ip_network(network) for network in networks):
+            raise HttpError(403, f"{client} is not in restapi.allowlist")
 
     def _authenticate(self, headers: Mapping[str, str]) -> None:
         expected = self.settings.auth

@@ -21,7 +21,7 @@ from fsm import actions as a
 from fsm import node as core
 from fsm.actions import Demote
 from fsm.facts import derive_facts
-from fsm.lease import lease_deadline_s, lease_timing_problems
+from fsm.lease import lease_deadline_s, lease_timing_problems, slow_dcs_keeps_lease
 from fsm.observation import ClusterConfig, OperatorRequest, RequestKind
 from runtime.executor import Context
 from tests.worlds import CONFIG, NOW, agent, cluster, leader_view, members, observe, standby
@@ -125,7 +125,7 @@ def test_a_long_action_never_outlasts_the_lease_while_its_heartbeats_succeed(
     interval, as the lease argument allows) has a valid lease at every moment of it: the next renewal always
     starts before the deadline the previous one set."""
     config = ClusterConfig(ttl_s=ttl, loop_wait_s=loop_wait, retry_timeout_s=retry, safety_margin_s=margin)
-    assume(not lease_timing_problems(config))
+    assume(not lease_timing_problems(config) and slow_dcs_keeps_lease(config))
     decision = decide(State.LEADER, leader_view(config=config, agent=agent(renewed_ago_s=1.0, request=RESTART)))
     assert decision.rule == "lead_restart_request"
     memory = core.Memory(State.LEADER, lease_renewed_at_s=NOW - 1.0)
