@@ -430,25 +430,33 @@ def test_switchover_problem_names_each_members_disqualifying_fact() -> None:
 def test_patch_config_merges_checks_and_compares_versions(cluster: Cluster) -> None:
     n0, n1 = cluster["n0"], cluster["n1"]
     assert get(n0, "/config").json == {}
-    first = admin(n0, "PATCH", "/config", {"maximum_lag_on_failover": 2 << 20, "regent_test": {"a": 1, "b": 2}})
-    assert first.status == 200 and first.json == {"maximum_lag_on_failover": 2 << 20, "regent_test": {"a": 1, "b": 2}}
+    params = {"postgresql": {"parameters": {"work_mem": "8MB", "max_connections": 120}}}
+    first = admin(n0, "PATCH", "/config", {"maximum_lag_on_failover": 2 << 20, **params})
+    assert first.status == 200 and first.json == {"maximum_lag_on_failover": 2 << 20, **params}
     assert get(n1, "/config").json == first.json  # it is the DCS key, not a node's copy
-    second = admin(n1, "PATCH", "/config", {"regent_test": {"a": None, "c": [3]}})
-    assert second.json == {"maximum_lag_on_failover": 2 << 20, "regent_test": {"b": 2, "c": [3]}}
+    second = admin(n1, "PATCH", "/config", {"postgresql": {"parameters": {"work_mem": None, "max_connections": 150}}})
+    assert second.json == {"maximum_lag_on_failover": 2 << 20, "postgresql": {"parameters": {"max_connections": 150}}}
 
     unsafe = admin(n0, "PATCH", "/config", {"ttl": 5})
     assert unsafe.status == 412 and "loop_wait" in unsafe.message and "ttl (5 s)" in unsafe.message
-    for patch, key in (({"ttl": "30"}, "ttl"), ({"pause": 1}, "pause"), ({"maximum_lag_on_failover": 1.5}, "maxi")):
+    for patch, key in (
+        ({"ttl": "30"}, "ttl: expected a number"),
+        ({"pause": 1}, "pause: expected true or false"),
+        ({"maximum_lag_on_failover": 1.5}, "maximum_lag_on_failover: expected a whole number"),
+        ({"regent_test": {"a": 1}}, "regent_test: unknown setting"),
+        ({"loop_wiat": 5}, "loop_wiat: unknown setting (did you mean 'loop_wait'?)"),
+        ({"postgresql": {"parameters": {"max_connections": "abc"}}}, "postgresql.parameters: max_connections: expec"),
+    ):
         wrong = admin(n0, "PATCH", "/config", patch)
         assert wrong.status == 400 and wrong.message.startswith(key), wrong.raw
     assert admin(n0, "PATCH", "/config", b"{oops").status == 400
 
     stale = n0.api.dcs.read_cluster()
-    assert admin(n0, "PATCH", "/config", {"regent_test": {"d": 4}}).status == 200
+    assert admin(n0, "PATCH", "/config", {"primary_start_timeout": 20}).status == 200
     read_cluster = n0.api.dcs.read_cluster
     n0.api.dcs.read_cluster = lambda: stale  # type: ignore[method-assign] # as if another writer slipped in
     try:
-        conflict = admin(n0, "PATCH", "/config", {"regent_test": {"e": 5}})
+        conflict = admin(n0, "PATCH", "/config", {"primary_start_timeout": 25})
     finally:
         n0.api.dcs.read_cluster = read_cluster  # type: ignore[method-assign]
     assert conflict.status == 409 and "changed" in conflict.message
@@ -456,8 +464,11 @@ def test_patch_config_merges_checks_and_compares_versions(cluster: Cluster) -> N
     assert admin(n1, "PATCH", "/config", {"pause": True}).json["pause"] is True
     paused = admin(n0, "POST", "/switchover", {"leader": "n0", "candidate": "n1"})
     assert paused.status == 412 and "paused" in paused.message
-    assert "e" not in get(n0, "/config").json["regent_test"]
-    cleared = admin(n0, "PATCH", "/config", {"maximum_lag_on_failover": None, "regent_test": None, "pause": None})
+    assert get(n0, "/config").json["primary_start_timeout"] == 20
+    replaced = admin(n0, "PUT", "/config", {"ttl": 30, "pause": True})
+    assert replaced.status == 200 and get(n1, "/config").json == {"ttl": 30, "pause": True}
+    assert admin(n0, "PUT", "/config", {"ttl": -1}).status == 400
+    cleared = admin(n0, "PATCH", "/config", {"ttl": None, "pause": None})
     assert cleared.status == 200 and cleared.json == {}
 
 
@@ -474,8 +485,8 @@ def test_unknown_paths_and_wrong_methods(cluster: Cluster) -> None:
     assert get(n0, "/nope").status == 404 and "/nope" in get(n0, "/nope").message
     wrong = admin(n0, "POST", "/primary")
     assert wrong.status == 405 and wrong.headers["Allow"] == "GET, HEAD, OPTIONS"
-    put = admin(n0, "PUT", "/config", {"ttl": 30})
-    assert put.status == 405 and "PATCH" in put.headers["Allow"]
+    delete = admin(n0, "DELETE", "/config")
+    assert delete.status == 405 and "PATCH, PUT" in delete.headers["Allow"]
     assert get(n0, "/switchover").status == 405
     assert get(n0, "/switchover", "OPTIONS").status == 200
     unknown_method = get(n0, "/primary", "BREW")

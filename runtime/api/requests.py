@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -75,24 +74,6 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-CONFIG_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "ttl": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
-    "loop_wait": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
-    "retry_timeout": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
-    "maximum_lag_on_failover": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "bytes >= 0"),
-    "synchronous_mode": (lambda v: isinstance(v, bool), "true or false"),
-    "pause": (lambda v: isinstance(v, bool), "true or false"),
-}
-
-
-def config_type_problems(config: dict[str, Any]) -> list[str]:
-    return [
-        f"{key}: expected {expected}, got {config[key]!r}"
-        for key, (valid, expected) in CONFIG_TYPES.items()
-        if key in config and not valid(config[key])
-    ]
 
 
 # --- switchover checks -----------------------------------------------------------------------------------------

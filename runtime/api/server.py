@@ -23,7 +23,7 @@ from fsm.lease import lease_timing_problems
 from fsm.node import dynamic_config
 from fsm.observation import ClusterConfig, FailoverRequest, OperatorRequest, PostgresState
 from runtime.agent import Agent
-from runtime.config import RegentConfig, RestApiSettings
+from runtime.config import RegentConfig, RestApiSettings, dynamic_problems
 from runtime.schedule import monotonic_at
 
 from .documents import cluster_json, decision_json, history_json, metrics_text, node_status
@@ -31,7 +31,6 @@ from .http import PROMETHEUS, UNSAFE, Handler, HttpError, HttpServer, HttpServer
 from .node import HEALTH, HealthCheck, NodeView, parse_lag
 from .requests import (
     RESTART_KEYS,
-    config_type_problems,
     json_object,
     member_field,
     merge_patch,
@@ -122,7 +121,7 @@ class ApiServer:
                 "/patroni": {"GET": self._get_patroni},
                 "/cluster": {"GET": self._get_cluster},
                 "/history": {"GET": self._get_history},
-                "/config": {"GET": self._get_config, "PATCH": self._patch_config},
+                "/config": {"GET": self._get_config, "PATCH": self._patch_config, "PUT": self._put_config},
                 "/metrics": {"GET": self._get_metrics},
                 "/decision": {"GET": self._get_decision},
                 "/switchover": {
@@ -424,10 +423,20 @@ class ApiServer:
         return self._ask(reinitialize_request(fields))
 
     def _patch_config(self, request: Request) -> Reply:
+        """RFC 7386 merge of the body into the DCS `config` key (Patroni's `PATCH /config`, `edit-config`)."""
         patch = json_object(request.body)
         snapshot = self._read_cluster()
-        merged = merge_patch(snapshot.config or {}, patch)
-        problems = config_type_problems(merged)
+        return self._write_config(merge_patch(snapshot.config or {}, patch), snapshot, "patched", patch)
+
+    def _put_config(self, request: Request) -> Reply:
+        """The body replaces the DCS `config` key whole (Patroni's `PUT /config`)."""
+        return self._write_config(json_object(request.body), self._read_cluster(), "replaced", None)
+
+    def _write_config(
+        self, merged: dict[str, Any], snapshot: Snapshot, verb: str, change: dict[str, Any] | None
+    ) -> Reply:
+        """Check `merged` against the schema and the lease rules, then compare-and-set it on the version read."""
+        problems = dynamic_problems(merged)
         if problems:
             raise HttpError(400, "; ".join(problems))
         try:
@@ -442,6 +451,7 @@ class ApiServer:
             raise HttpError(409, "the config key changed since it was read: read it again and retry")
         if outcome is not Outcome.DONE:
             raise HttpError(503, "could not write the config key to the DCS")
-        log.info("REST API: config key patched: %s", json.dumps(patch, sort_keys=True))
+        shown = json.dumps(change if change is not None else merged, sort_keys=True)
+        log.info("REST API: config key %s: %s", verb, shown)
         self.agent.wake.set()
         return Reply(200, merged)

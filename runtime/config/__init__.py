@@ -26,7 +26,7 @@ from .environment import overlay
 from .errors import problems_of
 from .settings import LogSettings, RestApiSettings, WatchdogSettings
 
-__all__ = ["ConfigError", "RegentConfig", "RestApiSettings", "WatchdogSettings", "load", "parse"]
+__all__ = ["ConfigError", "RegentConfig", "RestApiSettings", "WatchdogSettings", "dynamic_problems", "load", "parse"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,18 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> RegentConfig:
         raise ConfigError([f"not valid YAML: {error}".replace("\n", " ")]) from None
     raw = overlay(raw, os.environ if environ is None else environ)
     return parse(raw, path.resolve().parent, source=path)
+
+
+def dynamic_problems(stored: Any) -> list[str]:
+    """What is wrong with a DCS `config` key's value (`PATCH`/`PUT /config`, or one read back): one line per
+    problem, naming the key; empty when the schema accepts it."""
+    if not isinstance(stored, dict):
+        return [f"config: expected a JSON object, got {type(stored).__name__}"]
+    try:
+        schema.DynamicConfig.model_validate(stored)
+    except ValidationError as error:
+        return problems_of(error, schema.DynamicConfig)
+    return []
 
 
 def parse(raw: Any, base_dir: Path = Path("."), source: Path | None = None) -> RegentConfig:

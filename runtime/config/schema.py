@@ -15,7 +15,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    field_validator,
+    model_validator,
+)
 
 from fsm.observation import ClusterConfig
 
@@ -30,7 +39,7 @@ class Section(BaseModel):
     """A mapping of the config: unknown keys and wrong types are errors (strict: `"30"` is not a number). A key
     with no value (`parameters:` with every line below commented out) is as if absent, as in Patroni."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -226,7 +235,27 @@ class Authentication(Section):
     rewind: Role | None = Field(None, description="the role pg_rewind connects as (default: the superuser)")
 
 
-Parameters = dict[Annotated[str, Field(pattern=f"^{PARAMETER_NAME.pattern}$")], Scalar]
+# Settings a standby needs at least as high as its primary's (PostgreSQL refuses to run a hot standby otherwise),
+# and others whose value is a plain count: a typo in them would stop Postgres at its next start.
+COUNTS = {
+    "max_connections", "max_worker_processes", "max_wal_senders", "max_prepared_transactions",
+    "max_locks_per_transaction", "max_replication_slots", "max_parallel_workers", "wal_keep_segments",
+}  # fmt: skip
+
+
+def _counts(parameters: dict[str, Any]) -> dict[str, Any]:
+    for name, value in parameters.items():
+        if name.lower() in COUNTS and not (
+            (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+            or (isinstance(value, str) and value.strip().isdigit())
+        ):
+            raise ValueError(f"{name}: expected a count (a whole number, 0 or more), got {value!r}")
+    return parameters
+
+
+Parameters = Annotated[
+    dict[Annotated[str, Field(pattern=f"^{PARAMETER_NAME.pattern}$")], Scalar], AfterValidator(_counts)
+]
 
 
 def _options(managed: dict[str, str]) -> Any:
@@ -434,15 +463,19 @@ class RegentFile(Section):
     scope: Name | None = Field(None, description="the cluster's name")
     namespace: Text = Field("/service/", description="the DCS prefix the cluster's keys live under")
     name: Name | None = Field(None, description="this member's name")
-    ttl: Seconds | None = Field(None, description="the leader lease (the DCS `config` key overrides it)")
-    loop_wait: Seconds | None = Field(None, description="seconds between two turns")
-    retry_timeout: Seconds | None = Field(None, description="how long one DCS operation may retry")
+    ttl: Seconds | None = Field(None, description=f"the leader lease, seconds ({DEFAULTS.ttl_s:g}; the DCS key wins)")
+    loop_wait: Seconds | None = Field(None, description=f"seconds between two turns ({DEFAULTS.loop_wait_s:g})")
+    retry_timeout: Seconds | None = Field(
+        None, description=f"how long one DCS operation may retry ({DEFAULTS.retry_timeout_s:g})"
+    )
     safety_margin: Seconds | None = Field(
         None,
         description=f"seconds the leader's own deadline falls before the key's expiry ({DEFAULTS.safety_margin_s:g})",
     )
-    primary_start_timeout: Annotated[float, Field(ge=0)] | None = Field(None, description="see bootstrap.dcs")
-    synchronous_mode: bool | None = Field(None, description="see bootstrap.dcs")
+    primary_start_timeout: Annotated[float, Field(ge=0)] | None = Field(
+        None, description=f"how long a crashed primary may take to restart ({DEFAULTS.primary_start_timeout_s:g})"
+    )
+    synchronous_mode: bool | None = Field(None, description="promote only the named sync standby (false)")
     restapi: RestApi = Field(description="the REST API")
     ctl: Ctl | None = Field(None, description="settings of the command-line client")
     etcd: Etcd | None = Field(None, description="the DCS: etcd (exactly one of etcd and zookeeper)")
