@@ -270,6 +270,19 @@ class EnsureReplicationSlots(Action):
         return cls(members=tuple(sorted(n for n in others if n != facts.observation.name)))
 
 
+@dataclass(frozen=True)
+class ApplyClusterParameters(Action):
+    """Give Postgres the cluster-wide `parameters` (the DCS config key's postgresql.parameters; this member's own
+    file wins where both set one) and reload; a setting that needs a restart shows as pending_restart until one."""
+
+    adapter: ClassVar[str] = "postgres"
+    parameters: tuple[tuple[str, str | int | float | bool], ...]
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        return cls(parameters=facts.observation.config.parameters)
+
+
 # --- the leader key and the DCS -------------------------------------------------------------------
 
 

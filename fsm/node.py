@@ -68,6 +68,7 @@ DYNAMIC = {
     "pause": "pause",
     "postgresql.use_slots": "use_slots",
     "postgresql.use_pg_rewind": "use_pg_rewind",
+    "postgresql.parameters": "parameters",  # a mapping, kept as sorted (name, value) pairs
 }
 
 
@@ -143,6 +144,8 @@ def dynamic_config(local: ClusterConfig, stored: Mapping[str, Any]) -> ClusterCo
         section, _, inner = key.rpartition(".")
         within = stored.get(section) if section else stored
         value = within.get(inner) if isinstance(within, Mapping) else None
+        if isinstance(value, Mapping):
+            value = tuple(sorted(value.items()))
         if value is not None and isinstance(value, bool) == isinstance(getattr(local, attribute), bool):
             changes[attribute] = value
     return replace(local, **changes) if changes else local

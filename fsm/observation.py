@@ -164,6 +164,7 @@ class ClusterConfig:
     synchronous_mode: bool = False
     use_slots: bool = True
     use_pg_rewind: bool = True  # a diverged member may pg_rewind; else it re-clones
+    parameters: tuple[tuple[str, str | int | float | bool], ...] = ()  # postgresql.parameters of every member
     pause: bool = False
 
     def __post_init__(self) -> None:
@@ -257,6 +258,7 @@ class PostgresState:
     timeline_history: tuple[TimelineSwitch, ...] = ()  # this node's own history file
     can_rewind: bool = True  # data checksums or wal_log_hints are on
     pending_restart: bool = False  # a running server has settings that wait for a restart
+    cluster_parameters: tuple[tuple[str, str | int | float | bool], ...] = ()  # the cluster-wide ones it was given
 
     def __post_init__(self) -> None:
         for name in ("wal_written", "wal_received", "wal_replayed"):

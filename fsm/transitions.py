@@ -19,6 +19,7 @@ from transitions import Machine, MachineError
 from fsm.actions import (
     AcquireLeaderKey,
     Action,
+    ApplyClusterParameters,
     ArmWatchdog,
     CancelInitialize,
     ClearSwitchoverRequest,
@@ -134,6 +135,7 @@ KEEP_KEYS = (
     act(EnsureReplicationSlots, "use_slots"),
     PublishLeaderOptime,
     act(SetSyncStandby, "sync_standby_stale"),
+    act(ApplyClusterParameters, "parameters_stale"),
 )
 
 # fmt: off
@@ -179,7 +181,8 @@ RULES: tuple[Rule, ...] = (
     rule("follow_diverged", TICK, FOLLOW, DEMO, when="diverged leader_running", reason="my history forked from the leader's: repair it"),
     rule("follow_repoint", TICK, FOLLOW, SAME, FollowLeader, when="leader_key_held_by_other", unless="following_leader",
          reason="not streaming from the leader: re-point"),
-    rule("follow_steady", TICK, FOLLOW, SAME, also="following_leader", reason="streaming from the leader"),
+    rule("follow_steady", TICK, FOLLOW, SAME, act(ApplyClusterParameters, "parameters_stale"),
+         also="following_leader", reason="streaming from the leader"),
     # candidate: hold the key before promoting; give up as soon as the race is lost or eligibility goes
     rule("cand_won_init", TICK, CAND, LEAD, ArmWatchdog, SYNC_FIRST, StartPrimary, Promote, NOW_PRIMARY,
          when="holds_leader_key lease_valid initialize_unset", reason="bootstrapping the cluster and holding the key: start as its primary"),

@@ -321,6 +321,15 @@ def _nothing(w: World, n: Node, act: Action, started: float) -> bool:
     return True
 
 
+def _apply_parameters(w: World, n: Node, act: a.ApplyClusterParameters, started: float) -> bool:
+    """The settings file and a reload: the simulated server has them at once (none needs a restart here)."""
+    if not n.pg.running:
+        return False
+    n.pg.cluster_parameters = act.parameters
+    w.trace.note(w.t, n.name, "parameters: " + (", ".join(f"{k}={v}" for k, v in act.parameters) or "none"))
+    return True
+
+
 HANDLERS: dict[type[Action], Callable[..., bool]] = {
     a.RaceForInitialize: _race_initialize,
     a.CancelInitialize: _cancel_initialize,
@@ -346,6 +355,7 @@ HANDLERS: dict[type[Action], Callable[..., bool]] = {
     a.RefuseRequest: _nothing,
     a.RewindFromLeader: _rewind,
     a.EnsureReplicationSlots: _nothing,
+    a.ApplyClusterParameters: _apply_parameters,
     a.ArmWatchdog: _watchdog_arm,
     a.PingWatchdog: _watchdog_ping,
     a.DisarmWatchdog: _watchdog_disarm,

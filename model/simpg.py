@@ -8,6 +8,7 @@ their timelines alike (two nodes promoted from timeline 1 both call their timeli
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fsm.observation import DataDir, PostgresState, TimelineSwitch
 
@@ -50,6 +51,7 @@ class SimPostgres:
     acked_wal: int = 0  # the furthest WAL acknowledged to clients while this server was a primary
     streaming_from: str | None = None  # the member it received WAL from at the last step
     replicas: frozenset[str] = field(default_factory=frozenset)
+    cluster_parameters: tuple[tuple[str, Any], ...] = ()  # the cluster-wide settings its file holds
 
     @property
     def writable(self) -> bool:
@@ -107,6 +109,7 @@ class SimPostgres:
             sync_replicas=self.replicas & names if primary else frozenset(),
             timeline_history=data.history if data else (),
             can_rewind=self.can_rewind,
+            cluster_parameters=self.cluster_parameters,
         )
 
 

@@ -150,7 +150,7 @@ class Executor:
         pg = self.postgres.observe()
         record = MemberRecord(
             self.name, self.conn_url, self.api_url, "running" if pg.running else "stopped", act.role,
-            pg.wal_position, pg.timeline, self.tags, self.scheduled_restart,
+            pg.wal_position, pg.timeline, self.tags, self.scheduled_restart, pg.pending_restart,
         )  # fmt: skip
         return _dcs(self.dcs.publish_member(record))
 
@@ -213,6 +213,9 @@ class Executor:
     def ensure_replication_slots(self, act: a.EnsureReplicationSlots, ctx: Context) -> Result:
         return self.postgres.ensure_slots(act.members)
 
+    def apply_cluster_parameters(self, act: a.ApplyClusterParameters, ctx: Context) -> Result:
+        return self.postgres.apply_cluster_parameters(act.parameters)
+
     # watchdog and callbacks ---------------------------------------------------------------------------------
 
     def arm_watchdog(self, act: a.ArmWatchdog, ctx: Context) -> bool:
@@ -267,6 +270,7 @@ HANDLERS: dict[type[a.Action], Handler] = {
     a.RefuseRequest: Executor.refuse_request,
     a.RewindFromLeader: Executor.rewind_from_leader,
     a.EnsureReplicationSlots: Executor.ensure_replication_slots,
+    a.ApplyClusterParameters: Executor.apply_cluster_parameters,
     a.ArmWatchdog: Executor.arm_watchdog,
     a.PingWatchdog: Executor.ping_watchdog,
     a.DisarmWatchdog: Executor.disarm_watchdog,

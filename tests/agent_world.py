@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from adapters.dcs import MemberRecord, Outcome, Snapshot
 from adapters.postgres.settings import ReplicaMethod
@@ -164,6 +165,9 @@ class SimPostgresPort:
 
     def ensure_slots(self, members: Sequence[str]) -> Result:
         return Result(True)
+
+    def apply_cluster_parameters(self, parameters: tuple[tuple[str, Any], ...]) -> Result:
+        return self._run(a.ApplyClusterParameters(parameters))
 
     def prepare_synchronous_standby(self, name: str | None, timeout_s: float = 10.0) -> Result:
         self.node.pg.sync_standby = name  # the executor writes the sync key itself, through the DCS port

@@ -85,6 +85,16 @@ def test_the_users_files_start_a_working_cluster(files: tuple[str, ...]) -> None
             )
             assert granted == [(True,)]
             assert Path(cluster.nodes[replica].data_dir.parent / "pgpass").is_file()  # postgresql.pgpass
+            # a cluster-wide parameter reaches every member with a reload; one that needs a restart shows pending
+            patched = cluster.rest(primary, "/config", "PATCH", {"postgresql": {"parameters": {"work_mem": "8MB"}}})
+            assert patched[0] == 200, patched
+            for n in (primary, replica):
+                cluster.wait_for(lambda n=n: cluster.sql(n, "SHOW work_mem") == [("8MB",)], 30.0, "work_mem 8MB")
+            raised = {"postgresql": {"parameters": {"max_connections": 120}}}
+            assert cluster.rest(primary, "/config", "PATCH", raised)[0] == 200
+            for n in (primary, replica):
+                cluster.wait_for(lambda n=n: (cluster.status(n) or {}).get("pending_restart"), 30.0, "pending_restart")
+                assert cluster.sql(n, "SHOW max_connections") == [("100",)]  # until a restart applies it
         else:
             assert stored == {"ttl": 30, "loop_wait": 10, "maximum_lag_on_failover": 1048576}
             archived = cluster.sql(primary, "SHOW wal_keep_size")[0][0]

@@ -69,6 +69,7 @@ class MemberRecord:
     timeline: int = 1
     tags: Tags = field(default_factory=Tags)
     scheduled_restart: dict[str, Any] | None = None  # {"schedule": ISO text, ...options}: patronictl list, flush
+    pending_restart: bool = False  # settings wait for a restart (patronictl list shows it)
 
     def to_json(self) -> str:
         tags: dict[str, Any] = {"failover_priority": self.tags.failover_priority}
@@ -92,6 +93,8 @@ class MemberRecord:
         }
         if self.scheduled_restart is not None:
             value["scheduled_restart"] = self.scheduled_restart
+        if self.pending_restart:
+            value["pending_restart"] = True
         return _dump(value)
 
 

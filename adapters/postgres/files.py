@@ -99,6 +99,7 @@ class OwnFiles:
         self.hba = own / "pg_hba.conf"
         self.ident = own / "pg_ident.conf"
         self.pgpass = settings.pgpass_file  # Runner's PGPASSFILE names it too
+        self.cluster_conf = own / "cluster.conf"  # the DCS config key's postgresql.parameters, included
         self.log = own / "postgresql.log"
         self.socket_dir = own
 
@@ -143,6 +144,8 @@ class OwnFiles:
             "# defaults for replication and pg_rewind",
         ]
         lines += [_line(name, value) for name, value in DEFAULTS]
+        lines += ["", "# the cluster-wide postgresql.parameters (the DCS config key); this member's own come after"]
+        lines += [f"include_if_exists {conf_value(str(self.cluster_conf))}"]
         user_sockets = ""
         if s.parameters:
             lines += ["", "# postgresql.parameters"]
@@ -202,6 +205,23 @@ class OwnFiles:
             if credentials is not None and credentials.password is not None:
                 entries.setdefault(credentials.username, credentials.password)
         return "".join(f"*:*:*:{pgpass_field(user)}:{pgpass_field(password)}\n" for user, password in entries.items())
+
+    def read_cluster_parameters(self) -> tuple[tuple[str, Any], ...]:
+        """The cluster-wide parameters cluster.conf holds (from its first line); () when there is none."""
+        try:
+            with open(self.cluster_conf, encoding="utf-8") as handle:
+                first = handle.readline()
+            return tuple((str(name), value) for name, value in json.loads(first[len(STATE_MARK) :]))
+        except (OSError, ValueError, TypeError):
+            return ()
+
+    def write_cluster_parameters(self, parameters: tuple[tuple[str, Any], ...]) -> None:
+        """cluster.conf with `parameters`; the ones Regent manages are left out (the schema refuses them too)."""
+        lines = [STATE_MARK + json.dumps([list(pair) for pair in parameters])]
+        lines += ["# Written by Regent from the DCS config key's postgresql.parameters: edit that (PATCH /config)."]
+        lines += [_line(name, value) for name, value in parameters if name.lower() not in NODE_KEYS]
+        self.make_dir()
+        self.runner.write_file(self.cluster_conf, "\n".join(lines) + "\n")
 
     # --- writing -----------------------------------------------------------------------------------------
 

@@ -299,6 +299,7 @@ def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sq
         timeline_history=read_history(data_dir, timeline),
         can_rewind=bool(can_rewind),
         pending_restart=bool(pending_restart),
+        cluster_parameters=files.read_cluster_parameters(),
     )
 
 

@@ -406,6 +406,20 @@ class Postgres:
         return result
 
     @_operation
+    def apply_cluster_parameters(self, parameters: tuple[tuple[str, Any], ...]) -> Result:
+        """Write the cluster-wide parameters to cluster.conf (this member's own postgresql.parameters, later in
+        postgresql.conf, win) and reload; what needs a restart is named, and shows as pending_restart."""
+        if self.files.read_cluster_parameters() == parameters and self.control.current() is not None:
+            return done("cluster-wide parameters already applied")
+        try:
+            self.files.write_cluster_parameters(parameters)
+        except (OSError, ConfError) as error:
+            return failed(f"cannot write {self.files.cluster_conf}: {error}")
+        if self.control.current() is None:
+            return done("cluster-wide parameters written; Postgres is not running")
+        return self._reload()
+
+    @_operation
     def ensure_slots(self, members: Sequence[str]) -> Result:
         state = self.observe()
         if not state.running or state.in_recovery:

@@ -22,20 +22,9 @@ from fsm.observation import ClusterConfig
 from fsm.observation import Tags as MemberTags
 
 from . import schema
+from .schema import MANAGED_PARAMETERS
 from .settings import LogSettings, RestApiSettings, WatchdogSettings
 
-# postgresql.conf settings Regent writes itself, and where their value comes from.
-MANAGED_PARAMETERS = {
-    "port": "from postgresql.listen",
-    "listen_addresses": "from postgresql.listen",
-    "data_directory": "from postgresql.data_dir",
-    "hba_file": "written from postgresql.pg_hba",
-    "ident_file": "written in postgresql.config_dir",
-    "config_file": "written in postgresql.config_dir",
-    "primary_conninfo": "from the current leader's connect_address",
-    "primary_slot_name": "from this member's name",
-    "synchronous_standby_names": "synchronous mode sets it",
-}
 WAL_SEGMENT_MB = 16  # wal_keep_segments (PostgreSQL 12 and older) becomes wal_keep_size at the default segment size
 
 

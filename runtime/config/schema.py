@@ -235,6 +235,18 @@ class Authentication(Section):
     rewind: Role | None = Field(None, description="the role pg_rewind connects as (default: the superuser)")
 
 
+# postgresql.conf settings Regent writes itself, and where their value comes from.
+MANAGED_PARAMETERS = {
+    "port": "from postgresql.listen",
+    "listen_addresses": "from postgresql.listen",
+    "data_directory": "from postgresql.data_dir",
+    "hba_file": "written from postgresql.pg_hba",
+    "ident_file": "written in postgresql.config_dir",
+    "config_file": "written in postgresql.config_dir",
+    "primary_conninfo": "from the current leader's connect_address",
+    "primary_slot_name": "from this member's name",
+    "synchronous_standby_names": "synchronous mode sets it",
+}
 # Settings a standby needs at least as high as its primary's (PostgreSQL refuses to run a hot standby otherwise),
 # and others whose value is a plain count: a typo in them would stop Postgres at its next start.
 COUNTS = {
@@ -396,11 +408,21 @@ class ReplicaMethod(Section):
 # --- cluster-wide: bootstrap.dcs, the DCS config key ---------------------------------------------------------
 
 
+def _not_managed(parameters: dict[str, Any]) -> dict[str, Any]:
+    for name in parameters:
+        if name.lower() in MANAGED_PARAMETERS:
+            raise ValueError(f"{name}: managed by Regent ({MANAGED_PARAMETERS[name.lower()]})")
+    return parameters
+
+
+ClusterParameters = Annotated[Parameters, AfterValidator(_not_managed)]
+
+
 class DynamicPostgresql(Section):
     use_pg_rewind: bool = Field(True, description="a diverged member may pg_rewind (else it re-clones)")
     use_slots: bool = Field(DEFAULTS.use_slots, description="standbys stream through replication slots")
     pg_hba: list[Text] | None = Field(None, description="pg_hba.conf lines of every member")
-    parameters: Parameters = Field({}, description="postgresql.conf settings of every member")
+    parameters: ClusterParameters = Field({}, description="postgresql.conf settings of every member")
     recovery_conf: RecoveryConf | None = Field(None, description="recovery settings of every standby")
 
 
