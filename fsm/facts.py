@@ -26,7 +26,7 @@ FACT_DOCS: dict[str, str] = {
     "leader_key_held_by_other": "the leader key names another member",
     "leader_running": "the leader key names another member whose member key says running",
     "lease_valid": "this node renewed the key and its own lease deadline has not passed",
-    "lease_outlasts_retry": "another renew attempt can take its whole retry_timeout before the lease deadline",
+    "lease_outlasts_retry": "a renew attempt and the read after it (2 x retry_timeout) end before the lease deadline",
     "cluster_initialized": "the initialize key holds a system identifier",
     "init_key_free": "the DCS answered and nobody has claimed the initialize key",
     "initialize_unset": "the initialize key is claimed but holds no system identifier yet",
@@ -207,15 +207,16 @@ def _lease_facts(sheet: _Sheet, obs: Observation) -> None:
         return
     valid = obs.now_s < deadline
     sheet.add("lease_valid", valid, f"now {obs.now_s:g} s {'<' if valid else '>='} lease deadline {deadline:g} s")
-    # Another renew attempt takes up to retry_timeout. The leader keeps writing while it retries only if the whole
-    # attempt fits before the deadline; if it fails, the next turn decides by the deadline anyway (its sleep and its
-    # DCS read end there: `fsm.node.wake_by_s`, `operation_deadline_s`), so writes never outlive the lease.
-    retry_end = obs.now_s + obs.config.retry_timeout_s
+    # Another renew attempt, and the DCS read of the decision after it if that attempt fails, each take up to
+    # retry_timeout: only if both end before the deadline does the leader keep writing while it retries; else it
+    # goes read-only now, gracefully, rather than be stopped at the deadline (its requests and its sleep end there:
+    # `fsm.node.wake_by_s`, `operation_deadline_s`), which it would be all the same, in time.
+    retry_end = obs.now_s + 2 * obs.config.retry_timeout_s
     outlasts = retry_end < deadline
     sheet.add(
         "lease_outlasts_retry",
         outlasts,
-        f"now + retry_timeout = {retry_end:g} s {'<' if outlasts else '>='} lease deadline {deadline:g} s",
+        f"now + 2 x retry_timeout = {retry_end:g} s {'<' if outlasts else '>='} lease deadline {deadline:g} s",
     )
 
 

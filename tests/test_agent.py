@@ -105,7 +105,7 @@ def test_validate_names_every_broken_key_and_accepts_a_good_file(tmp_path: Path)
     assert "valid" in ran.stdout
 
     broken = yaml.safe_load(yaml.safe_dump(good))
-    broken["loop_wait"] = 9  # 9 + 2 * 3 + 1 > ttl 10
+    broken["loop_wait"] = 8  # 8 + 2 * 3 > ttl 10
     broken["ttl_seconds"] = 5  # unknown
     broken["restapi"]["auth"] = "no-colon"
     broken["watchdog"]["mode"] = "sometimes"

@@ -445,7 +445,7 @@ def test_patch_config_merges_checks_and_compares_versions(cluster: Cluster) -> N
         ({"maximum_lag_on_failover": 1.5}, "maximum_lag_on_failover: expected a whole number"),
         ({"regent_test": {"a": 1}}, "regent_test: unknown setting"),
         ({"loop_wiat": 5}, "loop_wiat: unknown setting (did you mean 'loop_wait'?)"),
-        ({"postgresql": {"parameters": {"max_connections": "abc"}}}, "postgresql.parameters: max_connections: expec"),
+        ({"postgresql": {"parameters": {"max_connections": "abc"}}}, "postgresql.parameters.max_connections: expec"),
     ):
         wrong = admin(n0, "PATCH", "/config", patch)
         assert wrong.status == 400 and wrong.message.startswith(key), wrong.raw
@@ -699,3 +699,51 @@ def test_a_scheduled_switchover_happens_at_its_time(cluster: Cluster) -> None:
     assert switched is not None and datetime.fromisoformat(switched["at"]) >= datetime.fromisoformat(at)
     wait_until(lambda: is_replica(n1), 30, "n1 a replica of n0")
     assert "scheduled_switchover" not in get(n0, "/cluster").json
+
+
+def test_a_port_in_use_names_the_setting_and_the_address(cluster: Cluster) -> None:
+    n0 = cluster["n0"]
+    taken = RestApiSettings("127.0.0.1", n0.api.port, f"127.0.0.1:{n0.api.port}", AUTH)
+    with pytest.raises(OSError, match=rf"restapi.listen: cannot listen on 127.0.0.1:{n0.api.port}: Address already in"):
+        ApiServer(n0.agent, dataclasses.replace(n0.config, restapi=taken)).start()
+
+
+def test_the_allowlist_keeps_unsafe_methods_to_its_networks(cluster: Cluster) -> None:
+    n0 = cluster["n0"]
+    elsewhere = dataclasses.replace(n0.config.restapi, listen_port=0, allowlist=("10.0.0.0/8",))
+    api = ApiServer(n0.agent, dataclasses.replace(n0.config, restapi=elsewhere))
+    api.start()
+    try:
+        refused = call(api.port, "POST", "/reload", auth=AUTH)
+        assert refused.status == 403 and "not in restapi.allowlist" in refused.message
+        assert call(api.port, "GET", "/health").status == 200  # reads stay open
+    finally:
+        api.stop()
+
+
+def test_verify_client_required_asks_for_a_certificate_from_cafile(cluster: Cluster, tmp_path: Path) -> None:
+    def certificate(name: str) -> tuple[Path, Path]:
+        cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-days", "1",
+             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        return cert, key
+
+    (server_cert, server_key), (client_cert, client_key) = certificate("server"), certificate("client")
+    n0 = cluster["n0"]
+    settings = RestApiSettings(
+        "127.0.0.1", 0, "127.0.0.1:0", AUTH, server_cert, server_key, client_cert, "required"
+    )  # the client's self-signed certificate is its own CA
+    api = ApiServer(n0.agent, dataclasses.replace(n0.config, restapi=settings))
+    api.start()
+    try:
+        anonymous = ssl.create_default_context(cafile=str(server_cert))
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            call(api.port, "GET", "/health", tls=anonymous)
+        known = ssl.create_default_context(cafile=str(server_cert))
+        known.load_cert_chain(str(client_cert), str(client_key))
+        assert call(api.port, "GET", "/health", tls=known).status == 200
+    finally:
+        api.stop()

@@ -45,7 +45,7 @@ def _extra() -> list[tuple[str, State, Observation]]:
     """Situations at the edges no rule case or behaviour test names: boundaries, requests, sync and history."""
     sync = evolve(CONFIG, synchronous_mode=True)
     lease = CONFIG.ttl_s - CONFIG.safety_margin_s  # renewed this long ago: the lease deadline is now
-    outlast = lease - CONFIG.retry_timeout_s  # renewed this long ago: now + retry_timeout is the deadline
+    outlast = lease - 2 * CONFIG.retry_timeout_s  # renewed this long ago: now + 2 x retry_timeout is the deadline
     n2_ahead_tl2 = evolve(
         cluster(None, history=forked_history(end_of_tl1=4_000_000)),
         members=tuple(evolve(m, wal_position=9_000_000, timeline=2) if m.name == "n2" else m for m in members(None)),

@@ -90,7 +90,7 @@ CASES = [
     ("lead_paused", L, leader_view(config=PAUSED), L, "RenewLeaderKey DisarmWatchdog"),
     ("lead_foreign_data", L, leader_view(postgres=stopped(system_identifier="7300000000000000999")), D,
      "Demote ReleaseLeaderKey DisarmWatchdog RunCallback"),
-    ("lead_retry_renew", L, leader_view(dcs=None), L, "RenewLeaderKey PingWatchdog"),
+    ("lead_retry_renew", L, leader_view(dcs=None, agent=agent(renewed_ago_s=5)), L, "RenewLeaderKey PingWatchdog"),
     ("lead_dcs_down", L, leader_view(dcs=None, agent=agent(renewed_ago_s=20)), D,
      "Demote DisarmWatchdog RunCallback"),
     ("lead_lost_key", L, leader_view(dcs=cluster("n2")), D, "Demote DisarmWatchdog RunCallback"),

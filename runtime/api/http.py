@@ -21,7 +21,7 @@ log = logging.getLogger("regent.api")
 JSON = "application/json"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 MAX_BODY_BYTES = 1 << 20
-UNSAFE = ("POST", "PATCH", "DELETE")
+UNSAFE = ("POST", "PATCH", "PUT", "DELETE")
 
 
 class HttpError(Exception):

@@ -77,7 +77,11 @@ class ApiServer:
             return
         host = self.settings.listen_host
         kind = HttpServer6 if ":" in host else HttpServer
-        server = kind((host, self.settings.listen_port), Handler)
+        try:
+            server = kind((host, self.settings.listen_port), Handler)
+        except OSError as error:  # the port taken, an address not on this machine: say which setting
+            address = f"[{host}]:{self.settings.listen_port}" if ":" in host else f"{host}:{self.settings.listen_port}"
+            raise OSError(error.errno, f"restapi.listen: cannot listen on {address}: {error.strerror}") from None
         server.api = self
         if self.settings.certfile and self.settings.keyfile:
             try:

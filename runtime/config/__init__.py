@@ -80,7 +80,7 @@ def parse(raw: Any, base_dir: Path = Path("."), source: Path | None = None) -> R
     try:
         file = schema.RegentFile.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(problems_of(error, schema.RegentFile)) from None
+        raise ConfigError(problems_of(error, schema.RegentFile) + resolve.raw_timing_problems(raw)) from None
     problems = resolve.Problems()
     pg = file.postgresql
     scope = resolve.one_of(

@@ -40,7 +40,11 @@ def problems_of(error: ValidationError, model: type[BaseModel], prefix: str = ""
     lines = []
     for detail in error.errors(include_url=False):
         where = (prefix + "".join(_step(part) for part in detail["loc"] if part != "[key]")).lstrip(".")
-        lines.append(f"{where or 'config'}: {_message(detail, model)}")
+        message = _message(detail, model)
+        key, colon, rest = message.partition(": ")
+        if colon and isinstance(detail.get("input"), dict) and key in detail["input"]:
+            where, message = where + _step(key), rest  # a mapping's check that names one of its keys
+        lines.append(f"{where or 'config'}: {message}")
     return list(dict.fromkeys(lines))
 
 

@@ -22,7 +22,6 @@ from fsm.observation import ClusterConfig
 from fsm.observation import Tags as MemberTags
 
 from . import schema
-from .schema import MANAGED_PARAMETERS
 from .settings import LogSettings, RestApiSettings, WatchdogSettings
 
 WAL_SEGMENT_MB = 16  # wal_keep_segments (PostgreSQL 12 and older) becomes wal_keep_size at the default segment size
@@ -77,6 +76,29 @@ def bootstrap_config(file: schema.RegentFile) -> dict[str, Any]:
         "synchronous_mode": file.synchronous_mode,
     }
     return {**{key: value for key, value in local.items() if value is not None}, **given}
+
+
+def raw_timing_problems(raw: dict[str, Any]) -> list[str]:
+    """The timing problems of a file the schema refused, from whichever timing values it gives as numbers, so that
+    one round names them with the rest."""
+    d = schema.DEFAULTS
+    etcd = raw.get("etcd") if isinstance(raw.get("etcd"), dict) else {}
+
+    def number(value: Any, default: float) -> float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        return float(value) if ok else default
+
+    try:
+        local = replace(
+            d,
+            ttl_s=number(raw.get("ttl", etcd.get("ttl")), d.ttl_s),
+            loop_wait_s=number(raw.get("loop_wait"), d.loop_wait_s),
+            retry_timeout_s=number(raw.get("retry_timeout"), d.retry_timeout_s),
+            safety_margin_s=number(raw.get("safety_margin"), d.safety_margin_s),
+        )
+    except ValueError:
+        return []
+    return [f"timing: {problem}" for problem in lease_timing_problems(local)]
 
 
 def timing_problems(local: ClusterConfig, stored: dict[str, Any]) -> list[str]:
@@ -265,10 +287,7 @@ def _recovery(recovery: schema.RecoveryConf, problems: Problems) -> tuple[tuple[
 def _parameters(parameters: dict[str, Any], problems: Problems) -> tuple[tuple[str, Any], ...]:
     kept = {}
     for key, value in parameters.items():
-        managed = MANAGED_PARAMETERS.get(key.lower())  # Postgres parameter names ignore case
-        if managed:
-            problems.append(f"postgresql.parameters.{key}: managed by Regent ({managed})")
-        elif key.lower() == "wal_keep_segments":  # removed in PostgreSQL 13; Patroni converts it the same way
+        if key.lower() == "wal_keep_segments":  # removed in PostgreSQL 13; Patroni converts it the same way
             kept["wal_keep_size"] = f"{int(value) * WAL_SEGMENT_MB}MB" if str(value).isdigit() else value
         else:
             kept[key] = value

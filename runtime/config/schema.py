@@ -308,6 +308,16 @@ BasebackupOptions = _options(
 )  # fmt: skip
 
 
+def _not_managed(parameters: dict[str, Any]) -> dict[str, Any]:
+    for name in parameters:
+        if name.lower() in MANAGED_PARAMETERS:
+            raise ValueError(f"{name}: managed by Regent ({MANAGED_PARAMETERS[name.lower()]})")
+    return parameters
+
+
+ClusterParameters = Annotated[Parameters, AfterValidator(_not_managed)]
+
+
 class Callbacks(Section):
     on_start: str | None = Field(None, description="script run after Postgres starts")
     on_stop: str | None = Field(None, description="script run after Postgres stops")
@@ -383,7 +393,7 @@ class Postgresql(Section):
     pg_rewind: Role | None = Field(None, description="the seed's place for the rewind role")
     callbacks: Callbacks = Field(Callbacks(), description="scripts run on events (path; relative: to the file)")
     recovery_conf: RecoveryConf = Field(RecoveryConf(), description="recovery settings of a standby")
-    parameters: Parameters = Field({}, description="postgresql.conf settings of this member")
+    parameters: ClusterParameters = Field({}, description="postgresql.conf settings of this member")
     create_replica_methods: Annotated[list[Name], BeforeValidator(_one_or_more_names)] | None = Field(
         None, description="how to make a replica, in order: `basebackup` or a method section's name"
     )
@@ -406,16 +416,6 @@ class ReplicaMethod(Section):
 
 
 # --- cluster-wide: bootstrap.dcs, the DCS config key ---------------------------------------------------------
-
-
-def _not_managed(parameters: dict[str, Any]) -> dict[str, Any]:
-    for name in parameters:
-        if name.lower() in MANAGED_PARAMETERS:
-            raise ValueError(f"{name}: managed by Regent ({MANAGED_PARAMETERS[name.lower()]})")
-    return parameters
-
-
-ClusterParameters = Annotated[Parameters, AfterValidator(_not_managed)]
 
 
 class DynamicPostgresql(Section):
