@@ -93,6 +93,13 @@ def test_impossible_values_raise(build, message):
         (lambda: LeaderKey(""), "the leader key must name its holder"),
         (lambda: LeaderKey("n1", version=-1), "leader key version must not be negative, got -1"),
         (lambda: FailoverRequest(), "a failover request names a leader or a candidate"),
+        (lambda: FailoverRequest("n0", due_s=float("inf")), "due_s: inf"),
+        (lambda: FailoverRequest("n0", due_s="soon"), "due_s: 'soon'"),  # type: ignore[arg-type]
+        (
+            lambda: agent(request=OperatorRequest(RequestKind.RESTART, at_s=5)),
+            "a scheduled request goes in `scheduled`",
+        ),
+        (lambda: agent(scheduled=OperatorRequest(RequestKind.RESTART)), "`scheduled` needs its time, at_s"),
         (lambda: TimelineSwitch(timeline=0, switch_lsn=5), "history timeline must be >= 1, got 0"),
         (lambda: TimelineSwitch(timeline=2, switch_lsn=-1), "switch_lsn of timeline 2 must not be negative, got -1"),
         (lambda: OperatorRequest("restart"), "unknown request 'restart'"),  # type: ignore[arg-type]
