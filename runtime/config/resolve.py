@@ -187,7 +187,7 @@ def postgres_settings(
     initdb = one_of(problems, {"postgresql.initdb": pg.initdb, "bootstrap.initdb": file.bootstrap.initdb or None})
     dynamic = file.bootstrap.dcs.postgresql
     pg_hba = pg.pg_hba if pg.pg_hba is not None else (file.bootstrap.pg_hba or dynamic.pg_hba or [])
-    parameters = {**dynamic.parameters, **pg.parameters}  # the member's own file wins, as in Patroni
+    parameters = pg.parameters  # bootstrap.dcs ones reach Postgres through the DCS config key (cluster.conf)
     recovery = (
         pg.recovery_conf if pg.recovery_conf != schema.RecoveryConf() else (dynamic.recovery_conf or pg.recovery_conf)
     )
