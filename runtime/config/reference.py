@@ -90,8 +90,9 @@ def _type(annotation: Any) -> str:
 
 
 def _plain(func: Any) -> str:
-    name = getattr(func, "__qualname__", "")
-    return next((label for key, label in PLAIN.items() if key in name), "")
+    """The label of a value type whose validator is `func` (the schema's own parsers), or ""."""
+    name = getattr(func, "__qualname__", "").replace(".<locals>.parse", "")
+    return PLAIN.get(name.rpartition(".")[2], "")
 
 
 PLAIN = {"_address": "host:port", "_hosts": "host:port list", "_options": "option list", "_readable_file": "file",
