@@ -96,7 +96,7 @@ def _plain(func: Any) -> str:
 
 
 PLAIN = {"_address": "host:port", "_hosts": "host:port list", "_options": "option list", "_readable_file": "file",
-         "_scalar": "text, number or true/false", "_network": "address or network", "listen_list": "addresses:port",
+         "_scalar": "text, number or true/false", "_network": "address or network", "_listen": "addresses:port",
          "_managed": "(refused)"}  # fmt: skip
 
 
