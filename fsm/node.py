@@ -339,18 +339,23 @@ def end_turn(
     return memory, Wake(WakeKind.AT_ONCE if again else WakeKind.LOOP_WAIT, watch, by_s)
 
 
+def deadline_ahead(memory: Memory, config: ClusterConfig, now_s: float) -> float | None:
+    """The lease deadline, when it is still ahead of `now_s`; None without a lease or once it has passed."""
+    deadline = lease_deadline(memory, config)
+    return deadline if deadline is not None and deadline > now_s else None
+
+
 def wake_by_s(memory: Memory, config: ClusterConfig | None, now_s: float | None) -> float | None:
     """The latest time the next turn may come: the next scheduled time, and a lease deadline still ahead. So a
     leader decides by its deadline however long loop_wait is, and its DCS requests end there too
     (`operation_deadline_s`): it never writes past the deadline unawares, whatever the timing settings."""
-    deadline = lease_deadline(memory, config) if config is not None else None
-    ahead = deadline if deadline is not None and now_s is not None and deadline > now_s else None
+    ahead = deadline_ahead(memory, config, now_s) if config is not None and now_s is not None else None
     return min((t for t in (memory.next_due_s, ahead) if t is not None), default=None)
 
 
 def operation_deadline_s(memory: Memory, config: ClusterConfig, now_s: float) -> float:
     """By when a DCS operation started at `now_s` gives up: after retry_timeout, and no later than a lease
     deadline still ahead (a leader learns it cannot renew by its deadline, not retry_timeout past it)."""
-    deadline = lease_deadline(memory, config)
+    ahead = deadline_ahead(memory, config, now_s)
     end = now_s + config.retry_timeout_s
-    return min(end, deadline) if deadline is not None and deadline > now_s else end
+    return end if ahead is None else min(end, ahead)

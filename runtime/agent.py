@@ -113,7 +113,7 @@ class Agent:
     def read(self, request: OperatorRequest | None = None) -> core.Readings:
         """This turn's readings from the ports: the DCS (the last snapshot when it does not answer) and Postgres,
         and the operator request the turn answers."""
-        self.dcs.give_up_at(self._give_up_at(self.memory, self.config()))
+        self.dcs.give_up_at(core.deadline_ahead(self.memory, self.config(), self.clock()))
         snapshot = self.dcs.read_cluster()
         if snapshot is not None:
             self.snapshot = snapshot
@@ -171,7 +171,7 @@ class Agent:
         while (action := core.next_action(memory, decision)) is not None:
             reason = core.blocked(action, memory, config, self.clock())
             started = self.clock()
-            self.dcs.give_up_at(self._give_up_at(memory, config))
+            self.dcs.give_up_at(core.deadline_ahead(memory, config, self.clock()))
             if reason is not None:
                 log.warning("%s skipped: %s", type(action).__name__, reason)
                 ok, detail = False, reason
@@ -199,7 +199,7 @@ class Agent:
         while worker.is_alive():
             for beat in core.keepalive(memory, decision):
                 started = self.clock()
-                self.dcs.give_up_at(self._give_up_at(memory, config))
+                self.dcs.give_up_at(core.deadline_ahead(memory, config, self.clock()))
                 reason = core.blocked(beat, memory, config, started)
                 ok = reason is None and self.executor.run(beat, self.snapshot, config, memory)[0]
                 memory = core.advance_keepalive(memory, beat, ok, started)
@@ -207,13 +207,6 @@ class Agent:
             worker.join(interval)
         ok, detail = result[0] if result else (False, f"{type(action).__name__} ended without an outcome")
         return ok, detail, memory
-
-    def _give_up_at(self, memory: core.Memory, config: ClusterConfig) -> float | None:
-        """The DCS's `give_up_at` for the next operation: the core's operation deadline, when it is the lease's
-        (None: retry_timeout alone, which the adapter keeps itself)."""
-        now = self.clock()
-        deadline = core.operation_deadline_s(memory, config, now)
-        return deadline if deadline < now + config.retry_timeout_s else None
 
     def submit(self, request: OperatorRequest) -> _Asked:
         """Hand `request` to the next turn and wake the loop; `ask` waits for the answer. Raises RuntimeError when
