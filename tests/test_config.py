@@ -4,6 +4,7 @@ config exits 2 with a line that names the key path (the corpus below, run throug
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -332,8 +333,6 @@ def test_an_unreadable_key_file_is_refused(tmp_path: Path) -> None:
     cert = tmp_path / "cert.pem"
     cert.write_text("cert")
     raw = changed("restapi.keyfile", str(key), changed("restapi.certfile", str(cert)))
-    import os
-
     if os.geteuid() == 0:  # root reads any file: a directory is what root cannot read as a file
         raw = changed("restapi.keyfile", str(tmp_path), raw)
     assert any(line.startswith("restapi.keyfile: ") and "cannot be read" in line for line in problems(raw))

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import os
 import pwd
+import shlex
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from adapters.dcs import EtcdSettings, ZooKeeperSettings
 from adapters.dcs.settings import ExhibitorSettings
 from adapters.postgres.settings import CALLBACK_EVENTS, DEFAULT_BIN_DIR, Credentials, PostgresSettings, ReplicaMethod
 from fsm.lease import lease_timing_problems
+from fsm.node import dynamic_config
 from fsm.observation import ClusterConfig
 from fsm.observation import Tags as MemberTags
 
 from . import schema
+from .errors import problems_of
 from .settings import LogSettings, RestApiSettings, WatchdogSettings
 
 WAL_SEGMENT_MB = 16  # wal_keep_segments (PostgreSQL 12 and older) becomes wal_keep_size at the default segment size
@@ -102,8 +107,6 @@ def raw_timing_problems(raw: dict[str, Any]) -> list[str]:
 
 
 def timing_problems(local: ClusterConfig, stored: dict[str, Any]) -> list[str]:
-    from fsm.node import dynamic_config
-
     problems = [f"timing: {problem}" for problem in lease_timing_problems(local)]
     with_dcs = dynamic_config(local, stored)
     if with_dcs != local:
@@ -328,12 +331,6 @@ def _methods(pg: schema.Postgresql, problems: Problems, warnings: list[str]) -> 
 
 
 def _method(name: str, section: dict[str, Any], problems: Problems) -> ReplicaMethod:
-    import shlex
-
-    from pydantic import ValidationError
-
-    from .errors import problems_of
-
     try:
         method = schema.ReplicaMethod.model_validate(section)
     except ValidationError as error:
