@@ -272,15 +272,18 @@ class EnsureReplicationSlots(Action):
 
 @dataclass(frozen=True)
 class ApplyClusterParameters(Action):
-    """Give Postgres the cluster-wide `parameters` (the DCS config key's postgresql.parameters; this member's own
-    file wins where both set one) and reload; a setting that needs a restart shows as pending_restart until one."""
+    """Give Postgres the cluster-wide `parameters` and `pg_hba` lines (the DCS config key's postgresql section; this
+    member's own file wins where both set one) and reload; a setting that needs a restart shows as pending_restart
+    until one."""
 
     adapter: ClassVar[str] = "postgres"
     parameters: tuple[tuple[str, str | int | float | bool], ...]
+    pg_hba: tuple[str, ...] = ()
 
     @classmethod
     def plan(cls, facts: Facts, **fixed: Any) -> Action:
-        return cls(parameters=facts.observation.config.parameters)
+        config = facts.observation.config
+        return cls(parameters=config.parameters, pg_hba=config.pg_hba)
 
 
 # --- the leader key and the DCS -------------------------------------------------------------------

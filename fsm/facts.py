@@ -37,7 +37,8 @@ FACT_DOCS: dict[str, str] = {
     "writable": "local Postgres accepts writes (running, not in recovery, not fenced read-only)",
     "following_leader": "local Postgres is a standby streaming from the leader-key holder",
     "diverged": "this node has WAL past the point where its timeline ended in the cluster's (or leader's) history",
-    "parameters_stale": "Postgres runs without the cluster-wide postgresql.parameters the DCS config key holds now",
+    "parameters_stale": "Postgres runs without the cluster-wide postgresql.parameters or pg_hba the DCS config key"
+    " holds now",
     "rewind_possible": "pg_rewind can run (checksums or wal_log_hints) and did not fail last loop",
     "restart_budget_spent": "the crashed primary failed to start, or stayed down past primary_start_timeout",
     "nofailover": "this node's tags forbid promoting it (nofailover, or failover_priority 0)",
@@ -252,9 +253,10 @@ def _postgres_facts(sheet: _Sheet, obs: Observation, leader: str | None, leader_
         else ("checksums or wal_log_hints on" if pg.can_rewind else "neither checksums nor wal_log_hints")
     )
     sheet.add("rewind_possible", rewind_ok, why)
-    stale = pg.running and cfg.parameters != pg.cluster_parameters
+    stale = pg.running and (cfg.parameters, cfg.pg_hba) != (pg.cluster_parameters, pg.cluster_pg_hba)
     shown = ", ".join(f"{name}={value}" for name, value in cfg.parameters) or "none"
-    sheet.add("parameters_stale", stale, f"cluster-wide parameters {shown}; {'not ' if stale else ''}applied")
+    hba = f", {len(cfg.pg_hba)} pg_hba line{'' if len(cfg.pg_hba) == 1 else 's'}" if cfg.pg_hba else ""
+    sheet.add("parameters_stale", stale, f"cluster-wide parameters {shown}{hba}; {'not ' if stale else ''}applied")
     down_since = agent.postgres_down_since_s
     down_s = None if down_since is None else obs.now_s - down_since
     if "StartPrimary" in failed:

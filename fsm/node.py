@@ -69,6 +69,7 @@ DYNAMIC = {
     "postgresql.use_slots": "use_slots",
     "postgresql.use_pg_rewind": "use_pg_rewind",
     "postgresql.parameters": "parameters",  # a mapping, kept as sorted (name, value) pairs
+    "postgresql.pg_hba": "pg_hba",  # a list, kept as a tuple
 }
 
 
@@ -146,9 +147,20 @@ def dynamic_config(local: ClusterConfig, stored: Mapping[str, Any]) -> ClusterCo
         value = within.get(inner) if isinstance(within, Mapping) else None
         if isinstance(value, Mapping):
             value = tuple(sorted(value.items()))
-        if value is not None and isinstance(value, bool) == isinstance(getattr(local, attribute), bool):
+        elif isinstance(value, list):
+            value = tuple(value)
+        if value is not None and _same_kind(value, getattr(local, attribute)):
             changes[attribute] = value
     return replace(local, **changes) if changes else local
+
+
+def _same_kind(value: Any, current: Any) -> bool:
+    """A flag for a flag, a number for a number (int or float), a collection for a collection."""
+    if isinstance(value, bool) or isinstance(current, bool):
+        return isinstance(value, bool) and isinstance(current, bool)
+    if isinstance(current, int | float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(current))
 
 
 def effective_config(

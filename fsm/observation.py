@@ -165,6 +165,7 @@ class ClusterConfig:
     use_slots: bool = True
     use_pg_rewind: bool = True  # a diverged member may pg_rewind; else it re-clones
     parameters: tuple[tuple[str, str | int | float | bool], ...] = ()  # postgresql.parameters of every member
+    pg_hba: tuple[str, ...] = ()  # postgresql.pg_hba lines of every member (a member's own file's lines win)
     pause: bool = False
 
     def __post_init__(self) -> None:
@@ -172,6 +173,7 @@ class ClusterConfig:
             _non_negative(getattr(self, name), name)
         _require(self.ttl_s > 0, "ttl_s must be positive")
         _non_negative(self.maximum_lag_on_failover_bytes, "maximum_lag_on_failover_bytes")
+        _require(all(isinstance(line, str) for line in self.pg_hba), "pg_hba lines must be strings")
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,7 @@ class PostgresState:
     can_rewind: bool = True  # data checksums or wal_log_hints are on
     pending_restart: bool = False  # a running server has settings that wait for a restart
     cluster_parameters: tuple[tuple[str, str | int | float | bool], ...] = ()  # the cluster-wide ones it was given
+    cluster_pg_hba: tuple[str, ...] = ()  # the cluster-wide pg_hba lines it was given
 
     def __post_init__(self) -> None:
         for name in ("wal_written", "wal_received", "wal_replayed"):

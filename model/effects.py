@@ -326,7 +326,9 @@ def _apply_parameters(w: World, n: Node, act: a.ApplyClusterParameters, started:
     if not n.pg.running:
         return False
     n.pg.cluster_parameters = act.parameters
-    w.trace.note(w.t, n.name, "parameters: " + (", ".join(f"{k}={v}" for k, v in act.parameters) or "none"))
+    n.pg.cluster_pg_hba = act.pg_hba
+    shown = ", ".join(f"{k}={v}" for k, v in act.parameters) or "none"
+    w.trace.note(w.t, n.name, f"parameters: {shown}; pg_hba lines: {len(act.pg_hba)}")
     return True
 
 

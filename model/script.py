@@ -79,14 +79,15 @@ class Script:
         world = self._world()
         if verb == "tick":
             world.run(world.t + _seconds(args, 0))
-        elif verb == "config" and len(args) == 2:
+        elif verb == "config" and len(args) >= 2:
+            text = " ".join(args[1:])  # the JSON may hold spaces (a pg_hba line)
             try:
-                value = json.loads(args[1])
+                value = json.loads(text)
             except ValueError:
-                raise ScriptError(f"config {args[0]}: {args[1]!r} is not a JSON value") from None
+                raise ScriptError(f"config {args[0]}: {text!r} is not a JSON value") from None
             stored = dict(world.dcs.get("config", world.t) or {})
             world.dcs.put("config", {**stored, args[0]: value}, world.t)
-            world.trace.note(world.t, None, f"config {args[0]} = {args[1]}")
+            world.trace.note(world.t, None, f"config {args[0]} = {text}")
             world.run(world.t)  # the agents read it on their next turn (their watch is on the leader key)
         elif verb == "expect":
             self._expect(world, args)

@@ -52,6 +52,7 @@ class SimPostgres:
     streaming_from: str | None = None  # the member it received WAL from at the last step
     replicas: frozenset[str] = field(default_factory=frozenset)
     cluster_parameters: tuple[tuple[str, Any], ...] = ()  # the cluster-wide settings its file holds
+    cluster_pg_hba: tuple[str, ...] = ()
 
     @property
     def writable(self) -> bool:
@@ -110,6 +111,7 @@ class SimPostgres:
             timeline_history=data.history if data else (),
             can_rewind=self.can_rewind,
             cluster_parameters=self.cluster_parameters,
+            cluster_pg_hba=self.cluster_pg_hba,
         )
 
 

@@ -214,7 +214,7 @@ class Executor:
         return self.postgres.ensure_slots(act.members)
 
     def apply_cluster_parameters(self, act: a.ApplyClusterParameters, ctx: Context) -> Result:
-        return self.postgres.apply_cluster_parameters(act.parameters)
+        return self.postgres.apply_cluster_parameters(act.parameters, act.pg_hba)
 
     # watchdog and callbacks ---------------------------------------------------------------------------------
 

@@ -166,8 +166,8 @@ class SimPostgresPort:
     def ensure_slots(self, members: Sequence[str]) -> Result:
         return Result(True)
 
-    def apply_cluster_parameters(self, parameters: tuple[tuple[str, Any], ...]) -> Result:
-        return self._run(a.ApplyClusterParameters(parameters))
+    def apply_cluster_parameters(self, parameters: tuple[tuple[str, Any], ...], pg_hba: tuple[str, ...]) -> Result:
+        return self._run(a.ApplyClusterParameters(parameters, pg_hba))
 
     def prepare_synchronous_standby(self, name: str | None, timeout_s: float = 10.0) -> Result:
         self.node.pg.sync_standby = name  # the executor writes the sync key itself, through the DCS port

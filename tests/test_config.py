@@ -65,7 +65,8 @@ def test_patroni_4_sample_files_parse_as_written(name: str) -> None:
         "rewind_user", "rewind_password"
     )
     assert pg.pgpass is not None and pg.initdb == ("--encoding=UTF8", "--data-checksums")
-    assert pg.pg_hba == ("host replication replicator 127.0.0.1/32 md5", "host all all 0.0.0.0/0 md5")
+    assert pg.pg_hba is None  # the file's lines are bootstrap.dcs ones: the DCS config key's, once it is written
+    assert pg.bootstrap_pg_hba == ("host replication replicator 127.0.0.1/32 md5", "host all all 0.0.0.0/0 md5")
     assert ("unix_socket_directories", "..") in pg.parameters
     assert config.bootstrap_dcs["ttl"] == 30 and config.bootstrap_dcs["postgresql"]["use_pg_rewind"] is True
     assert config.tags.noloadbalance is False and config.tags.clonefrom is False

@@ -175,6 +175,16 @@ def test_effective_config_follows_the_dcs_key_and_the_granted_lease():
         core.dynamic_config(local, {"ttl": -1})
 
 
+def test_the_dcs_keys_pg_hba_lines_are_cluster_settings():
+    local = ClusterConfig()
+    lines = ["host all app 10.0.0.0/8 scram-sha-256", "host all all 0.0.0.0/0 reject"]
+    stored = {"postgresql": {"pg_hba": lines, "parameters": {"work_mem": "8MB"}}}
+    config = core.effective_config(local, stored)
+    assert config.pg_hba == tuple(lines) and config.parameters == (("work_mem", "8MB"),)
+    assert core.effective_config(local, {"postgresql": {"pg_hba": ["host all all ::1/128 trust", 7]}}) == local
+    assert core.effective_config(local, {"postgresql": {"pg_hba": "host all all ::1/128 trust"}}) == local
+
+
 def test_the_readings_tags_and_replica_methods_reach_the_observation():
     tags = Tags(nofailover=True, failover_priority=0)
     turn = core.step("n0", core.Memory(), readings(tags=tags, create_replica_methods=("wal_e", "basebackup")), NOW)

@@ -16,6 +16,18 @@ from adapters.postgres.runas import OsUser
 from tests.servers.cluster import HOST, Cluster, Node
 
 CONFIGS = Path(__file__).parent / "configs"
+APP_TRUSTED = f"host all app {HOST}/32 trust"
+
+
+def app_connects(cluster: Cluster, n: int) -> bool:
+    """Whether role `app`, without a password, may connect to node n over TCP."""
+    try:
+        psycopg2.connect(
+            host=HOST, port=cluster.nodes[n].pg_port, user="app", dbname="postgres", connect_timeout=3
+        ).close()
+    except psycopg2.OperationalError:
+        return False
+    return True
 
 
 class FilesCluster(Cluster):
@@ -95,6 +107,21 @@ def test_the_users_files_start_a_working_cluster(files: tuple[str, ...]) -> None
             for n in (primary, replica):
                 cluster.wait_for(lambda n=n: (cluster.status(n) or {}).get("pending_restart"), 30.0, "pending_restart")
                 assert cluster.sql(n, "SHOW max_connections") == [("100",)]  # until a restart applies it
+            # the primary first: the standby learns its new value from the WAL, and its own restart applies it
+            for n in (primary, replica):
+                assert cluster.rest(n, "/restart", "POST", {})[0] == 200
+                cluster.wait_for(lambda n=n: cluster.sql(n, "SHOW max_connections") == [("120",)], 60.0, "120")
+                cluster.wait_for(lambda n=n: not (cluster.status(n) or {}).get("pending_restart"), 30.0, "applied")
+            cluster.write(primary, "after both restarts")
+            cluster.wait_replicated("after both restarts", [replica], 30.0)
+            # cluster-wide pg_hba lines reach every member with a reload (the file has no postgresql.pg_hba)
+            cluster.sql(primary, "CREATE ROLE app LOGIN")
+            assert not app_connects(cluster, primary)  # the sample's lines ask it for a password it has not got
+            lines = stored["postgresql"]["pg_hba"]
+            patched = cluster.rest(primary, "/config", "PATCH", {"postgresql": {"pg_hba": [APP_TRUSTED, *lines]}})
+            assert patched[0] == 200, patched
+            for n in (primary, replica):
+                cluster.wait_for(lambda n=n: app_connects(cluster, n), 30.0, "app let in by the new pg_hba line")
         else:
             assert stored == {"ttl": 30, "loop_wait": 10, "maximum_lag_on_failover": 1048576}
             archived = cluster.sql(primary, "SHOW wal_keep_size")[0][0]

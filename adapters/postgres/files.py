@@ -61,6 +61,7 @@ class NodeState:
 
     upstream: Upstream | None = None  # the member a standby streams from (None: a primary, or a standby of nobody)
     sync_standby: str | None = None  # synchronous_standby_names, on a primary
+    raised: tuple[tuple[str, int], ...] = ()  # settings a standby runs with above its own, up to its primary's
 
 
 def conf_value(value: Any) -> str:
@@ -118,7 +119,8 @@ class OwnFiles:
             up = data.get("upstream")
             upstream = Upstream(str(up["name"]), str(up["host"]), int(up["port"])) if up else None
             sync = data.get("sync_standby")
-            return NodeState(upstream, str(sync) if sync else None)
+            raised = tuple((str(name), int(value)) for name, value in data.get("raised", ()))
+            return NodeState(upstream, str(sync) if sync else None, raised)
         except (ValueError, KeyError, TypeError):
             return NodeState()
 
@@ -170,6 +172,7 @@ class OwnFiles:
             ("primary_conninfo", self.primary_conninfo(upstream) if upstream else ""),
             ("primary_slot_name", slot_name(s.name) if upstream and s.use_slots else ""),
             ("synchronous_standby_names", _quoted_name(state.sync_standby) if state.sync_standby else ""),
+            *state.raised,  # the primary's values, where a standby's settings say less (standby_floors)
         ]
         lines += ["", "# this node's own settings (last, so they win)"]
         lines += [_line(name, value) for name, value in node]
@@ -180,14 +183,18 @@ class OwnFiles:
         superuser = _hba_name(s.superuser.username)
         method = "scram-sha-256" if s.superuser.password else "trust"
         lines = [
-            "# Written by Regent; rewritten at every start: edit postgresql.pg_hba in the config.",
+            "# Written by Regent at every start and cluster-wide change: edit postgresql.pg_hba in the config.",
             "# The agent connects as the superuser over the socket in its own directory (mode 0700: only the",
             "# Postgres OS user and root reach it). First, so that no line below can lock the agent out.",
             f"local all {superuser} {method}",
             f"local replication {superuser} {method}",  # IDENTIFY_SYSTEM: the timeline a standby replays
         ]
-        if s.pg_hba:
-            lines += ["", "# postgresql.pg_hba", *s.pg_hba]
+        if s.pg_hba is not None:
+            lines += ["", "# postgresql.pg_hba of this member's config", *s.pg_hba]
+        elif cluster := self.read_cluster_settings().pg_hba:
+            lines += ["", "# postgresql.pg_hba of the DCS config key (edit that: PATCH /config)", *cluster]
+        elif s.bootstrap_pg_hba:
+            lines += ["", "# bootstrap.pg_hba", *s.bootstrap_pg_hba]
         network = s.replication_network
         lines += [
             "",
@@ -206,22 +213,27 @@ class OwnFiles:
                 entries.setdefault(credentials.username, credentials.password)
         return "".join(f"*:*:*:{pgpass_field(user)}:{pgpass_field(password)}\n" for user, password in entries.items())
 
-    def read_cluster_parameters(self) -> tuple[tuple[str, Any], ...]:
-        """The cluster-wide parameters cluster.conf holds (from its first line); () when there is none."""
+    def read_cluster_settings(self) -> ClusterSettings:
+        """What cluster.conf was last written from (its first line); nothing when there is none."""
         try:
             with open(self.cluster_conf, encoding="utf-8") as handle:
                 first = handle.readline()
-            return tuple((str(name), value) for name, value in json.loads(first[len(STATE_MARK) :]))
-        except (OSError, ValueError, TypeError):
-            return ()
+            data = json.loads(first[len(STATE_MARK) :])
+            parameters = tuple((str(name), value) for name, value in data["parameters"])
+            return ClusterSettings(parameters, tuple(str(line) for line in data["pg_hba"]))
+        except (OSError, ValueError, TypeError, KeyError):
+            return ClusterSettings()
 
-    def write_cluster_parameters(self, parameters: tuple[tuple[str, Any], ...]) -> None:
-        """cluster.conf with `parameters`; the ones Regent manages are left out (the schema refuses them too)."""
-        lines = [STATE_MARK + json.dumps([list(pair) for pair in parameters])]
+    def write_cluster_settings(self, cluster: ClusterSettings) -> None:
+        """cluster.conf with the parameters (the ones Regent manages left out: the schema refuses them too), and
+        pg_hba.conf, which takes the cluster-wide lines unless this member's config has its own."""
+        mark = {"parameters": [list(pair) for pair in cluster.parameters], "pg_hba": list(cluster.pg_hba)}
+        lines = [STATE_MARK + json.dumps(mark)]
         lines += ["# Written by Regent from the DCS config key's postgresql.parameters: edit that (PATCH /config)."]
-        lines += [_line(name, value) for name, value in parameters if name.lower() not in NODE_KEYS]
+        lines += [_line(name, value) for name, value in cluster.parameters if name.lower() not in NODE_KEYS]
         self.make_dir()
         self.runner.write_file(self.cluster_conf, "\n".join(lines) + "\n")
+        self.runner.write_file(self.hba, self.render_hba())
 
     # --- writing -----------------------------------------------------------------------------------------
 
@@ -275,6 +287,14 @@ class OwnFiles:
         return removed
 
 
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The Postgres settings of every member: the DCS config key's postgresql.parameters and pg_hba lines."""
+
+    parameters: tuple[tuple[str, Any], ...] = ()
+    pg_hba: tuple[str, ...] = ()
+
+
 def _line(name: str, value: Any) -> str:
     if not NAME.match(name):
         raise ConfError(f"{name!r} is not a Postgres setting name")
@@ -295,4 +315,5 @@ def _state_json(state: NodeState) -> dict[str, Any]:
     return {
         "upstream": {"name": up.name, "host": up.host, "port": up.port} if up else None,
         "sync_standby": state.sync_standby,
+        **({"raised": [list(pair) for pair in state.raised]} if state.raised else {}),
     }

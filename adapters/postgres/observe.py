@@ -29,6 +29,7 @@ from .files import OwnFiles
 from .process import PostmasterControl
 from .runas import Runner
 from .sql import Sql, SqlError
+from .standby_floors import FLOORS, Floors, parse_floors, short
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,10 @@ SELECT pg_is_in_recovery(),
        ARRAY(SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'),
        current_setting('synchronous_standby_names'),
        ARRAY(SELECT application_name FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')),
-       EXISTS (SELECT FROM pg_settings WHERE pending_restart)
+       EXISTS (SELECT FROM pg_settings WHERE pending_restart),
+       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() <> 'not paused' ELSE false END
 """
+RUNNING_FLOORS_QUERY = "SELECT name, setting::int FROM pg_settings WHERE name = ANY(%s)"
 
 
 _IDENT_START = re.compile(r"[A-Za-z_\x80-\U0010ffff]")
@@ -169,6 +172,7 @@ class ControlData:
     min_recovery_lsn: int
     min_recovery_timeline: int
     can_rewind: bool  # data checksums or wal_log_hints
+    floors: Floors = ()  # the values a hot standby needs at least (its primary's: standby_floors)
 
     @classmethod
     def parse(cls, text: str) -> ControlData:
@@ -186,6 +190,7 @@ class ControlData:
             min_recovery_lsn=parse_lsn(fields["Minimum recovery ending location"]),
             min_recovery_timeline=int(fields["Min recovery ending loc's timeline"]),
             can_rewind=fields["Data page checksum version"] != "0" or fields["wal_log_hints setting"] == "on",
+            floors=parse_floors(fields),
         )
 
 
@@ -266,7 +271,7 @@ def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sq
         return _unreachable(runner, data_dir, files, postmaster.status)
     (in_recovery, read_only, written, received, replayed, wal_timeline, checkpoint_tl, min_recovery_tl, received_tl,
      sender_host, sender_port, system_identifier, can_rewind, streaming, standby_names, in_sync,
-     pending_restart) = row  # fmt: skip
+     pending_restart, replay_paused) = row  # fmt: skip
     if in_recovery:
         timeline = max(checkpoint_tl or 1, min_recovery_tl or 0, received_tl or 0)
         try:
@@ -278,10 +283,12 @@ def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sq
     else:
         timeline = wal_timeline or checkpoint_tl or 1
     following = None
-    upstream = files.read_state().upstream
+    state = files.read_state()
+    upstream = state.upstream
     if in_recovery and upstream is not None:
         streams_elsewhere = sender_host is not None and (sender_host, sender_port) != (upstream.host, upstream.port)
         following = None if streams_elsewhere else upstream.name
+    cluster = files.read_cluster_settings()
     return PostgresState(
         data_dir=DataDir.VALID,
         system_identifier=system_identifier,
@@ -298,9 +305,26 @@ def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sq
         sync_replicas=frozenset() if in_recovery else frozenset(in_sync or ()),
         timeline_history=read_history(data_dir, timeline),
         can_rewind=bool(can_rewind),
-        pending_restart=bool(pending_restart),
-        cluster_parameters=files.read_cluster_parameters(),
+        pending_restart=bool(pending_restart or state.raised)
+        or bool(in_recovery and replay_paused and _below_primary(runner, data_dir, sql)),
+        cluster_parameters=cluster.parameters,
+        cluster_pg_hba=cluster.pg_hba,
     )
+
+
+def _below_primary(runner: Runner, data_dir: Path, sql: Sql) -> bool:
+    """A paused standby whose settings are below its primary's: its replay waits for a restart."""
+    control = read_controldata(runner, data_dir)
+    if not isinstance(control, ControlData):
+        return False
+    try:
+        running = dict(sql.rows(RUNNING_FLOORS_QUERY, [list(FLOORS)]))
+    except SqlError:
+        return False
+    below = short(control.floors, running)
+    if below:
+        log.warning("replay waits for a restart: %s (the primary's values, from pg_controldata)", ", ".join(below))
+    return bool(below)
 
 
 def _stopped(runner: Runner, data_dir: Path) -> PostgresState:

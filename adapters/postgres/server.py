@@ -15,6 +15,7 @@ PrepareSyncStandby -> prepare_synchronous_standby.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -32,8 +33,9 @@ from fsm.actions import DemoteMode, StopMode
 from fsm.observation import DataDir, PostgresState
 
 from . import observe as facts
+from . import standby_floors as floors
 from . import sync
-from .files import ConfError, NodeState, OwnFiles
+from .files import ClusterSettings, ConfError, NodeState, OwnFiles
 from .process import PostmasterControl
 from .replicas import Replicas, ensure_slots, move_aside
 from .runas import OsUser, Ran, Runner
@@ -202,12 +204,17 @@ class Postgres:
         kind, control = facts.classify(self.runner, self.settings.data_dir)
         if kind is not DataDir.VALID:
             return failed(f"cannot start: data directory {kind.value} ({control or 'empty'})")
+        state = dataclasses.replace(self.files.read_state() if state is None else state, raised=())
         self.files.write_all(state)
         removed = self.files.clean_auto_conf()
         if removed:
             log.info("removed node settings from postgresql.auto.conf: %s", ", ".join(removed))
         if standby is not None:
             self.files.set_standby_signal(standby)
+        if isinstance(control, facts.ControlData) and (self.settings.data_dir / "standby.signal").exists():
+            raised = floors.raised(self.runner, self.settings.data_dir, self.files.conf, control.floors)
+            if raised:
+                self.files.write_conf(dataclasses.replace(state, raised=raised))
         return self.control.start(self.start_timeout_s if timeout_s is None else timeout_s)
 
     @_operation
@@ -406,17 +413,19 @@ class Postgres:
         return result
 
     @_operation
-    def apply_cluster_parameters(self, parameters: tuple[tuple[str, Any], ...]) -> Result:
+    def apply_cluster_parameters(self, parameters: tuple[tuple[str, Any], ...], pg_hba: tuple[str, ...]) -> Result:
         """Write the cluster-wide parameters to cluster.conf (this member's own postgresql.parameters, later in
-        postgresql.conf, win) and reload; what needs a restart is named, and shows as pending_restart."""
-        if self.files.read_cluster_parameters() == parameters and self.control.current() is not None:
-            return done("cluster-wide parameters already applied")
+        postgresql.conf, win) and the pg_hba lines to pg_hba.conf (unless this member has its own), and reload; what
+        needs a restart is named, and shows as pending_restart."""
+        cluster = ClusterSettings(parameters, pg_hba)
+        if self.files.read_cluster_settings() == cluster and self.control.current() is not None:
+            return done("cluster-wide settings already applied")
         try:
-            self.files.write_cluster_parameters(parameters)
+            self.files.write_cluster_settings(cluster)
         except (OSError, ConfError) as error:
             return failed(f"cannot write {self.files.cluster_conf}: {error}")
         if self.control.current() is None:
-            return done("cluster-wide parameters written; Postgres is not running")
+            return done("cluster-wide settings written; Postgres is not running")
         return self._reload()
 
     @_operation

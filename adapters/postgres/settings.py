@@ -58,7 +58,10 @@ class PostgresSettings:
     maximum_lag_on_failover: int = 1_048_576
     use_slots: bool = True
     initdb: tuple[str, ...] = ()  # initdb options, as `--encoding=UTF8`, `--data-checksums`, ...
-    pg_hba: tuple[str, ...] = ()  # lines, before the replication line built from `replication.network`
+    # pg_hba.conf lines, before the replication line built from `replication.network`: this member's own (None:
+    # its config has none; then the DCS config key's, else the bootstrap ones)
+    pg_hba: tuple[str, ...] | None = None
+    bootstrap_pg_hba: tuple[str, ...] = ()
     replication: Credentials = field(default_factory=lambda: Credentials("replicator"))
     replication_network: str = "127.0.0.1/32"
     superuser: Credentials = field(default_factory=lambda: Credentials("postgres"))

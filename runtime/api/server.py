@@ -269,7 +269,7 @@ class ApiServer:
         try:
             version, pending, in_recovery, written, received, replayed = postgres.sql.one(SERVER_DETAILS, timeout_s=2.0)
             details["server_version"] = version
-            if pending:
+            if pending or node.pg.pending_restart:  # the last turn's too: a standby below its primary's settings
                 details["pending_restart"] = True
             # positions now, not as of the last turn: an election asks for them (runtime/peers.py)
             if in_recovery:

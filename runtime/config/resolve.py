@@ -189,7 +189,7 @@ def postgres_settings(
     network = pg.replication.network if pg.replication else "127.0.0.1/32"
     initdb = one_of(problems, {"postgresql.initdb": pg.initdb, "bootstrap.initdb": file.bootstrap.initdb or None})
     dynamic = file.bootstrap.dcs.postgresql
-    pg_hba = pg.pg_hba if pg.pg_hba is not None else (file.bootstrap.pg_hba or dynamic.pg_hba or [])
+    bootstrap_pg_hba = file.bootstrap.pg_hba or dynamic.pg_hba or []
     parameters = pg.parameters  # bootstrap.dcs ones reach Postgres through the DCS config key (cluster.conf)
     recovery = (
         pg.recovery_conf if pg.recovery_conf != schema.RecoveryConf() else (dynamic.recovery_conf or pg.recovery_conf)
@@ -218,7 +218,8 @@ def postgres_settings(
         or schema.DEFAULTS.maximum_lag_on_failover_bytes,
         use_slots=pg.use_slots if pg.use_slots is not None else dynamic.use_slots,
         initdb=initdb or (),
-        pg_hba=tuple(line.strip() for line in pg_hba),
+        pg_hba=None if pg.pg_hba is None else tuple(line.strip() for line in pg.pg_hba),
+        bootstrap_pg_hba=tuple(line.strip() for line in bootstrap_pg_hba),
         replication=Credentials(replication.username, replication.password),
         replication_network=network,
         superuser=Credentials(superuser.username, superuser.password),

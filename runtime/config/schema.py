@@ -231,7 +231,9 @@ class Postgresql(Section):
         False, description="delete, rather than move aside, a diverged data directory that is re-cloned"
     )
     initdb: InitdbOptions | None = Field(None, description="the seed's place for initdb options")
-    pg_hba: list[Text] | None = Field(None, description="pg_hba.conf lines (else `bootstrap.pg_hba`)")
+    pg_hba: list[Text] | None = Field(
+        None, description="pg_hba.conf lines of this member (else the DCS config key's, else `bootstrap.pg_hba`)"
+    )
     authentication: Authentication | None = Field(None, description="Patroni 4's roles")
     superuser: PasswordOnly | None = Field(None, description="the seed's superuser")
     replication: ReplicationRole | None = Field(None, description="the seed's replication role")
@@ -261,7 +263,7 @@ class ReplicaMethod(Section):
 class DynamicPostgresql(Section):
     use_pg_rewind: bool = Field(True, description="a diverged member may pg_rewind (else it re-clones)")
     use_slots: bool = Field(DEFAULTS.use_slots, description="standbys stream through replication slots")
-    pg_hba: list[Text] | None = Field(None, description="pg_hba.conf lines of every member")
+    pg_hba: list[Text] | None = Field(None, description="pg_hba.conf lines of every member (reloaded on a change)")
     parameters: ClusterParameters = Field({}, description="postgresql.conf settings of every member")
     recovery_conf: RecoveryConf | None = Field(None, description="recovery settings of every standby")
 
@@ -286,7 +288,9 @@ class DynamicConfig(Section):
 class Bootstrap(Section):
     dcs: DynamicConfig = Field(DynamicConfig(), description="written to the DCS `config` key at initialization")
     initdb: InitdbOptions = Field((), description="initdb options: `- data-checksums`, `- encoding: UTF8`")
-    pg_hba: list[Text] | None = Field(None, description="pg_hba.conf lines (the local `postgresql.pg_hba` wins)")
+    pg_hba: list[Text] | None = Field(
+        None, description="pg_hba.conf lines while neither `postgresql.pg_hba` nor the DCS config key's are set"
+    )
 
 
 # --- the rest of the file ------------------------------------------------------------------------------------
