@@ -149,12 +149,16 @@ def derive_facts(obs: Observation) -> Facts:
     sync_on = cfg.synchronous_mode
     sheet.add("synchronous_mode", sync_on, "synchronous_mode is on" if sync_on else "synchronous_mode is off")
     sheet.add("use_slots", cfg.use_slots, "use_slots is on" if cfg.use_slots else "use_slots is off")
-    return Facts(obs, sheet.truth, sheet.notes, leader, best_sync, answered_request(obs), _clone_source(obs, leader))
+    request = answered_request(obs)
+    return Facts(obs, sheet.truth, sheet.notes, leader, best_sync, request, _clone_source(obs, leader, request))
 
 
-def _clone_source(obs: Observation, leader: str | None) -> str | None:
+def _clone_source(obs: Observation, leader: str | None, request: OperatorRequest | None) -> str | None:
     """Patroni's `clonefrom` tag: a new replica copies a running replica that carries it (the first by name), and
-    so takes the load of a base backup off the leader; the leader when none does."""
+    so takes the load of a base backup off the leader; the leader when none does, or when a reinitialize request
+    asks for it (`from_leader`)."""
+    if request is not None and request.from_leader:
+        return leader
     view = obs.dcs
     tagged = sorted(
         m.name

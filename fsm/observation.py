@@ -212,8 +212,8 @@ class OperatorRequest:
     act on or refuse; the turn's decision is the answer.
 
     restart: only if this node runs in `role` ("primary" or "replica", when given) and, with `restart_pending`,
-    only if Postgres has settings waiting for a restart; `timeout_s` bounds Postgres's start. reinitialize: always a
-    fresh copy of the leader (Patroni's `from_leader`).
+    only if Postgres has settings waiting for a restart; `timeout_s` bounds Postgres's start. reinitialize: a fresh
+    copy of a running replica tagged `clonefrom`, else of the leader; of the leader always with `from_leader`.
 
     A scheduled restart (Patroni's `schedule`) has `at_s`, its time on the driver's monotonic clock: the driver
     keeps it and hands it to every turn as `AgentState.scheduled` until a turn answers it; its conditions are
@@ -224,6 +224,7 @@ class OperatorRequest:
     restart_pending: bool = False
     timeout_s: float | None = None
     at_s: float | None = None
+    from_leader: bool = False
 
     def __post_init__(self) -> None:
         _require(isinstance(self.kind, RequestKind), f"unknown request {self.kind!r}")

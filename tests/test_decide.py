@@ -29,6 +29,7 @@ from fsm.observation import (
     PostgresState,
     RequestKind,
     SyncState,
+    Tags,
     Trigger,
 )
 from tests.test_rules import CASES, FAR_AHEAD, N1_LEADS_FORKED, ahead
@@ -95,6 +96,24 @@ def test_others_wait_for_a_running_leader_then_clone_from_it():
     assert decide(State.BOOTSTRAP, observe("n1", leader_starting, PostgresState())).rule == "boot_wait"
     clone = decide(State.BOOTSTRAP, observe("n1", cluster(), PostgresState()))
     assert CloneReplica(source="n0", methods=("basebackup",)) in clone.actions
+
+
+def test_a_clone_copies_a_replica_tagged_clonefrom_unless_a_reinitialize_asks_for_the_leader():
+    def tagged(state: str = "running") -> ClusterView:
+        return cluster(
+            members=tuple(evolve(m, tags=Tags(clonefrom=True), state=state) if m.name == "n2" else m for m in members())
+        )
+
+    def source(decision) -> str:
+        return next(a.source for a in decision.actions if isinstance(a, CloneReplica))
+
+    assert source(decide(State.BOOTSTRAP, observe("n1", tagged(), PostgresState()))) == "n2"
+    assert source(decide(State.BOOTSTRAP, observe("n1", tagged("stopped"), PostgresState()))) == "n0"
+    reinit = OperatorRequest(RequestKind.REINITIALIZE)
+    asked = decide(State.FOLLOWER, observe("n1", tagged(), agent=agent(request=reinit)))
+    assert asked.rule == "follow_reinit" and source(asked) == "n2"
+    from_leader = OperatorRequest(RequestKind.REINITIALIZE, from_leader=True)
+    assert source(decide(State.FOLLOWER, observe("n1", tagged(), agent=agent(request=from_leader)))) == "n0"
 
 
 def test_a_data_directory_of_another_cluster_is_never_joined():

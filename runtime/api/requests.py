@@ -204,15 +204,14 @@ def restart_shown(fields: dict[str, Any], when: datetime) -> dict[str, Any]:
 def reinitialize_request(fields: dict[str, Any]) -> OperatorRequest:
     """POST /reinitialize's body. `force` and `from_leader` are Patroni's, and both must be booleans.
 
-    from_leader: Regent always clones from the leader (with the configured create_replica_methods), so true is
-    what it does anyway, and false (Patroni's default: a member tagged `clonefrom`, else the leader) also clones
-    from the leader. force: Patroni cancels a task its agent runs in the background (a restart, a clone) first;
-    Regent's actions run inside a turn and are never cancelled half-way, so the request, with or without force,
-    waits (bounded) for the turn in progress to end and is answered by the next one."""
+    from_leader: copy the leader even when a running replica is tagged `clonefrom` (without it, as Patroni, a
+    member tagged `clonefrom` goes first). force: Patroni cancels a task its agent runs in the background (a
+    restart, a clone) first; Regent's actions run inside a turn and are never cancelled half-way, so the request,
+    with or without force, waits (bounded) for the turn in progress to end and is answered by the next one."""
     for key in ("force", "from_leader"):
         if not isinstance(fields.get(key, False), bool):
             raise HttpError(400, f"{key}: expected true or false, got {fields[key]!r}")
-    return OperatorRequest(RequestKind.REINITIALIZE)
+    return OperatorRequest(RequestKind.REINITIALIZE, from_leader=fields.get("from_leader", False))
 
 
 def request_answer(request: OperatorRequest, turn: Turn | None, waited_s: float) -> Reply:
