@@ -652,7 +652,8 @@ def test_reinitialize_only_a_replica(cluster: Cluster) -> None:
     assert refused.status == 503 and "leader" in refused.message
     data_dir = n1.config.postgresql.data_dir
     before = {path.name for path in data_dir.parent.iterdir()}
-    done = admin(n1, "POST", "/reinitialize", {"force": True, "from_leader": False})  # nobody tagged clonefrom: the leader
+    # nobody is tagged clonefrom: from the leader
+    done = admin(n1, "POST", "/reinitialize", {"force": True, "from_leader": False})
     assert done.status == 200 and done.message == "reinitialized from n0"
     moved = {path.name for path in data_dir.parent.iterdir()} - before
     assert any(name.startswith(data_dir.name) for name in moved)  # the old data directory moved aside, kept
