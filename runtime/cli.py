@@ -7,6 +7,7 @@ the key), 1 when the agent could not start.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import logging.handlers
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 from adapters.callbacks import CallbackRunner
 from adapters.dcs import connect
 from adapters.errors import ConfigError
+from adapters.postgres.process import listen_conflict
 from adapters.postgres.server import Postgres
 from adapters.watchdog import Watchdog
 from runtime.agent import Agent
@@ -55,6 +57,10 @@ def build(config: RegentConfig) -> tuple[Agent, ApiServer]:
 
 
 def run(config: RegentConfig) -> int:
+    pg = config.postgresql
+    conflict = listen_conflict(pg.data_dir, pg.listen_addresses, pg.port)
+    if conflict is not None:  # another process on Postgres's port: every start would fail the same way
+        raise OSError(errno.EADDRINUSE, f"postgresql.listen: cannot listen on {conflict}")
     agent, api = build(config)
     watch = PostmasterWatch(config.postgresql.data_dir, agent.wake.set)
     signal.signal(signal.SIGTERM, lambda *_: agent.shutdown())

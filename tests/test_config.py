@@ -4,7 +4,10 @@ config exits 2 with a line that names the key path (the corpus below, run throug
 from __future__ import annotations
 
 import copy
+import logging
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ import yaml
 from adapters.dcs import EtcdSettings, ZooKeeperSettings
 from adapters.postgres.settings import CALLBACK_EVENTS, Credentials, ReplicaMethod
 from fsm.observation import ClusterConfig
-from runtime.cli import main
+from runtime.cli import main, setup_logging
 from runtime.config import ConfigError, load, parse
 from runtime.config.environment import overlay
 
@@ -314,6 +317,49 @@ def test_an_empty_or_unreadable_file_exits_2(
     file.write_text(text)
     assert main(["--validate", str(file)]) == 2
     assert line in capsys.readouterr().err
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """The root logger's handlers and level as they were: `regent` replaces them with the config's."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:], root.level = handlers, level
+
+
+def test_the_log_section_sets_level_format_loggers_and_a_rotated_file(tmp_path: Path, root_logging: None) -> None:
+    raw = {"level": "WARNING", "format": "%(levelname)s|%(name)s|%(message)s", "dir": str(tmp_path / "logs")}
+    raw |= {"file_size": 4096, "file_num": 2, "loggers": {"regent.chatty": "ERROR"}}
+    settings = parse(changed("log", raw)).log
+    setup_logging(settings)
+    logging.getLogger("regent.test").info("not at level WARNING")
+    logging.getLogger("regent.chatty").warning("below its own logger's ERROR")
+    for turn in range(200):  # 60 bytes a line: about three files' worth
+        logging.getLogger("regent.test").warning("turn %03d of a log that outgrows 4096 bytes", turn)
+    files = sorted(path.name for path in (tmp_path / "logs").iterdir())
+    assert files == ["regent.log", "regent.log.1", "regent.log.2"]  # file_num rotated copies, no more
+    newest = (tmp_path / "logs" / "regent.log").read_text()
+    assert newest.splitlines()[-1] == "WARNING|regent.test|turn 199 of a log that outgrows 4096 bytes"
+    everything = "".join((tmp_path / "logs" / name).read_text() for name in files)
+    assert "not at level" not in everything and "chatty" not in everything
+
+
+def test_postgres_port_in_use_names_the_key_and_the_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], root_logging: None
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        raw = changed("postgresql.listen", f"127.0.0.1:{port}", changed("postgresql.data_dir", str(tmp_path / "data")))
+        file = tmp_path / "postgres0.yml"
+        file.write_text(yaml.safe_dump(raw))
+        assert main([str(file)]) == 1
+    assert f"postgresql.listen: cannot listen on 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
 
 
 def test_a_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

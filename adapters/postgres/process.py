@@ -11,10 +11,13 @@ A stopped postmaster we started is reaped here, so that it does not linger as a 
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +46,26 @@ def process_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(")") + 2 :][:1] not in ("Z", "X", "")
+
+
+def listen_conflict(data_dir: Path, addresses: Sequence[str], port: int) -> str | None:
+    """Why Postgres could not listen on `port` at `addresses` ("127.0.0.1:5432: Address already in use"), or None:
+    they are free, or our own postmaster holds them. Probed like Postgres binds (SO_REUSEADDR: a closed connection
+    in TIME_WAIT does not count, a listening process does)."""
+    if find_postmaster(data_dir) is not None:
+        return None
+    for address in addresses:
+        host = "0.0.0.0" if address in ("*", "") else address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as error:
+                if error.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                    shown = f"[{host}]" if family == socket.AF_INET6 else host
+                    return f"{shown}:{port}: {error.strerror}"
+    return None
 
 
 def find_postmaster(data_dir: Path) -> Postmaster | None:
