@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from fsm.facts import slot_holders
 from fsm.observation import SyncState, TimelineSwitch
 from fsm.states import State
 
@@ -156,31 +157,32 @@ class StartPrimary(Action):
 
 @dataclass(frozen=True)
 class StartStandby(Action):
-    """Make Postgres run as a standby streaming from `leader` (None: a read-only standby of nobody).
+    """Make Postgres run as a standby streaming from `upstream`: the leader, or the replica this member's
+    replicatefrom tag names (None: a standby of nobody, read-only, or replaying the archive with nostream).
 
     Starts it if stopped, writes standby.signal, primary_conninfo and primary_slot_name; a running standby is
     re-pointed like FollowLeader. Never leaves a writable primary running: a writable one is stopped first."""
 
     adapter: ClassVar[str] = "postgres"
     changes_postgres: ClassVar[bool] = True
-    leader: str | None
+    upstream: str | None
 
     @classmethod
     def plan(cls, facts: Facts, **fixed: Any) -> Action:
-        return cls(leader=facts.leader if facts.leader != facts.observation.name else None)
+        return cls(upstream=facts.upstream if facts.upstream != facts.observation.name else None)
 
 
 @dataclass(frozen=True)
 class FollowLeader(Action):
-    """Re-point a running standby at `leader`: reload when primary_conninfo can change live, else restart."""
+    """Re-point a running standby at `upstream` (as StartStandby names it) with a reload."""
 
     adapter: ClassVar[str] = "postgres"
     changes_postgres: ClassVar[bool] = True
-    leader: str
+    upstream: str | None
 
     @classmethod
     def plan(cls, facts: Facts, **fixed: Any) -> Action:
-        return cls(leader=facts.leader or "")
+        return cls(upstream=facts.upstream)
 
 
 @dataclass(frozen=True)
@@ -258,16 +260,16 @@ class RewindFromLeader(Action):
 
 @dataclass(frozen=True)
 class EnsureReplicationSlots(Action):
-    """On the primary, create a physical slot for each member in `members` and drop slots of former ones."""
+    """Create a physical slot for each member in `members` (those that stream from this one: on the primary, all
+    but cascading and nostream members) and drop slots of former ones."""
 
     adapter: ClassVar[str] = "postgres"
     members: tuple[str, ...]
 
     @classmethod
     def plan(cls, facts: Facts, **fixed: Any) -> Action:
-        view = facts.observation.dcs
-        others = (m.name for m in view.members) if view else ()
-        return cls(members=tuple(sorted(n for n in others if n != facts.observation.name)))
+        obs = facts.observation
+        return cls(members=slot_holders(obs.name, obs.dcs, facts.leader))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fsm.lease import lease_deadline_s
-from fsm.observation import ClusterView, DataDir, Member, Observation, OperatorRequest, RequestKind
+from fsm.observation import (
+    ClusterView,
+    DataDir,
+    Member,
+    Observation,
+    OperatorRequest,
+    RequestKind,
+    Tags,
+    slot_name,
+)
 
 # A scheduled restart or switchover missed by more than this many loop_waits is dropped, not run late (Patroni's
 # rule: an agent that stalled that long should not restart or hand over on its own once it comes back).
@@ -35,7 +44,10 @@ FACT_DOCS: dict[str, str] = {
     "data_dir_foreign": "the data directory's system identifier differs from the initialize key",
     "postgres_running": "local Postgres is running",
     "writable": "local Postgres accepts writes (running, not in recovery, not fenced read-only)",
-    "following_leader": "local Postgres is a standby streaming from the leader-key holder",
+    "following_upstream": "local Postgres is a standby streaming from its upstream: the leader-key holder, or the "
+    "replica its replicatefrom tag names (nobody with nostream)",
+    "cascade_slots_stale": "this standby's replication slots differ from those of the members that stream from it "
+    "(use_slots on)",
     "diverged": "this node has WAL past the point where its timeline ended in the cluster's (or leader's) history",
     "parameters_stale": "Postgres runs without the cluster-wide postgresql.parameters or pg_hba the DCS config key"
     " holds now",
@@ -94,6 +106,7 @@ class Facts:
     best_sync_standby: str | None  # whom SetSyncStandby names (None: nobody)
     request: OperatorRequest | None = None  # the operator request this turn answers (`answered_request`)
     clone_source: str | None = None  # whom a clone copies: a running replica tagged clonefrom, else the leader
+    upstream: str | None = None  # whom a standby streams from (`upstream_of`)
 
     def explain(self, name: str) -> str:
         return f"{name}={'yes' if self.truth[name] else 'no'} ({self.notes[name]})"
@@ -142,7 +155,8 @@ def derive_facts(obs: Observation) -> Facts:
     sheet.add("leader_running", leader_up, f"leader {leader or 'none'}: {state}")
     _lease_facts(sheet, obs)
     _bootstrap_facts(sheet, obs)
-    _postgres_facts(sheet, obs, leader, leader_member)
+    upstream = upstream_of(me, obs.agent.tags, view, leader)
+    _postgres_facts(sheet, obs, leader, leader_member, upstream)
     _election_facts(sheet, obs)
     best_sync = _leader_facts(sheet, obs)
     _request_facts(sheet, obs, leader_up)
@@ -150,7 +164,39 @@ def derive_facts(obs: Observation) -> Facts:
     sheet.add("synchronous_mode", sync_on, "synchronous_mode is on" if sync_on else "synchronous_mode is off")
     sheet.add("use_slots", cfg.use_slots, "use_slots is on" if cfg.use_slots else "use_slots is off")
     request = answered_request(obs)
-    return Facts(obs, sheet.truth, sheet.notes, leader, best_sync, request, _clone_source(obs, leader, request))
+    clone_source = _clone_source(obs, leader, request)
+    return Facts(obs, sheet.truth, sheet.notes, leader, best_sync, request, clone_source, upstream)
+
+
+def upstream_of(name: str, tags: Tags, view: ClusterView | None, leader: str | None) -> str | None:
+    """Whom member `name` streams from: nobody with `nostream`; the running replica its `replicatefrom` tag names
+    (Patroni's cascading replication); else the leader. A cycle of replicatefrom tags would leave its members
+    without the leader's WAL, so they stream from the leader."""
+    if tags.nostream:
+        return None
+    target = view.member(tags.replicatefrom) if view is not None and tags.replicatefrom else None
+    if target is None or target.name in (name, leader) or not target.running or target.role != "replica":
+        return leader
+    return leader if _tags_lead_back(name, target, view) else target.name
+
+
+def _tags_lead_back(name: str, start: Member, view: ClusterView | None) -> bool:
+    seen: set[str] = set()
+    hop: Member | None = start
+    while view is not None and hop is not None and hop.tags.replicatefrom and hop.name not in seen:
+        if hop.tags.replicatefrom == name:
+            return True
+        seen.add(hop.name)
+        hop = view.member(hop.tags.replicatefrom)
+    return False
+
+
+def slot_holders(name: str, view: ClusterView | None, leader: str | None) -> tuple[str, ...]:
+    """The members that stream from member `name`, so that it keeps a replication slot for each (sorted)."""
+    members = view.members if view is not None else ()
+    return tuple(
+        sorted(m.name for m in members if m.name != name and upstream_of(m.name, m.tags, view, leader) == name)
+    )
 
 
 def _clone_source(obs: Observation, leader: str | None, request: OperatorRequest | None) -> str | None:
@@ -239,13 +285,21 @@ def _bootstrap_facts(sheet: _Sheet, obs: Observation) -> None:
     sheet.add("data_dir_foreign", foreign, f"system id {pg.system_identifier or 'none'}, cluster {shown}")
 
 
-def _postgres_facts(sheet: _Sheet, obs: Observation, leader: str | None, leader_member: Member | None) -> None:
+def _postgres_facts(
+    sheet: _Sheet, obs: Observation, leader: str | None, leader_member: Member | None, upstream: str | None
+) -> None:
     pg, agent, cfg = obs.postgres, obs.agent, obs.config
     sheet.add("postgres_running", pg.running, "running" if pg.running else "not running")
     role = "standby" if pg.in_recovery else "read-only primary" if pg.read_only else "primary"
     sheet.add("writable", pg.writable, f"Postgres {'running as ' + role if pg.running else 'not running'}")
-    follows = pg.running and pg.in_recovery and leader is not None and pg.following == leader
-    sheet.add("following_leader", follows, f"streams from {pg.following or 'nobody'}, leader {leader or 'none'}")
+    streams = pg.running and pg.in_recovery and pg.following == upstream
+    follows = streams and (upstream is not None or agent.tags.nostream)  # without a leader, no upstream to follow
+    wanted = "nobody (nostream)" if agent.tags.nostream else upstream or "none (no leader)"
+    sheet.add("following_upstream", follows, f"streams from {pg.following or 'nobody'}, upstream {wanted}")
+    slots = frozenset(slot_name(member) for member in slot_holders(obs.name, obs.dcs, leader))
+    stale = cfg.use_slots and pg.running and pg.in_recovery and pg.replication_slots != slots
+    shown = ", ".join(sorted(pg.replication_slots)) or "none"
+    sheet.add("cascade_slots_stale", stale, f"slots {shown}; {', '.join(sorted(slots)) or 'none'} stream from here")
     sheet.add("diverged", *_divergence(obs, leader, leader_member))
     failed = agent.last_outcome.failed
     rewind_ok = cfg.use_pg_rewind and pg.can_rewind and "RewindFromLeader" not in failed

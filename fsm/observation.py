@@ -48,6 +48,15 @@ class DataDir(StrEnum):
 # --- the DCS part ---------------------------------------------------------------------------------
 
 
+SLOT_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def slot_name(member: str) -> str:
+    """The physical slot a member streams through: its name lowercased, other characters than [a-z0-9_] as `_`,
+    at most 63 characters (Postgres's limit), as Patroni names them."""
+    return "".join(char if char in SLOT_CHARACTERS else "_" for char in member.lower())[:63]
+
+
 @dataclass(frozen=True)
 class Tags:
     """Member tags, as Patroni names them."""
@@ -57,9 +66,12 @@ class Tags:
     failover_priority: int = 1  # 0 means never promote, like nofailover
     noloadbalance: bool = False  # `GET /replica` answers 503: keep read traffic away
     clonefrom: bool = False  # new replicas clone from this member rather than the leader, when it is healthy
+    nostream: bool = False  # no streaming: this standby replays WAL from the archive (restore_command) only
+    replicatefrom: str | None = None  # cascading: stream from this member, while it runs as a replica
 
     def __post_init__(self) -> None:
         _require(self.failover_priority >= 0, f"failover_priority must not be negative, got {self.failover_priority}")
+        _require(self.replicatefrom != "", "replicatefrom must name a member")
 
     @property
     def may_promote(self) -> bool:
@@ -263,6 +275,7 @@ class PostgresState:
     pending_restart: bool = False  # a running server has settings that wait for a restart
     cluster_parameters: tuple[tuple[str, str | int | float | bool], ...] = ()  # the cluster-wide ones it was given
     cluster_pg_hba: tuple[str, ...] = ()  # the cluster-wide pg_hba lines it was given
+    replication_slots: frozenset[str] = frozenset()  # the running server's permanent physical slots (`slot_name`)
 
     def __post_init__(self) -> None:
         for name in ("wal_written", "wal_received", "wal_replayed"):

@@ -179,10 +179,10 @@ RULES: tuple[Rule, ...] = (
     rule("follow_restart_request", TICK, FOLLOW, SAME, RestartStandby, when="restart_requested", also="scheduled_restart_due",
          reason="operator restart of the standby (now, or at its scheduled time)"),
     rule("follow_diverged", TICK, FOLLOW, DEMO, when="diverged leader_running", reason="my history forked from the leader's: repair it"),
-    rule("follow_repoint", TICK, FOLLOW, SAME, FollowLeader, when="leader_key_held_by_other", unless="following_leader",
-         reason="not streaming from the leader: re-point"),
+    rule("follow_repoint", TICK, FOLLOW, SAME, FollowLeader, when="leader_key_held_by_other", unless="following_upstream",
+         reason="not streaming from the leader (or the replica replicatefrom names): re-point"),
     rule("follow_steady", TICK, FOLLOW, SAME, act(ApplyClusterParameters, "parameters_stale"),
-         also="following_leader", reason="streaming from the leader"),
+         act(EnsureReplicationSlots, "cascade_slots_stale"), also="following_upstream", reason="streaming from the leader"),
     # candidate: hold the key before promoting; give up as soon as the race is lost or eligibility goes
     rule("cand_won_init", TICK, CAND, LEAD, ArmWatchdog, SYNC_FIRST, StartPrimary, Promote, NOW_PRIMARY,
          when="holds_leader_key lease_valid initialize_unset", reason="bootstrapping the cluster and holding the key: start as its primary"),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from fsm import actions as a
 from fsm import node as core
 from fsm.actions import Action, DemoteMode
-from fsm.observation import ClusterView, Member, SyncState
+from fsm.observation import ClusterView, Member, SyncState, slot_name
 from model.simpg import Data, same_lineage
 
 if TYPE_CHECKING:
@@ -212,15 +212,15 @@ def _start_standby(w: World, n: Node, act: a.StartStandby, started: float) -> bo
         pg.stop()  # never leave a writable primary running under a standby's name
     pg.sync_standby = None  # the adapter writes a standby's settings without synchronous_standby_names
     if pg.running:
-        pg.following = act.leader
+        pg.following = act.upstream
         return True
-    return pg.start(act.leader, primary=False)
+    return pg.start(act.upstream, primary=False)
 
 
 def _follow(w: World, n: Node, act: a.FollowLeader, started: float) -> bool:
     if not (n.pg.running and n.pg.in_recovery):
         return False
-    n.pg.following, n.pg.sync_standby = act.leader, None
+    n.pg.following, n.pg.sync_standby = act.upstream, None
     return True
 
 
@@ -321,6 +321,14 @@ def _nothing(w: World, n: Node, act: Action, started: float) -> bool:
     return True
 
 
+def _ensure_slots(w: World, n: Node, act: a.EnsureReplicationSlots, started: float) -> bool:
+    """The slots themselves are not modelled (WAL is never recycled here): only their names, which a turn sees."""
+    if not n.pg.running:
+        return False
+    n.pg.replication_slots = frozenset(slot_name(member) for member in act.members)
+    return True
+
+
 def _apply_parameters(w: World, n: Node, act: a.ApplyClusterParameters, started: float) -> bool:
     """The settings file and a reload: the simulated server has them at once (none needs a restart here)."""
     if not n.pg.running:
@@ -356,7 +364,7 @@ HANDLERS: dict[type[Action], Callable[..., bool]] = {
     a.Demote: _demote,
     a.RefuseRequest: _nothing,
     a.RewindFromLeader: _rewind,
-    a.EnsureReplicationSlots: _nothing,
+    a.EnsureReplicationSlots: _ensure_slots,
     a.ApplyClusterParameters: _apply_parameters,
     a.ArmWatchdog: _watchdog_arm,
     a.PingWatchdog: _watchdog_ping,

@@ -185,12 +185,14 @@ class Executor:
         return self.postgres.start_primary()
 
     def start_standby(self, act: a.StartStandby, ctx: Context) -> Result:
-        if act.leader is None:
+        if act.upstream is None:
             return self.postgres.start_standby(None)
-        return self._needs_upstream(act.leader, ctx.snapshot, self.postgres.start_standby)
+        return self._needs_upstream(act.upstream, ctx.snapshot, self.postgres.start_standby)
 
     def follow_leader(self, act: a.FollowLeader, ctx: Context) -> Result:
-        return self._needs_upstream(act.leader, ctx.snapshot, self.postgres.follow)
+        if act.upstream is None:
+            return self.postgres.follow(None)
+        return self._needs_upstream(act.upstream, ctx.snapshot, self.postgres.follow)
 
     def stop_postgres(self, act: a.StopPostgres, ctx: Context) -> Result:
         return self.postgres.stop(act.mode)

@@ -145,8 +145,8 @@ class SimPostgresPort:
     def start_standby(self, upstream: Upstream | None) -> Result:
         return self._run(a.StartStandby(upstream.name if upstream else None))
 
-    def follow(self, upstream: Upstream) -> Result:
-        return self._run(a.FollowLeader(upstream.name))
+    def follow(self, upstream: Upstream | None) -> Result:
+        return self._run(a.FollowLeader(upstream.name if upstream else None))
 
     def stop(self, mode: a.StopMode | str = a.StopMode.FAST) -> Result:
         return self._run(a.StopPostgres(a.StopMode(mode)))

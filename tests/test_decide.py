@@ -18,6 +18,7 @@ from fsm.actions import (
     RestartPrimary,
     SetInitializeKey,
     SetSyncStandby,
+    StartStandby,
 )
 from fsm.facts import due, missed
 from fsm.lease import lease_deadline_s
@@ -130,7 +131,59 @@ def test_nofailover_node_does_not_race_for_initialize():
 
 def test_follower_re_points_when_the_leader_changes():
     decision = decide(State.FOLLOWER, observe(dcs=cluster("n2"), pg=standby(following="n0")))
-    assert FollowLeader(leader="n2") in decision.actions
+    assert FollowLeader(upstream="n2") in decision.actions
+
+
+def cascade(**tags_of: Tags) -> ClusterView:
+    """The default cluster (n0 leads, n1 and n2 replicas) with these members' tags."""
+    return cluster(members=tuple(evolve(m, tags=tags_of.get(m.name, m.tags)) for m in members()))
+
+
+def test_replicatefrom_streams_from_a_running_replica_which_keeps_its_slot():
+    view = cascade(n2=Tags(replicatefrom="n1"))
+    n2 = with_tags(observe("n2", view, standby(following="n0")), replicatefrom="n1")
+    assert FollowLeader(upstream="n1") in decide(State.FOLLOWER, n2).actions
+    down = with_tags(observe("n2", view, stopped()), replicatefrom="n1")
+    assert StartStandby(upstream="n1") in decide(State.FOLLOWER, down).actions
+    steady = with_tags(observe("n2", view, standby(following="n1")), replicatefrom="n1")
+    assert decide(State.FOLLOWER, steady).rule == "follow_steady"
+    # the leader keeps no slot for n2; n1 keeps one, and drops it once nobody streams from it
+    assert EnsureReplicationSlots(members=("n1",)) in decide(State.LEADER, leader_view(dcs=view)).actions
+    n1 = decide(State.FOLLOWER, observe("n1", view, standby()))
+    assert n1.rule == "follow_steady" and EnsureReplicationSlots(members=("n2",)) in n1.actions
+    kept = decide(State.FOLLOWER, observe("n1", view, standby(replication_slots=frozenset({"n2"}))))
+    assert not any(isinstance(a, EnsureReplicationSlots) for a in kept.actions)
+    left = decide(State.FOLLOWER, observe("n1", cluster(), standby(replication_slots=frozenset({"n2"}))))
+    assert EnsureReplicationSlots(members=()) in left.actions
+    no_slots = observe("n1", view, standby(), config=evolve(CONFIG, use_slots=False))
+    assert not any(isinstance(a, EnsureReplicationSlots) for a in decide(State.FOLLOWER, no_slots).actions)
+
+
+def test_replicatefrom_falls_back_to_the_leader():
+    stopped_n1 = cluster(members=tuple(evolve(m, state="stopped") if m.name == "n1" else m for m in members()))
+    cases = {
+        "the named member is down": (stopped_n1, "n1"),
+        "it is the leader": (cluster(), "n0"),
+        "it names itself": (cluster(), "n2"),
+        "no such member": (cluster(), "n9"),
+        # a cycle of tags would leave both without the leader's WAL
+        "a cycle": (cascade(n1=Tags(replicatefrom="n2"), n2=Tags(replicatefrom="n1")), "n1"),
+    }
+    for what, (view, target) in cases.items():
+        n2 = with_tags(observe("n2", view, standby(following=target)), replicatefrom=target)
+        decision = decide(State.FOLLOWER, n2)
+        assert decision.rule == ("follow_steady" if target == "n0" else "follow_repoint"), what
+        assert target == "n0" or FollowLeader(upstream="n0") in decision.actions, what
+
+
+def test_nostream_replays_the_archive_and_gets_no_slot():
+    n2 = with_tags(observe("n2", cascade(n2=Tags(nostream=True)), standby(following="n0")), nostream=True)
+    assert FollowLeader(upstream=None) in decide(State.FOLLOWER, n2).actions
+    steady = evolve(n2, postgres=standby(following=None))
+    assert decide(State.FOLLOWER, steady).rule == "follow_steady"
+    assert StartStandby(upstream=None) in decide(State.FOLLOWER, evolve(n2, postgres=stopped())).actions
+    leader = decide(State.LEADER, leader_view(dcs=cascade(n2=Tags(nostream=True))))
+    assert EnsureReplicationSlots(members=("n1",)) in leader.actions
 
 
 def test_tags_can_forbid_promotion():

@@ -81,6 +81,10 @@ class MemberRecord:
             tags["noloadbalance"] = True
         if self.tags.clonefrom:
             tags["clonefrom"] = True
+        if self.tags.nostream:
+            tags["nostream"] = True
+        if self.tags.replicatefrom:
+            tags["replicatefrom"] = self.tags.replicatefrom
         value = {
             "conn_url": self.conn_url,
             "api_url": self.api_url,
@@ -159,6 +163,8 @@ class _Decoder:
                 failover_priority=int(raw_tags.get("failover_priority", 1)),
                 noloadbalance=bool(raw_tags.get("noloadbalance", False)),
                 clonefrom=bool(raw_tags.get("clonefrom", False)),
+                nostream=bool(raw_tags.get("nostream", False)),
+                replicatefrom=str(raw_tags["replicatefrom"]) if raw_tags.get("replicatefrom") else None,
             )
             role = str(data.get("role", "replica"))
             return Member(

@@ -54,7 +54,8 @@ SELECT pg_is_in_recovery(),
        current_setting('synchronous_standby_names'),
        ARRAY(SELECT application_name FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')),
        EXISTS (SELECT FROM pg_settings WHERE pending_restart),
-       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() <> 'not paused' ELSE false END
+       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() <> 'not paused' ELSE false END,
+       ARRAY(SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical' AND NOT temporary)
 """
 RUNNING_FLOORS_QUERY = "SELECT name, setting::int FROM pg_settings WHERE name = ANY(%s)"
 
@@ -271,7 +272,7 @@ def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sq
         return _unreachable(runner, data_dir, files, postmaster.status)
     (in_recovery, read_only, written, received, replayed, wal_timeline, checkpoint_tl, min_recovery_tl, received_tl,
      sender_host, sender_port, system_identifier, can_rewind, streaming, standby_names, in_sync,
-     pending_restart, replay_paused) = row  # fmt: skip
+     pending_restart, replay_paused, slots) = row  # fmt: skip
     if in_recovery:
         timeline = max(checkpoint_tl or 1, min_recovery_tl or 0, received_tl or 0)
         try:
@@ -309,6 +310,7 @@ def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sq
         or bool(in_recovery and replay_paused and _below_primary(runner, data_dir, sql)),
         cluster_parameters=cluster.parameters,
         cluster_pg_hba=cluster.pg_hba,
+        replication_slots=frozenset(slots or ()),
     )
 
 

@@ -237,7 +237,7 @@ class Postgres:
         return self._start(standby=True, state=NodeState(upstream, None))
 
     @_operation
-    def follow(self, upstream: Upstream) -> Result:
+    def follow(self, upstream: Upstream | None) -> Result:
         """Re-point a running standby at `upstream`: primary_conninfo and primary_slot_name change with a reload."""
         if not self._runs_as_standby():
             return failed("not running as a standby: nothing to re-point (StartStandby starts one)")
@@ -250,9 +250,10 @@ class Postgres:
         return state.running and state.in_recovery and (self.settings.data_dir / "standby.signal").exists()
 
     def _repoint(self, upstream: Upstream | None) -> Result:
-        if self.files.read_state().upstream == upstream:
+        current = self.files.read_state()
+        if current.upstream == upstream:
             return done(f"already following {upstream.name if upstream else 'nobody'}")
-        self.files.write_all(NodeState(upstream, None))
+        self.files.write_all(NodeState(upstream, None, current.raised))
         self.files.set_standby_signal(True)
         reloaded = self._reload()
         if not reloaded:
@@ -430,9 +431,9 @@ class Postgres:
 
     @_operation
     def ensure_slots(self, members: Sequence[str]) -> Result:
-        state = self.observe()
-        if not state.running or state.in_recovery:
-            return failed("slots are managed on a running primary")
+        """The slots of the members that stream from this server: on the primary, or on a cascading standby."""
+        if not self.running:
+            return failed("slots are managed on a running server")
         return ensure_slots(self.sql, self.settings.name, members)
 
     @_operation

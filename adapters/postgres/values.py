@@ -3,8 +3,11 @@ replication state, and the slot name a member gets."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from fsm.observation import slot_name
+
+__all__ = ["ReplicaStatus", "Result", "Upstream", "done", "failed", "slot_name"]
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,3 @@ class ReplicaStatus:
     state: str  # startup, catchup, streaming, backup, stopping
     sync_state: str  # async, potential, sync, quorum
     lag_bytes: int | None
-
-
-def slot_name(member: str) -> str:
-    """The physical slot a member streams through: its name lowercased, other characters than [a-z0-9_] as `_`,
-    at most 63 characters (Postgres's limit), as Patroni names them."""
-    return re.sub(r"[^a-z0-9_]", "_", member.lower())[:63]

@@ -22,7 +22,9 @@ from .node import NodeView
 def tags_json(tags: Tags) -> dict[str, Any]:
     shown: dict[str, Any] = {"nofailover": tags.nofailover, "nosync": tags.nosync}
     shown["failover_priority"] = tags.failover_priority
-    shown.update({name: True for name in ("noloadbalance", "clonefrom") if getattr(tags, name)})
+    shown.update({name: True for name in ("noloadbalance", "clonefrom", "nostream") if getattr(tags, name)})
+    if tags.replicatefrom:
+        shown["replicatefrom"] = tags.replicatefrom
     return shown
 
 

@@ -49,8 +49,10 @@ class NodeView:
         return max(0, self.view.leader_wal_position - self.pg.wal_position)
 
     def replica(self, max_lag_bytes: int | None = None) -> bool:
-        """A running standby with an upstream (a standby of nobody serves stale reads), within `max_lag_bytes`."""
-        streaming = self.running and self.pg.in_recovery and self.pg.following is not None
+        """A running standby with an upstream, or replaying the archive (`nostream`), within `max_lag_bytes`; a
+        standby of nobody, after a demotion, serves stale reads."""
+        source = self.pg.following is not None or self.tags.nostream
+        streaming = self.running and self.pg.in_recovery and source
         lag = self.lag_bytes
         return streaming and (max_lag_bytes is None or lag is None or lag <= max_lag_bytes)
 

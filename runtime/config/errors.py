@@ -23,7 +23,6 @@ NOT_IMPLEMENTED = {
     "pre_promote": "a pre_promote fencing script",
     "proxy_address": "a connection pooler's address",
     "krbsrvname": "Kerberos",
-    "replicatefrom": "cascading replication",
     "synchronous_mode_strict": "strict synchronous mode",
     "synchronous_node_count": "more than one synchronous standby",
     "failsafe_mode": "failsafe mode",

@@ -358,7 +358,15 @@ def watchdog_settings(watchdog: schema.Watchdog) -> WatchdogSettings:
 
 
 def member_tags(tags: schema.Tags) -> MemberTags:
-    return MemberTags(tags.nofailover, tags.nosync, tags.failover_priority, tags.noloadbalance, tags.clonefrom)
+    return MemberTags(
+        nofailover=tags.nofailover,
+        nosync=tags.nosync,
+        failover_priority=tags.failover_priority,
+        noloadbalance=tags.noloadbalance,
+        clonefrom=tags.clonefrom,
+        nostream=tags.nostream,
+        replicatefrom=tags.replicatefrom or None,
+    )
 
 
 def log_settings(log: schema.Log, base_dir: Path) -> LogSettings:

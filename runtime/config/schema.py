@@ -308,7 +308,10 @@ class Tags(Section):
     nosync: bool = Field(False, description="never the synchronous standby")
     noloadbalance: bool = Field(False, description="`GET /replica` answers 503: keep read traffic away")
     clonefrom: bool = Field(False, description="new replicas prefer to clone from this member")
-    nostream: Literal[False] = Field(False, description="Regent streams every standby: only `false` is accepted")
+    nostream: bool = Field(False, description="no streaming: replay WAL from the archive only (restore_command)")
+    replicatefrom: Text | None = Field(
+        None, description="cascading: stream from this member while it runs as a replica (else from the leader)"
+    )
 
 
 class Log(Section):
