@@ -182,7 +182,7 @@ RULES: tuple[Rule, ...] = (
     rule("follow_repoint", TICK, FOLLOW, SAME, FollowLeader, when="leader_key_held_by_other", unless="following_upstream",
          reason="not streaming from the leader (or the replica replicatefrom names): re-point"),
     rule("follow_steady", TICK, FOLLOW, SAME, act(ApplyClusterParameters, "parameters_stale"),
-         act(EnsureReplicationSlots, "cascade_slots_stale"), also="following_upstream", reason="streaming from the leader"),
+         act(EnsureReplicationSlots, "cascade_slots_stale"), also="following_upstream", reason="streaming from its upstream"),
     # candidate: hold the key before promoting; give up as soon as the race is lost or eligibility goes
     rule("cand_won_init", TICK, CAND, LEAD, ArmWatchdog, SYNC_FIRST, StartPrimary, Promote, NOW_PRIMARY,
          when="holds_leader_key lease_valid initialize_unset", reason="bootstrapping the cluster and holding the key: start as its primary"),
