@@ -275,17 +275,18 @@ class EnsureReplicationSlots(Action):
 @dataclass(frozen=True)
 class ApplyClusterParameters(Action):
     """Give Postgres the cluster-wide `parameters` and `pg_hba` lines (the DCS config key's postgresql section; this
-    member's own file wins where both set one) and reload; a setting that needs a restart shows as pending_restart
-    until one."""
+    member's own file wins where both set one) and whether a standby streams through its slot (`use_slots`), and
+    reload; a setting that needs a restart shows as pending_restart until one."""
 
     adapter: ClassVar[str] = "postgres"
     parameters: tuple[tuple[str, str | int | float | bool], ...]
     pg_hba: tuple[str, ...] = ()
+    use_slots: bool = True
 
     @classmethod
     def plan(cls, facts: Facts, **fixed: Any) -> Action:
         config = facts.observation.config
-        return cls(parameters=config.parameters, pg_hba=config.pg_hba)
+        return cls(parameters=config.parameters, pg_hba=config.pg_hba, use_slots=config.use_slots)
 
 
 # --- the leader key and the DCS -------------------------------------------------------------------

@@ -49,8 +49,8 @@ FACT_DOCS: dict[str, str] = {
     "cascade_slots_stale": "this standby's replication slots differ from those of the members that stream from it "
     "(use_slots on)",
     "diverged": "this node has WAL past the point where its timeline ended in the cluster's (or leader's) history",
-    "parameters_stale": "Postgres runs without the cluster-wide postgresql.parameters or pg_hba the DCS config key"
-    " holds now",
+    "parameters_stale": "Postgres runs without the cluster-wide postgresql.parameters, pg_hba or use_slots the DCS "
+    "config key holds now",
     "rewind_possible": "pg_rewind can run (checksums or wal_log_hints) and did not fail last loop",
     "restart_budget_spent": "the crashed primary failed to start, or stayed down past primary_start_timeout",
     "nofailover": "this node's tags forbid promoting it (nofailover, or failover_priority 0)",
@@ -311,7 +311,8 @@ def _postgres_facts(
         else ("checksums or wal_log_hints on" if pg.can_rewind else "neither checksums nor wal_log_hints")
     )
     sheet.add("rewind_possible", rewind_ok, why)
-    stale = pg.running and (cfg.parameters, cfg.pg_hba) != (pg.cluster_parameters, pg.cluster_pg_hba)
+    given = (pg.cluster_parameters, pg.cluster_pg_hba, pg.cluster_use_slots)
+    stale = pg.running and (cfg.parameters, cfg.pg_hba, cfg.use_slots) != given
     shown = ", ".join(f"{name}={value}" for name, value in cfg.parameters) or "none"
     hba = f", {len(cfg.pg_hba)} pg_hba line{'' if len(cfg.pg_hba) == 1 else 's'}" if cfg.pg_hba else ""
     sheet.add("parameters_stale", stale, f"cluster-wide parameters {shown}{hba}; {'not ' if stale else ''}applied")

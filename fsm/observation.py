@@ -275,6 +275,7 @@ class PostgresState:
     pending_restart: bool = False  # a running server has settings that wait for a restart
     cluster_parameters: tuple[tuple[str, str | int | float | bool], ...] = ()  # the cluster-wide ones it was given
     cluster_pg_hba: tuple[str, ...] = ()  # the cluster-wide pg_hba lines it was given
+    cluster_use_slots: bool = True  # whether it was told to stream through its slot, as a standby
     replication_slots: frozenset[str] = frozenset()  # the running server's permanent physical slots (`slot_name`)
 
     def __post_init__(self) -> None:

@@ -335,6 +335,7 @@ def _apply_parameters(w: World, n: Node, act: a.ApplyClusterParameters, started:
         return False
     n.pg.cluster_parameters = act.parameters
     n.pg.cluster_pg_hba = act.pg_hba
+    n.pg.cluster_use_slots = act.use_slots
     shown = ", ".join(f"{k}={v}" for k, v in act.parameters) or "none"
     w.trace.note(w.t, n.name, f"parameters: {shown}; pg_hba lines: {len(act.pg_hba)}")
     return True

@@ -53,6 +53,7 @@ class SimPostgres:
     replicas: frozenset[str] = field(default_factory=frozenset)
     cluster_parameters: tuple[tuple[str, Any], ...] = ()  # the cluster-wide settings its file holds
     cluster_pg_hba: tuple[str, ...] = ()
+    cluster_use_slots: bool = True
     replication_slots: frozenset[str] = frozenset()  # kept on disk: a restart or a promotion keeps them
 
     @property
@@ -113,6 +114,7 @@ class SimPostgres:
             can_rewind=self.can_rewind,
             cluster_parameters=self.cluster_parameters,
             cluster_pg_hba=self.cluster_pg_hba,
+            cluster_use_slots=self.cluster_use_slots,
             replication_slots=self.replication_slots if self.running else frozenset(),
         )
 

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 from adapters.dcs import MemberRecord, Outcome, Snapshot
 from adapters.postgres.settings import ReplicaMethod
-from adapters.postgres.values import Result, Upstream
+from adapters.postgres.values import ClusterSettings, Result, Upstream
 from fsm import actions as a
 from fsm.node import Memory, lease_deadline
 from fsm.observation import ClusterConfig, SyncState, Tags
@@ -216,7 +216,7 @@ class Executor:
         return self.postgres.ensure_slots(act.members)
 
     def apply_cluster_parameters(self, act: a.ApplyClusterParameters, ctx: Context) -> Result:
-        return self.postgres.apply_cluster_parameters(act.parameters, act.pg_hba)
+        return self.postgres.apply_cluster_settings(ClusterSettings(act.parameters, act.pg_hba, act.use_slots))
 
     # watchdog and callbacks ---------------------------------------------------------------------------------
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 from adapters.dcs import MemberRecord, Outcome, Snapshot
 from adapters.postgres.settings import ReplicaMethod
-from adapters.postgres.values import Result, Upstream
+from adapters.postgres.values import ClusterSettings, Result, Upstream
 from fsm import actions as a
 from fsm import node as core
 from fsm.observation import Member, PostgresState, SyncState, TimelineSwitch
@@ -166,8 +165,8 @@ class SimPostgresPort:
     def ensure_slots(self, members: Sequence[str]) -> Result:
         return Result(True)
 
-    def apply_cluster_parameters(self, parameters: tuple[tuple[str, Any], ...], pg_hba: tuple[str, ...]) -> Result:
-        return self._run(a.ApplyClusterParameters(parameters, pg_hba))
+    def apply_cluster_settings(self, cluster: ClusterSettings) -> Result:
+        return self._run(a.ApplyClusterParameters(cluster.parameters, cluster.pg_hba, cluster.use_slots))
 
     def prepare_synchronous_standby(self, name: str | None, timeout_s: float = 10.0) -> Result:
         self.node.pg.sync_standby = name  # the executor writes the sync key itself, through the DCS port

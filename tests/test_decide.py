@@ -20,11 +20,12 @@ from fsm.actions import (
     SetSyncStandby,
     StartStandby,
 )
-from fsm.facts import due, missed
+from fsm.facts import due, missed, upstream_of
 from fsm.lease import lease_deadline_s
 from fsm.observation import (
     ClusterView,
     FailoverRequest,
+    Member,
     Observation,
     OperatorRequest,
     PostgresState,
@@ -174,6 +175,24 @@ def test_replicatefrom_falls_back_to_the_leader():
         decision = decide(State.FOLLOWER, n2)
         assert decision.rule == ("follow_steady" if target == "n0" else "follow_repoint"), what
         assert target == "n0" or FollowLeader(upstream="n0") in decision.actions, what
+
+
+def test_replicatefrom_follows_chains_and_breaks_longer_cycles():
+    four = (*members(), Member("n3", role="replica", wal_position=5_000_000))
+
+    def view(**tags_of: Tags) -> ClusterView:
+        return cluster(members=tuple(evolve(m, tags=tags_of.get(m.name, m.tags)) for m in four))
+
+    def upstream(view: ClusterView, name: str) -> str | None:
+        return upstream_of(name, view.member(name).tags, view, "n0")
+
+    chain = view(n3=Tags(replicatefrom="n2"), n2=Tags(replicatefrom="n1"))
+    assert [upstream(chain, n) for n in ("n1", "n2", "n3")] == ["n0", "n1", "n2"]
+    ring = view(n1=Tags(replicatefrom="n2"), n2=Tags(replicatefrom="n3"), n3=Tags(replicatefrom="n1"))
+    assert [upstream(ring, n) for n in ("n1", "n2", "n3")] == ["n0", "n0", "n0"]
+    # n3 hangs off a ring it is not part of: the ring streams from the leader, n3 from n1
+    tail = view(n1=Tags(replicatefrom="n2"), n2=Tags(replicatefrom="n1"), n3=Tags(replicatefrom="n1"))
+    assert [upstream(tail, n) for n in ("n1", "n2", "n3")] == ["n0", "n0", "n1"]
 
 
 def test_nostream_replays_the_archive_and_gets_no_slot():

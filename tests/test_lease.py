@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fsm.lease import lease_deadline_s, lease_timing_problems
+from fsm.lease import lease_deadline_s, lease_timing_problems, slow_dcs_keeps_lease
 from fsm.observation import ClusterConfig
 
 
@@ -54,3 +54,12 @@ def test_timing_exactly_at_the_boundaries_and_small_positive_settings_are_sound(
     )
     assert lease_timing_problems(ClusterConfig(ttl_s=30, loop_wait_s=1, retry_timeout_s=9, safety_margin_s=0.5)) == []
     assert lease_timing_problems(ClusterConfig(ttl_s=30, loop_wait_s=0.5, retry_timeout_s=9, safety_margin_s=1)) == []
+
+
+def test_a_slow_dcs_keeps_the_lease_only_with_room_for_two_retries():
+    # loop_wait 10 + 2 x retry_timeout 8 + safety_margin 2 = 28 s
+    fits = ClusterConfig(ttl_s=28.0, loop_wait_s=10.0, retry_timeout_s=8.0, safety_margin_s=2.0)
+    assert slow_dcs_keeps_lease(fits)  # exactly: still in time
+    assert slow_dcs_keeps_lease(ClusterConfig(ttl_s=30.0, loop_wait_s=10.0, retry_timeout_s=8.0))
+    assert not slow_dcs_keeps_lease(ClusterConfig(ttl_s=27.9, loop_wait_s=10.0, retry_timeout_s=8.0))
+    assert not slow_dcs_keeps_lease(ClusterConfig(ttl_s=30.0, loop_wait_s=10.0, retry_timeout_s=10.0))  # Patroni's

@@ -322,3 +322,26 @@ def test_the_operator_request_reaches_the_observation_and_the_memory_takes_the_n
     assert turn.observation.agent.request == request and turn.decision.rule == "lead_restart_request"
     expired = core.step("n0", leading(renewed_ago_s=60), readings(), NOW)
     assert expired.decision.state is State.DEMOTING and expired.memory.state is State.DEMOTING
+
+
+def test_a_leaders_sleep_and_dcs_requests_end_at_its_lease_deadline():
+    renewed = core.Memory(state=State.LEADER, lease_renewed_at_s=100.0, lease_ttl_s=30.0)  # deadline 128 (margin 2)
+    assert core.deadline_ahead(renewed, CONFIG, 120.0) == 128.0
+    assert core.deadline_ahead(renewed, CONFIG, 128.0) is None  # reached: no longer ahead
+    assert core.deadline_ahead(core.Memory(), CONFIG, 120.0) is None  # no lease
+    assert core.wake_by_s(renewed, CONFIG, 120.0) == 128.0
+    assert core.wake_by_s(replace(renewed, next_due_s=125.0), CONFIG, 120.0) == 125.0  # a scheduled time first
+    assert core.wake_by_s(replace(renewed, next_due_s=125.0), None, None) == 125.0  # no settings: the schedule only
+    assert core.wake_by_s(replace(renewed, next_due_s=125.0), CONFIG, None) == 125.0  # no clock: the same
+    assert core.wake_by_s(core.Memory(), CONFIG, 120.0) is None
+    assert core.operation_deadline_s(renewed, CONFIG, 120.0) == 128.0  # before 120 + retry_timeout 10
+    assert core.operation_deadline_s(renewed, CONFIG, 110.0) == 120.0  # retry_timeout ends first
+    assert core.operation_deadline_s(core.Memory(), CONFIG, 120.0) == 130.0
+
+
+def test_the_dcs_config_key_is_taken_only_where_its_kind_matches():
+    local = ClusterConfig()
+    assert core.effective_config(local, {"ttl": True}) == local  # a flag is no number
+    assert core.effective_config(local, {"pause": 1}) == local  # a number is no flag
+    assert core.effective_config(local, {"ttl": 20}).ttl_s == 20  # an int where a float is kept
+    assert core.effective_config(local, {"postgresql": {"parameters": "work_mem=8MB"}}) == local

@@ -122,6 +122,19 @@ def test_the_users_files_start_a_working_cluster(files: tuple[str, ...]) -> None
             assert patched[0] == 200, patched
             for n in (primary, replica):
                 cluster.wait_for(lambda n=n: app_connects(cluster, n), 30.0, "app let in by the new pg_hba line")
+            # use_slots is cluster-wide: off, the standby streams without its slot; on again, through it
+            slot = cluster.sql(replica, "SHOW primary_slot_name")[0][0]
+            assert slot == cluster.nodes[replica].name  # postgresql1: already a plain slot name
+            for use_slots, expected in ((False, ""), (True, slot)):
+                patched = cluster.rest(primary, "/config", "PATCH", {"postgresql": {"use_slots": use_slots}})
+                assert patched[0] == 200, patched
+                cluster.wait_for(
+                    lambda expected=expected: cluster.sql(replica, "SHOW primary_slot_name") == [(expected,)],
+                    30.0,
+                    f"primary_slot_name {expected!r}",
+                )
+            cluster.write(primary, "through the slot again")
+            cluster.wait_replicated("through the slot again", [replica], 30.0)
         else:
             assert stored == {"ttl": 30, "loop_wait": 10, "maximum_lag_on_failover": 1048576}
             archived = cluster.sql(primary, "SHOW wal_keep_size")[0][0]

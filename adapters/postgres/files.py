@@ -19,7 +19,7 @@ from typing import Any
 
 from .runas import Runner
 from .settings import PostgresSettings
-from .values import Upstream, slot_name
+from .values import ClusterSettings, Upstream, slot_name
 
 STATE_MARK = "# regent-state: "
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
@@ -170,7 +170,7 @@ class OwnFiles:
             ("unix_socket_directories", sockets),
             ("cluster_name", s.scope),
             ("primary_conninfo", self.primary_conninfo(upstream) if upstream else ""),
-            ("primary_slot_name", slot_name(s.name) if upstream and s.use_slots else ""),
+            ("primary_slot_name", slot_name(s.name) if upstream and self.cluster_settings().use_slots else ""),
             ("synchronous_standby_names", _quoted_name(state.sync_standby) if state.sync_standby else ""),
             *state.raised,  # the primary's values, where a standby's settings say less (standby_floors)
         ]
@@ -191,7 +191,7 @@ class OwnFiles:
         ]
         if s.pg_hba is not None:
             lines += ["", "# postgresql.pg_hba of this member's config", *s.pg_hba]
-        elif cluster := self.read_cluster_settings().pg_hba:
+        elif cluster := self.cluster_settings().pg_hba:
             lines += ["", "# postgresql.pg_hba of the DCS config key (edit that: PATCH /config)", *cluster]
         elif s.bootstrap_pg_hba:
             lines += ["", "# bootstrap.pg_hba", *s.bootstrap_pg_hba]
@@ -213,27 +213,37 @@ class OwnFiles:
                 entries.setdefault(credentials.username, credentials.password)
         return "".join(f"*:*:*:{pgpass_field(user)}:{pgpass_field(password)}\n" for user, password in entries.items())
 
-    def read_cluster_settings(self) -> ClusterSettings:
-        """What cluster.conf was last written from (its first line); nothing when there is none."""
+    def read_cluster_settings(self) -> ClusterSettings | None:
+        """What cluster.conf was last written from (its first line); None when there is none."""
         try:
             with open(self.cluster_conf, encoding="utf-8") as handle:
                 first = handle.readline()
             data = json.loads(first[len(STATE_MARK) :])
             parameters = tuple((str(name), value) for name, value in data["parameters"])
-            return ClusterSettings(parameters, tuple(str(line) for line in data["pg_hba"]))
+            hba = tuple(str(line) for line in data["pg_hba"])
+            return ClusterSettings(parameters, hba, bool(data["use_slots"]))
         except (OSError, ValueError, TypeError, KeyError):
-            return ClusterSettings()
+            return None
+
+    def cluster_settings(self) -> ClusterSettings:
+        """The cluster-wide settings in force: cluster.conf's, else (before the first turn wrote it) the config's."""
+        return self.read_cluster_settings() or ClusterSettings(use_slots=self.settings.use_slots)
 
     def write_cluster_settings(self, cluster: ClusterSettings) -> None:
-        """cluster.conf with the parameters (the ones Regent manages left out: the schema refuses them too), and
-        pg_hba.conf, which takes the cluster-wide lines unless this member's config has its own."""
-        mark = {"parameters": [list(pair) for pair in cluster.parameters], "pg_hba": list(cluster.pg_hba)}
+        """cluster.conf with the parameters (the ones Regent manages left out: the schema refuses them too); then
+        our other files, which take the cluster-wide pg_hba lines (unless this member's config has its own) and
+        use_slots (a standby's primary_slot_name)."""
+        mark = {
+            "parameters": [list(pair) for pair in cluster.parameters],
+            "pg_hba": list(cluster.pg_hba),
+            "use_slots": cluster.use_slots,
+        }
         lines = [STATE_MARK + json.dumps(mark)]
         lines += ["# Written by Regent from the DCS config key's postgresql.parameters: edit that (PATCH /config)."]
         lines += [_line(name, value) for name, value in cluster.parameters if name.lower() not in NODE_KEYS]
         self.make_dir()
         self.runner.write_file(self.cluster_conf, "\n".join(lines) + "\n")
-        self.runner.write_file(self.hba, self.render_hba())
+        self.write_all()
 
     # --- writing -----------------------------------------------------------------------------------------
 
@@ -285,14 +295,6 @@ class OwnFiles:
         if removed:
             self.runner.write_file(path, "\n".join(kept) + "\n")
         return removed
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    """The Postgres settings of every member: the DCS config key's postgresql.parameters and pg_hba lines."""
-
-    parameters: tuple[tuple[str, Any], ...] = ()
-    pg_hba: tuple[str, ...] = ()
 
 
 def _line(name: str, value: Any) -> str:

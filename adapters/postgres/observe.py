@@ -30,6 +30,7 @@ from .process import PostmasterControl
 from .runas import Runner
 from .sql import Sql, SqlError
 from .standby_floors import FLOORS, Floors, parse_floors, short
+from .values import ClusterSettings
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +290,7 @@ def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sq
     if in_recovery and upstream is not None:
         streams_elsewhere = sender_host is not None and (sender_host, sender_port) != (upstream.host, upstream.port)
         following = None if streams_elsewhere else upstream.name
-    cluster = files.read_cluster_settings()
+    cluster = files.read_cluster_settings() or ClusterSettings()
     return PostgresState(
         data_dir=DataDir.VALID,
         system_identifier=system_identifier,
@@ -310,6 +311,7 @@ def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sq
         or bool(in_recovery and replay_paused and _below_primary(runner, data_dir, sql)),
         cluster_parameters=cluster.parameters,
         cluster_pg_hba=cluster.pg_hba,
+        cluster_use_slots=cluster.use_slots,
         replication_slots=frozenset(slots or ()),
     )
 

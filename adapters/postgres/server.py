@@ -35,13 +35,13 @@ from fsm.observation import DataDir, PostgresState
 from . import observe as facts
 from . import standby_floors as floors
 from . import sync
-from .files import ClusterSettings, ConfError, NodeState, OwnFiles
+from .files import ConfError, NodeState, OwnFiles
 from .process import PostmasterControl
 from .replicas import Replicas, ensure_slots, move_aside
 from .runas import OsUser, Ran, Runner
 from .settings import Credentials, PostgresSettings, ReplicaMethod
 from .sql import Sql, SqlError, pg_message
-from .values import ReplicaStatus, Result, Upstream, done, failed
+from .values import ClusterSettings, ReplicaStatus, Result, Upstream, done, failed
 
 log = logging.getLogger(__name__)
 
@@ -414,11 +414,10 @@ class Postgres:
         return result
 
     @_operation
-    def apply_cluster_parameters(self, parameters: tuple[tuple[str, Any], ...], pg_hba: tuple[str, ...]) -> Result:
+    def apply_cluster_settings(self, cluster: ClusterSettings) -> Result:
         """Write the cluster-wide parameters to cluster.conf (this member's own postgresql.parameters, later in
-        postgresql.conf, win) and the pg_hba lines to pg_hba.conf (unless this member has its own), and reload; what
-        needs a restart is named, and shows as pending_restart."""
-        cluster = ClusterSettings(parameters, pg_hba)
+        postgresql.conf, win), the pg_hba lines to pg_hba.conf (unless this member has its own) and use_slots to a
+        standby's primary_slot_name, and reload; what needs a restart is named, and shows as pending_restart."""
         if self.files.read_cluster_settings() == cluster and self.control.current() is not None:
             return done("cluster-wide settings already applied")
         try:

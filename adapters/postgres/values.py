@@ -1,13 +1,14 @@
-"""The small values the Postgres adapter takes and returns: an upstream member, an operation's result, a standby's
-replication state, and the slot name a member gets."""
+"""The small values the Postgres adapter takes and returns: an upstream member, the cluster-wide settings, an
+operation's result, a standby's replication state, and the slot name a member gets."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fsm.observation import slot_name
 
-__all__ = ["ReplicaStatus", "Result", "Upstream", "done", "failed", "slot_name"]
+__all__ = ["ClusterSettings", "ReplicaStatus", "Result", "Upstream", "done", "failed", "slot_name"]
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,15 @@ class Upstream:
     name: str
     host: str
     port: int
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The Postgres settings of every member: the DCS config key's postgresql.parameters, pg_hba and use_slots."""
+
+    parameters: tuple[tuple[str, Any], ...] = ()
+    pg_hba: tuple[str, ...] = ()
+    use_slots: bool = True
 
 
 @dataclass(frozen=True)
