@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from fsm.facts import slot_holders
 from fsm.observation import SyncState, TimelineSwitch
 from fsm.states import State
+from fsm.topology import slot_holders
 
 if TYPE_CHECKING:
     from fsm.facts import Facts

@@ -18,9 +18,9 @@ from fsm.observation import (
     Observation,
     OperatorRequest,
     RequestKind,
-    Tags,
     slot_name,
 )
+from fsm.topology import clone_source_of, slot_holders, upstream_of
 
 # A scheduled restart or switchover missed by more than this many loop_waits is dropped, not run late (Patroni's
 # rule: an agent that stalled that long should not restart or hand over on its own once it comes back).
@@ -164,54 +164,8 @@ def derive_facts(obs: Observation) -> Facts:
     sheet.add("synchronous_mode", sync_on, "synchronous_mode is on" if sync_on else "synchronous_mode is off")
     sheet.add("use_slots", cfg.use_slots, "use_slots is on" if cfg.use_slots else "use_slots is off")
     request = answered_request(obs)
-    clone_source = _clone_source(obs, leader, request)
+    clone_source = clone_source_of(obs, leader, request)
     return Facts(obs, sheet.truth, sheet.notes, leader, best_sync, request, clone_source, upstream)
-
-
-def upstream_of(name: str, tags: Tags, view: ClusterView | None, leader: str | None) -> str | None:
-    """Whom member `name` streams from: nobody with `nostream`; the running replica its `replicatefrom` tag names
-    (Patroni's cascading replication); else the leader. A cycle of replicatefrom tags would leave its members
-    without the leader's WAL, so they stream from the leader."""
-    if tags.nostream:
-        return None
-    target = view.member(tags.replicatefrom) if view is not None and tags.replicatefrom else None
-    if target is None or target.name in (name, leader) or not target.running or target.role != "replica":
-        return leader
-    return leader if _tags_lead_back(name, target, view) else target.name
-
-
-def _tags_lead_back(name: str, start: Member, view: ClusterView | None) -> bool:
-    seen: set[str] = set()
-    hop: Member | None = start
-    while view is not None and hop is not None and hop.tags.replicatefrom and hop.name not in seen:
-        if hop.tags.replicatefrom == name:
-            return True
-        seen.add(hop.name)
-        hop = view.member(hop.tags.replicatefrom)
-    return False
-
-
-def slot_holders(name: str, view: ClusterView | None, leader: str | None) -> tuple[str, ...]:
-    """The members that stream from member `name`, so that it keeps a replication slot for each (sorted)."""
-    members = view.members if view is not None else ()
-    return tuple(
-        sorted(m.name for m in members if m.name != name and upstream_of(m.name, m.tags, view, leader) == name)
-    )
-
-
-def _clone_source(obs: Observation, leader: str | None, request: OperatorRequest | None) -> str | None:
-    """Patroni's `clonefrom` tag: a new replica copies a running replica that carries it (the first by name), and
-    so takes the load of a base backup off the leader; the leader when none does, or when a reinitialize request
-    asks for it (`from_leader`)."""
-    if request is not None and request.from_leader:
-        return leader
-    view = obs.dcs
-    tagged = sorted(
-        m.name
-        for m in (view.members if view else ())
-        if m.tags.clonefrom and m.running and m.role == "replica" and m.name not in (obs.name, leader)
-    )
-    return tagged[0] if tagged else leader
 
 
 def _request_facts(sheet: _Sheet, obs: Observation, leader_running: bool) -> None:

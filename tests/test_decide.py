@@ -20,7 +20,7 @@ from fsm.actions import (
     SetSyncStandby,
     StartStandby,
 )
-from fsm.facts import due, missed, upstream_of
+from fsm.facts import due, missed
 from fsm.lease import lease_deadline_s
 from fsm.observation import (
     ClusterView,
@@ -34,6 +34,7 @@ from fsm.observation import (
     Tags,
     Trigger,
 )
+from fsm.topology import upstream_of
 from tests.test_rules import CASES, FAR_AHEAD, N1_LEADS_FORKED, ahead
 from tests.worlds import (
     CONFIG,
