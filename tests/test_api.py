@@ -17,6 +17,7 @@ import ssl
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from fsm import State
 from fsm.observation import ClusterConfig, ClusterView, DataDir, LeaderKey, Member, PostgresState, Tags
 from runtime.agent import Agent
 from runtime.api import ApiServer
+from runtime.api import http as http_plumbing
 from runtime.api.node import NodeView, parse_lag
 from runtime.api.requests import merge_patch, switchover_problem
 from runtime.cli import build
@@ -506,6 +508,35 @@ def test_a_bug_becomes_a_500_without_a_traceback(cluster: Cluster, monkeypatch: 
     answer = get(cluster["n0"], "/primary")
     assert answer.status == 500 and answer.json["message"].startswith("internal error")
     assert b"secret" not in answer.raw and b"Traceback" not in answer.raw
+
+
+def test_bodies_too_deep_too_slow_or_too_big_get_their_4xx_without_a_traceback(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level("DEBUG")
+    port = cluster["n0"].api.port
+    deep = call(port, "PATCH", "/config", b"[" * 100_000, auth=AUTH)
+    assert (deep.status, deep.message) == (400, "malformed JSON: nested deeper than 32 levels")
+    inner: Any = 1
+    for _ in range(31):  # 31 lists inside the 3 objects: 34 levels
+        inner = [inner]
+    nested = call(port, "PATCH", "/config", {"postgresql": {"parameters": {"a": inner}}}, auth=AUTH)
+    assert (nested.status, nested.message) == (400, "malformed JSON: nested deeper than 32 levels")
+
+    monkeypatch.setattr(http_plumbing, "BODY_TIMEOUT_S", 0.5)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(b"PATCH /config HTTP/1.1\r\nHost: x\r\nAuthorization: " + basic(*AUTH).encode())
+        raw.sendall(b'\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"ttl":')  # then stalls
+        started = time.monotonic()
+        answer = b"".join(iter(lambda: raw.recv(4096), b"")).decode()  # until the server closes
+        waited = time.monotonic() - started
+    assert answer.startswith("HTTP/1.0 408") and "the body did not arrive within 0.5 s" in answer, answer
+    assert waited < 5
+
+    big = call(port, "PATCH", "/config", b" " * (10 << 20), auth=AUTH)  # 10 MB: read and dropped, then answered
+    assert big.status == 413 and big.message == f"the body ({10 << 20} bytes) exceeds {1 << 20} bytes"
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+    assert get(cluster["n0"], "/primary").status == 200  # still serving
 
 
 def test_a_connection_reset_is_not_logged_as_an_error(

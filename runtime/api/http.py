@@ -21,6 +21,8 @@ log = logging.getLogger("regent.api")
 JSON = "application/json"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 MAX_BODY_BYTES = 1 << 20
+BODY_TIMEOUT_S = 10.0  # a body that stalls after its headers gets 408 after this long
+DRAIN_BYTES = 64 << 20  # an oversized body is read and dropped up to this much, so the client reads its 413
 UNSAFE = ("POST", "PATCH", "PUT", "DELETE")
 
 
@@ -141,9 +143,33 @@ class Handler(BaseHTTPRequestHandler):
             return b""
         if not length.strip().isdigit():
             raise HttpError(400, f"Content-Length: {length!r} is not a number")
-        if int(length) > MAX_BODY_BYTES:
-            raise HttpError(413, f"the body exceeds {MAX_BODY_BYTES} bytes")
-        return self.rfile.read(int(length))
+        size = int(length)
+        self.connection.settimeout(BODY_TIMEOUT_S)
+        try:
+            if size > MAX_BODY_BYTES:
+                self.close_connection = True
+                self._drain(size)
+                raise HttpError(413, f"the body ({size} bytes) exceeds {MAX_BODY_BYTES} bytes")
+            body = self.rfile.read(size)
+        except TimeoutError:
+            self.close_connection = True
+            raise HttpError(408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s") from None
+        finally:
+            self.connection.settimeout(self.timeout)
+        if len(body) < size:
+            self.close_connection = True
+            raise HttpError(400, f"the body ended after {len(body)} of its {size} bytes")
+        return body
+
+    def _drain(self, size: int) -> None:
+        """Read and drop an oversized body (up to DRAIN_BYTES): a client still sending when the server closes would
+        see a broken pipe or a reset, not the 413."""
+        left = min(size, DRAIN_BYTES)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                return
+            left -= len(chunk)
 
     def _write(self, reply: Reply, with_body: bool) -> None:
         payload = reply.payload() if with_body else b""

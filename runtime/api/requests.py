@@ -30,6 +30,9 @@ from .http import HttpError, Reply
 
 # --- request bodies ----------------------------------------------------------------------------------------------
 
+MAX_DEPTH = 32  # no request nests deeper than a few levels; a deep one would recurse through every step after
+TOO_DEEP = f"malformed JSON: nested deeper than {MAX_DEPTH} levels"
+
 
 def json_object(body: bytes, allowed: set[str] | None = None, *, empty_ok: bool = False) -> dict[str, Any]:
     """The body as a JSON object; 400 for anything else, or for keys outside `allowed`."""
@@ -41,6 +44,10 @@ def json_object(body: bytes, allowed: set[str] | None = None, *, empty_ok: bool 
         value = json.loads(body)
     except ValueError as error:  # UnicodeDecodeError included
         raise HttpError(400, f"malformed JSON: {error}") from None
+    except RecursionError:
+        raise HttpError(400, TOO_DEEP) from None
+    if _depth(value) > MAX_DEPTH:
+        raise HttpError(400, TOO_DEEP)
     if not isinstance(value, dict):
         raise HttpError(400, f"expected a JSON object, got {type(value).__name__}")
     unknown = sorted(set(value) - allowed) if allowed is not None else []
@@ -48,6 +55,18 @@ def json_object(body: bytes, allowed: set[str] | None = None, *, empty_ok: bool 
         known = ", ".join(sorted(allowed or ())) or "none"
         raise HttpError(400, f"unknown keys: {', '.join(unknown)} (known: {known})")
     return value
+
+
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest in `value` (without recursion: the point is to refuse deep ones)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def member_field(request: dict[str, Any], key: str) -> str | None:
