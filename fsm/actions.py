@@ -12,7 +12,7 @@ row of the rule table gives (a demotion mode, a callback name).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -393,14 +393,24 @@ class PublishLeaderOptime(Action):
 
 @dataclass(frozen=True)
 class PublishHistory(Action):
-    """Write the leader's timeline history to the `history` key so that followers can detect divergence."""
+    """Write the leader's timeline history to the `history` key so that followers can detect divergence. Lines the
+    key has keep their new leader and time; the newest line it lacks names this leader (the adapter stamps the time
+    of writing), older ones it lacks name nobody."""
 
     adapter: ClassVar[str] = "dcs"
     history: tuple[TimelineSwitch, ...]
 
     @classmethod
     def plan(cls, facts: Facts, **fixed: Any) -> Action:
-        return cls(history=facts.observation.postgres.timeline_history)
+        obs = facts.observation
+        stored = {(s.timeline, s.switch_lsn): s for s in (obs.dcs.history if obs.dcs else ())}
+        local = obs.postgres.timeline_history
+
+        def line(at: int, switch: TimelineSwitch) -> TimelineSwitch:
+            kept = stored.get((switch.timeline, switch.switch_lsn))
+            return kept or replace(switch, new_leader=obs.name if at == len(local) - 1 else None)
+
+        return cls(history=tuple(line(at, switch) for at, switch in enumerate(local)))
 
 
 @dataclass(frozen=True)

@@ -148,11 +148,15 @@ class SyncState:
 
 @dataclass(frozen=True)
 class TimelineSwitch:
-    """One line of a timeline history: `timeline` ended at WAL position `switch_lsn` when the next one began."""
+    """One line of a timeline history: `timeline` ended at WAL position `switch_lsn` when the next one began. The DCS
+    `history` key (Patroni's `[timeline, lsn, reason, timestamp, new_leader]`) also says who began the next timeline
+    and when it was recorded; a local history file says neither (None)."""
 
     timeline: int
     switch_lsn: int
     reason: str = ""
+    new_leader: str | None = None
+    at: str | None = None  # ISO 8601, as the DCS key stores it; None: not recorded yet
 
     def __post_init__(self) -> None:
         _require(self.timeline >= 1, f"history timeline must be >= 1, got {self.timeline}")

@@ -708,6 +708,8 @@ def test_switchover_to_the_replica(cluster: Cluster) -> None:
     assert get(n0, "/primary").status == 503 and get(n1, "/replica").status == 503
     history = get(n0, "/history").json
     assert [line[0] for line in history] == [1] and history[0][1] > 0
+    assert history[0][4] == "n1"  # who began timeline 2, and when (Patroni's timestamp, ISO 8601)
+    assert abs(datetime.fromisoformat(history[0][3]) - datetime.now(UTC)) < timedelta(minutes=1)
     turns = get(n1, "/decision").json["decisions"]
     assert any(turn["rule"] == "cand_won" for turn in turns)
 
@@ -731,6 +733,9 @@ def test_a_scheduled_switchover_happens_at_its_time(cluster: Cluster) -> None:
     assert switched is not None and datetime.fromisoformat(switched["at"]) >= datetime.fromisoformat(at)
     wait_until(lambda: is_replica(n1), 30, "n1 a replica of n0")
     assert "scheduled_switchover" not in get(n0, "/cluster").json
+    # each history line names its own new leader: n1 began timeline 2, n0 timeline 3
+    wait_until(lambda: len(get(n0, "/history").json) == 2, 10, "timeline 2's line in the history key")
+    assert [(line[0], line[4]) for line in get(n0, "/history").json] == [(1, "n1"), (2, "n0")]
 
 
 def test_a_port_in_use_names_the_setting_and_the_address(cluster: Cluster) -> None:

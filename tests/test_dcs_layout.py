@@ -24,14 +24,14 @@ def test_what_regent_writes_reads_back():
         2,
         Tags(nosync=True, failover_priority=2),
     )
-    history = (TimelineSwitch(1, 5000, "no recovery target specified"),)
+    history = (TimelineSwitch(1, 5000, "no recovery target specified", "n0", "2026-12-03T10:00:00+00:00"),)
     snapshot = decode(
         nodes(
             leader="n0",
             members__n1=record.to_json(),
             initialize="7300000000000000001",
             status=layout.encode_status(99999),
-            history=layout.encode_history(history, "n0"),
+            history=layout.encode_history(history, "2030-01-01T00:00:00+00:00"),  # stamps only lines without a time
             failover=layout.encode_failover(FailoverRequest("n0", "n1")),
             sync=layout.encode_sync(SyncState("n0", "n1")),
             config=layout.encode_config({"ttl": 30}),
@@ -46,6 +46,24 @@ def test_what_regent_writes_reads_back():
     assert view.history == history and view.failover == FailoverRequest("n0", "n1")
     assert view.sync == SyncState("n0", "n1")
     assert snapshot.config == {"ttl": 30} and snapshot.config_version == 8 and snapshot.problems == ()
+
+
+def test_history_lines_keep_their_new_leader_and_time_as_patroni_writes_them():
+    patroni = (
+        '[[1, 25165984, "no recovery target specified", "2024-05-01T10:00:00.123456+00:00", "postgresql1"],'
+        ' [2, 33554592, "no recovery target specified"]]'  # a line of a Patroni before 1.6: no time, no leader
+    )
+    first, second = decode(nodes(history=patroni)).view.history
+    assert (first.new_leader, first.at) == ("postgresql1", "2024-05-01T10:00:00.123456+00:00")
+    assert (second.timeline, second.switch_lsn, second.new_leader, second.at) == (2, 33554592, None, None)
+    now = "2026-12-03T11:00:00+00:00"
+    mine = TimelineSwitch(3, 40000000, "promote", new_leader="n2")
+    written = json.loads(layout.encode_history((first, second, mine), now))
+    assert written == [
+        [1, 25165984, "no recovery target specified", "2024-05-01T10:00:00.123456+00:00", "postgresql1"],
+        [2, 33554592, "no recovery target specified", None, None],  # nobody known: no time invented
+        [3, 40000000, "promote", now, "n2"],
+    ]
 
 
 def test_a_scheduled_switchover_keeps_patronis_text_and_is_never_due_until_the_agent_converts_it():

@@ -12,6 +12,7 @@ from fsm.actions import (
     FollowLeader,
     PrepareSyncStandby,
     Promote,
+    PublishHistory,
     PublishMember,
     RefuseRequest,
     ReleaseLeaderKey,
@@ -32,6 +33,7 @@ from fsm.observation import (
     RequestKind,
     SyncState,
     Tags,
+    TimelineSwitch,
     Trigger,
 )
 from fsm.topology import upstream_of
@@ -194,6 +196,19 @@ def test_replicatefrom_follows_chains_and_breaks_longer_cycles():
     # n3 hangs off a ring it is not part of: the ring streams from the leader, n3 from n1
     tail = view(n1=Tags(replicatefrom="n2"), n2=Tags(replicatefrom="n1"), n3=Tags(replicatefrom="n1"))
     assert [upstream(tail, n) for n in ("n1", "n2", "n3")] == ["n0", "n0", "n1"]
+
+
+def test_the_history_names_each_timelines_new_leader_once():
+    tl2 = (TimelineSwitch(1, 4_000_000, "promote"),)
+    tl3 = (*tl2, TimelineSwitch(2, 4_500_000, "promote"))
+    recorded = TimelineSwitch(1, 4_000_000, "promote", new_leader="n1", at="2026-12-03T10:00:00+00:00")
+    history = cluster(history=(recorded,))
+    decision = decide(State.LEADER, leader_view(dcs=history, postgres=primary(timeline=3, timeline_history=tl3)))
+    published = next(a for a in decision.actions if isinstance(a, PublishHistory))
+    assert published.history == (recorded, TimelineSwitch(2, 4_500_000, "promote", new_leader="n0"))
+    unknown = decide(State.LEADER, leader_view(postgres=primary(timeline=3, timeline_history=tl3)))
+    lines = next(a for a in unknown.actions if isinstance(a, PublishHistory)).history
+    assert [line.new_leader for line in lines] == [None, "n0"]  # an older line nobody recorded names nobody
 
 
 def test_nostream_replays_the_archive_and_gets_no_slot():

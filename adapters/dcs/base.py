@@ -15,6 +15,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -204,7 +205,7 @@ class Dcs(ABC):
 
     def write_history(self, history: tuple[TimelineSwitch, ...]) -> Outcome:
         """Write the leader's whole timeline history: each promotion appends its line to the previous one."""
-        value = layout.encode_history(history, self.name)
+        value = layout.encode_history(history, datetime.now(UTC).isoformat())
         return self._outcome("history", lambda: self._put(layout.HISTORY, value))
 
     def request_failover(self, request: FailoverRequest) -> Outcome:

@@ -115,8 +115,10 @@ def encode_sync(sync: SyncState) -> str:
     return _dump({"leader": sync.leader, "sync_standby": sync.sync_standby})
 
 
-def encode_history(history: tuple[TimelineSwitch, ...], new_leader: str | None = None) -> str:
-    return _dump([[s.timeline, s.switch_lsn, s.reason, None, new_leader] for s in history])
+def encode_history(history: tuple[TimelineSwitch, ...], now: str) -> str:
+    """Patroni's lines; a line naming its new leader but no time yet is stamped `now` (ISO 8601)."""
+    return _dump([[s.timeline, s.switch_lsn, s.reason, s.at or (now if s.new_leader else None), s.new_leader]
+                  for s in history])  # fmt: skip
 
 
 def encode_status(wal_position: int) -> str:
@@ -125,6 +127,14 @@ def encode_status(wal_position: int) -> str:
 
 def encode_config(config: dict[str, Any]) -> str:
     return _dump(config)
+
+
+def _history_line(line: list[Any]) -> TimelineSwitch:
+    """[timeline, lsn, reason] and, from Patroni 1.6 on, the time and the new leader (either may be null)."""
+    at, leader = [*line[3:5], None, None][:2]
+    return TimelineSwitch(
+        int(line[0]), int(line[1]), str(line[2] or ""), str(leader) if leader else None, str(at) if at else None
+    )
 
 
 class _Decoder:
@@ -199,7 +209,7 @@ class _Decoder:
     def history(self) -> tuple[TimelineSwitch, ...]:
         lines = self.json(HISTORY, list) or []
         try:
-            return tuple(TimelineSwitch(int(line[0]), int(line[1]), str(line[2] or "")) for line in lines)
+            return tuple(_history_line(line) for line in lines)
         except (TypeError, ValueError, IndexError):
             self.problems.append(f"{HISTORY}: lines are not [timeline, lsn, reason, ...], ignored")
             return ()

@@ -95,8 +95,10 @@ def cluster_json(view: ClusterView, scope: str, pause: bool) -> dict[str, Any]:
 
 
 def history_json(view: ClusterView) -> list[list[Any]]:
-    """Patroni's [timeline, lsn, reason, timestamp, new_leader]; the last two are not kept in the decoded view."""
-    return [[switch.timeline, switch.switch_lsn, switch.reason, None, None] for switch in view.history]
+    """Patroni's [timeline, lsn, reason, timestamp, new_leader], as the DCS history key holds them."""
+    return [
+        [switch.timeline, switch.switch_lsn, switch.reason, switch.at, switch.new_leader] for switch in view.history
+    ]
 
 
 def _action_json(action: object) -> dict[str, Any]:
