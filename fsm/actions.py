@@ -372,11 +372,13 @@ class PrepareSyncStandby(Action):
 @dataclass(frozen=True)
 class PublishMember(Action):
     """Write this node's `members/<name>` key with its TTL: conn_url, api_url, role, state, WAL position,
-    timeline, tags. Appended to every decision taken while the DCS answers; it is a heartbeat, not a rule."""
+    timeline, tags, and `pause` while the cluster is paused (`patronictl pause --wait` waits for every member to
+    say so). Appended to every decision taken while the DCS answers; it is a heartbeat, not a rule."""
 
     adapter: ClassVar[str] = "dcs"
     state: State
     role: str
+    paused: bool = False
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def decide(state: State, observation: Observation) -> Decision:
     actions = tuple(a for a in (act.build(facts) for act in rule.actions) if a is not None)
     if facts.truth["dcs_reachable"]:
         role = "primary" if next_state is State.LEADER else "replica"
-        actions += (PublishMember(state=next_state, role=role),)
+        actions += (PublishMember(state=next_state, role=role, paused=facts.truth["paused"]),)
     # The guards, what a fallback row reports, and the facts behind each conditional action that was emitted.
     emitted_because = [a.when for a in rule.actions if a.when is not None and facts.truth[a.when]]
     why = "; ".join(facts.explain(name) for name in (*rule.reported, *emitted_because)) or "unconditional"

@@ -90,6 +90,7 @@ class Member:
     tags: Tags = field(default_factory=Tags)
     api_url: str = ""
     conn_url: str = ""
+    replication_state: str | None = None  # a standby's: "streaming", "in archive recovery" (shown, not decided on)
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "a member needs a name")
@@ -277,6 +278,7 @@ class PostgresState:
     timeline_history: tuple[TimelineSwitch, ...] = ()  # this node's own history file
     can_rewind: bool = True  # data checksums or wal_log_hints are on
     pending_restart: bool = False  # a running server has settings that wait for a restart
+    replication_state: str | None = None  # a standby's, as Patroni names it: "streaming", "in archive recovery"
     cluster_parameters: tuple[tuple[str, str | int | float | bool], ...] = ()  # the cluster-wide ones it was given
     cluster_pg_hba: tuple[str, ...] = ()  # the cluster-wide pg_hba lines it was given
     cluster_use_slots: bool = True  # whether it was told to stream through its slot, as a standby

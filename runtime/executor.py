@@ -148,9 +148,12 @@ class Executor:
 
     def publish_member(self, act: a.PublishMember, ctx: Context) -> Result:
         pg = self.postgres.observe()
+        standby = pg.running and pg.in_recovery
         record = MemberRecord(
             self.name, self.conn_url, self.api_url, "running" if pg.running else "stopped", act.role,
             pg.wal_position, pg.timeline, self.tags, self.scheduled_restart, pg.pending_restart,
+            receive_lsn=pg.wal_received if standby else None, replay_lsn=pg.wal_replayed if standby else None,
+            replication_state=pg.replication_state, pause=act.paused,
         )  # fmt: skip
         return _dcs(self.dcs.publish_member(record))
 

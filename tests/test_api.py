@@ -173,6 +173,10 @@ def call(
         conn.close()
 
 
+def member_key(cluster: Cluster, name: str) -> dict[str, Any]:
+    return dict(json.loads(cluster.etcd.value(f"/service/{SCOPE}/members/{name}") or "{}"))
+
+
 def in_seconds(seconds: float) -> str:
     """A time `seconds` from now, as patronictl sends it (ISO 8601 with a zone)."""
     return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
@@ -466,12 +470,15 @@ def test_patch_config_merges_checks_and_compares_versions(cluster: Cluster) -> N
     assert admin(n1, "PATCH", "/config", {"pause": True}).json["pause"] is True
     paused = admin(n0, "POST", "/switchover", {"leader": "n0", "candidate": "n1"})
     assert paused.status == 412 and "paused" in paused.message
+    for name in ("n0", "n1"):  # what `patronictl pause --wait` waits for
+        wait_until(lambda name=name: member_key(cluster, name).get("pause") is True, 10, f"{name} publishing pause")
     assert get(n0, "/config").json["primary_start_timeout"] == 20
     replaced = admin(n0, "PUT", "/config", {"ttl": 30, "pause": True})
     assert replaced.status == 200 and get(n1, "/config").json == {"ttl": 30, "pause": True}
     assert admin(n0, "PUT", "/config", {"ttl": -1}).status == 400
     cleared = admin(n0, "PATCH", "/config", {"ttl": None, "pause": None})
     assert cleared.status == 200 and cleared.json == {}
+    wait_until(lambda: "pause" not in member_key(cluster, "n1"), 10, "n1 no longer publishing pause")
 
 
 def test_merge_patch_follows_rfc_7386() -> None:

@@ -4,6 +4,7 @@ from the leader."""
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -56,9 +57,19 @@ def test_cascading_and_archive_only_replicas() -> None:
         cluster.write(0, "through the cascade and the archive")
         cluster.sql(0, "SELECT pg_switch_wal()")  # the segment goes to the archive, where n3 reads it
         cluster.wait_replicated("through the cascade and the archive", [1, 2, 3], 30.0)
-        member = cluster.rest(0, "/cluster", auth=False)[1]
-        tags = {m["name"]: m.get("tags", {}) for m in member["members"]}
+        members = cluster.rest(0, "/cluster", auth=False)[1]["members"]
+        tags = {m["name"]: m.get("tags", {}) for m in members}
         assert tags["n2"].get("replicatefrom") == "n1" and tags["n3"].get("nostream") is True
+        # the states Patroni shows: streaming standbys, and the one replaying the archive (as of each member's last
+        # turn: a standby whose WAL receiver had not connected yet said "in archive recovery")
+        expected = {"n0": "running", "n1": "streaming", "n2": "streaming", "n3": "in archive recovery"}
+
+        def states() -> dict[str, str]:
+            return {m["name"]: m["state"] for m in cluster.rest(0, "/cluster", auth=False)[1]["members"]}
+
+        cluster.wait_for(lambda: states() == expected, 30.0, f"the members' states {expected}")
+        key = json.loads(cluster.etcd.value(f"/service/{cluster.scope}/members/n1") or "{}")
+        assert key["replication_state"] == "streaming" and key["receive_lsn"] >= key["replay_lsn"] > 0
 
         cluster.stop_agent(1)  # its Postgres stops with it: n2 falls back to the leader
         cluster.wait_for(lambda: sender_port(cluster, 2) == n0, 30.0, "n2 streaming from the leader")

@@ -80,6 +80,18 @@ def test_member_json_carries_patronis_field_names():
     assert set(data) == {"conn_url", "api_url", "state", "role", "xlog_location", "timeline", "tags", "version"}
 
 
+def test_a_standby_publishes_its_positions_replication_state_and_pause_as_patroni_does():
+    record = MemberRecord(
+        "n1", "postgres://h:5432/postgres", "http://h:8008/patroni", wal_position=900,
+        receive_lsn=1000, replay_lsn=900, replication_state="streaming", pause=True,
+    )  # fmt: skip
+    data = json.loads(record.to_json())
+    assert (data["receive_lsn"], data["replay_lsn"], data["xlog_location"]) == (1000, 900, 900)
+    assert (data["replication_state"], data["pause"]) == ("streaming", True)
+    (member,) = decode(nodes(members__n1=record.to_json())).view.members
+    assert member.replication_state == "streaming"
+
+
 def test_a_scheduled_restart_is_published_in_the_member_key_as_patroni_does():
     shown = {"schedule": "2030-01-01T03:00:00+00:00", "role": "replica"}
     record = MemberRecord("n0", "postgres://h:5432/postgres", "http://h:8008/patroni", scheduled_restart=shown)

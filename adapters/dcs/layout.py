@@ -70,6 +70,11 @@ class MemberRecord:
     tags: Tags = field(default_factory=Tags)
     scheduled_restart: dict[str, Any] | None = None  # {"schedule": ISO text, ...options}: patronictl list, flush
     pending_restart: bool = False  # settings wait for a restart (patronictl list shows it)
+    # a standby's positions and replication state (patronictl list shows them: "streaming", "in archive recovery")
+    receive_lsn: int | None = None
+    replay_lsn: int | None = None
+    replication_state: str | None = None
+    pause: bool = False  # this member runs paused (`patronictl pause --wait` waits until every member says so)
 
     def to_json(self) -> str:
         tags: dict[str, Any] = {"failover_priority": self.tags.failover_priority}
@@ -99,6 +104,12 @@ class MemberRecord:
             value["scheduled_restart"] = self.scheduled_restart
         if self.pending_restart:
             value["pending_restart"] = True
+        standby = {"receive_lsn": self.receive_lsn, "replay_lsn": self.replay_lsn}
+        value.update({key: lsn for key, lsn in standby.items() if lsn is not None})
+        if self.replication_state:
+            value["replication_state"] = self.replication_state
+        if self.pause:
+            value["pause"] = True
         return _dump(value)
 
 
@@ -186,6 +197,7 @@ class _Decoder:
                 tags=tags,
                 api_url=str(data.get("api_url", "")),
                 conn_url=str(data.get("conn_url", "")),
+                replication_state=str(data["replication_state"]) if data.get("replication_state") else None,
             )
         except (TypeError, ValueError, AttributeError) as error:
             self.problems.append(f"{key}: {error}, ignored")

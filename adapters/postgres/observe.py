@@ -28,6 +28,7 @@ from fsm.observation import DataDir, PostgresState, TimelineSwitch
 from .files import OwnFiles
 from .process import PostmasterControl
 from .runas import Runner
+from .settings import PostgresSettings
 from .sql import Sql, SqlError
 from .standby_floors import FLOORS, Floors, parse_floors, short
 from .values import ClusterSettings
@@ -49,6 +50,7 @@ SELECT pg_is_in_recovery(),
        (SELECT received_tli FROM pg_stat_wal_receiver),
        (SELECT sender_host FROM pg_stat_wal_receiver),
        (SELECT sender_port FROM pg_stat_wal_receiver),
+       (SELECT status FROM pg_stat_wal_receiver),
        (SELECT system_identifier FROM pg_control_system())::text,
        current_setting('data_checksums') = 'on' OR current_setting('wal_log_hints') = 'on',
        ARRAY(SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'),
@@ -272,7 +274,7 @@ def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sq
         log.debug("postmaster %s runs but answers no query: %s", postmaster.pid, error)
         return _unreachable(runner, data_dir, files, postmaster.status)
     (in_recovery, read_only, written, received, replayed, wal_timeline, checkpoint_tl, min_recovery_tl, received_tl,
-     sender_host, sender_port, system_identifier, can_rewind, streaming, standby_names, in_sync,
+     sender_host, sender_port, receiver_status, system_identifier, can_rewind, streaming, standby_names, in_sync,
      pending_restart, replay_paused, slots) = row  # fmt: skip
     if in_recovery:
         timeline = max(checkpoint_tl or 1, min_recovery_tl or 0, received_tl or 0)
@@ -313,7 +315,18 @@ def observe(runner: Runner, files: OwnFiles, control: PostmasterControl, sql: Sq
         cluster_pg_hba=cluster.pg_hba,
         cluster_use_slots=cluster.use_slots,
         replication_slots=frozenset(slots or ()),
+        replication_state=_replication_state(bool(in_recovery), receiver_status, files.settings),
     )
+
+
+def _replication_state(in_recovery: bool, receiver_status: str | None, settings: PostgresSettings) -> str | None:
+    """Patroni's names: a standby whose WAL receiver streams, or one that can replay the archive meanwhile."""
+    if not in_recovery:
+        return None
+    if receiver_status == "streaming":
+        return "streaming"
+    restores = any(name == "restore_command" and value for name, value in settings.recovery_conf)
+    return "in archive recovery" if restores else None
 
 
 def _below_primary(runner: Runner, data_dir: Path, sql: Sql) -> bool:

@@ -77,7 +77,7 @@ def cluster_json(view: ClusterView, scope: str, pause: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "name": member.name,
             "role": role,
-            "state": member.state,
+            "state": (member.replication_state if role != "leader" else None) or member.state,  # as Patroni shows it
             "api_url": member.api_url,
             "host": url.hostname,
             "port": url.port or 5432,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -71,6 +72,16 @@ class EtcdServer(OneProcessServer):
     @property
     def hosts(self) -> tuple[tuple[str, int], ...]:
         return ((self.host, self.port),)
+
+    def value(self, key: str) -> str | None:
+        """A key's value as Patroni's tools read it (the v2 API); None when it is absent."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/v2/keys{key}", timeout=5) as answer:
+                return str(json.loads(answer.read())["node"]["value"])
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
 
     def start(self, wait: bool = True) -> None:
         self.child = Child(self.argv, self.workdir / f"{self.name}.log")
