@@ -331,8 +331,17 @@ def test_metrics_in_prometheus_text(cluster: Cluster) -> None:
     assert samples[f'regent_ha_state{{{labels},state="leader"}}'] == 1
     assert samples[f'regent_ha_state{{{labels},state="follower"}}'] == 0
     assert samples[f'regent_decisions_total{{{labels},rule="lead_steady"}}'] >= 1
+    # Patroni's names alongside, with Patroni's meanings: dashboards and alerts written for it work
+    assert samples[f"patroni_primary{{{labels}}}"] == 1 and samples[f"patroni_replica{{{labels}}}"] == 0
+    assert samples[f"patroni_xlog_location{{{labels}}}"] == samples[f"regent_xlog_location{{{labels}}}"]
+    assert samples[f"patroni_postgres_running{{{labels}}}"] == 1 and samples[f"patroni_is_paused{{{labels}}}"] == 0
+    assert samples[f"patroni_postgres_timeline{{{labels}}}"] == 1 and samples[f"patroni_version{{{labels}}}"] > 0
+    streaming = 'patroni_postgres_streaming{scope="api-test",name="n1"} 1'
+    wait_until(lambda: streaming in get(cluster["n1"], "/metrics").raw.decode(), 15, "n1's turn seeing it stream")
     replica = get(cluster["n1"], "/metrics").raw.decode()
     assert 'regent_replica{scope="api-test",name="n1"} 1' in replica
+    assert 'patroni_replica{scope="api-test",name="n1"} 1' in replica
+    assert 'patroni_xlog_location{scope="api-test",name="n1"} 0' in replica
 
 
 # --- requests and their errors ----------------------------------------------------------------------------------

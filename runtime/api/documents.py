@@ -172,4 +172,41 @@ def metrics_text(node: NodeView, decisions: Mapping[str, int]) -> str:
     metric("regent_ha_state", "gauge", "1 for the HA state this node is in.", states)
     counts = [(f',rule="{_label(rule)}"', count) for rule, count in sorted(decisions.items())]
     metric("regent_decisions_total", "counter", "Turns of the HA loop by the rule that fired.", counts)
+    for name, kind, help_text, value in patroni_metrics(node):
+        metric(name, kind, help_text, [("", value)])
     return "\n".join(lines) + "\n"
+
+
+def patroni_metrics(node: NodeView) -> list[tuple[str, str, str, float]]:
+    """The samples of Patroni's /metrics that Regent knows, by Patroni's names and meanings, so that dashboards and
+    alerts written for Patroni read a Regent node (the ones it cannot fill are left out, not faked)."""
+    pg = node.pg
+    standby = node.running and pg.in_recovery
+    version = "".join(part.zfill(2) for part in REGENT_VERSION.split("."))  # 0.1.0 => 000100, as Patroni pads
+    return [
+        ("patroni_version", "gauge", "Regent's semver without periods (Patroni's metric).", int(version)),
+        ("patroni_postgres_running", "gauge", "Value is 1 if Postgres is running, 0 otherwise.", node.running),
+        ("patroni_primary", "gauge", "Value is 1 if this node is the leader, 0 otherwise.", node.primary),
+        ("patroni_xlog_location", "counter", "Current location of the Postgres transaction log, 0 if this node is"
+         " not the leader.", pg.wal_position if node.primary else 0),
+        ("patroni_standby_leader", "gauge", "Value is 1 if this node is the standby_leader, 0 otherwise (Regent"
+         " runs no standby cluster).", 0),
+        ("patroni_replica", "gauge", "Value is 1 if this node is a replica, 0 otherwise.", standby),
+        ("patroni_sync_standby", "gauge", "Value is 1 if this node is a sync standby, 0 otherwise.",
+         node.sync_name == node.name),
+        ("patroni_xlog_received_location", "counter", "Current location of the received Postgres transaction log,"
+         " 0 if this node is not a replica.", pg.wal_received if standby else 0),
+        ("patroni_xlog_replayed_location", "counter", "Current location of the replayed Postgres transaction log,"
+         " 0 if this node is not a replica.", pg.wal_replayed if standby else 0),
+        ("patroni_postgres_streaming", "gauge", "Value is 1 if Postgres is streaming, 0 otherwise.",
+         standby and pg.replication_state == "streaming"),
+        ("patroni_postgres_in_archive_recovery", "gauge", "Value is 1 if Postgres is replicating from archive, 0"
+         " otherwise.", standby and pg.replication_state == "in archive recovery"),
+        ("patroni_cluster_unlocked", "gauge", "Value is 1 if the cluster is unlocked, 0 if locked.",
+         node.view is not None and not node.leader),
+        ("patroni_postgres_timeline", "counter", "Postgres timeline of this node (if running), 0 otherwise.",
+         pg.timeline if node.running else 0),
+        ("patroni_pending_restart", "gauge", "Value is 1 if the node needs a restart, 0 otherwise.",
+         pg.pending_restart),
+        ("patroni_is_paused", "gauge", "Value is 1 if auto failover is disabled, 0 otherwise.", node.config.pause),
+    ]  # fmt: skip
