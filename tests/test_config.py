@@ -103,6 +103,8 @@ def test_a_config_with_only_the_required_keys_runs_on_the_core_s_defaults() -> N
     assert config.cluster == ClusterConfig()
     assert config.postgresql.create_replica_methods == (ReplicaMethod("basebackup"),)
     assert config.watchdog.mode == "automatic" and config.restapi.connect_address == "127.0.0.1:8008"
+    # a new cluster's config key starts with the timing Patroni writes (patronictl show-config shows it at once)
+    assert config.bootstrap_dcs == {"ttl": 30, "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1 << 20}
 
 
 def test_relative_paths_are_relative_to_the_config_folder(tmp_path: Path) -> None:

@@ -136,6 +136,7 @@ def test_the_users_files_start_a_working_cluster(files: tuple[str, ...]) -> None
             cluster.write(primary, "through the slot again")
             cluster.wait_replicated("through the slot again", [replica], 30.0)
         else:
-            assert stored == {"ttl": 30, "loop_wait": 10, "maximum_lag_on_failover": 1048576}
+            # the file's own timing (`etcd.ttl`, `loop_wait`), and the defaults for the rest, as Patroni writes them
+            assert stored == {"ttl": 30, "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576}
             archived = cluster.sql(primary, "SHOW wal_keep_size")[0][0]
             assert archived == "128MB"  # wal_keep_segments: 8, as PostgreSQL 13 and later spell it

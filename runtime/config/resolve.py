@@ -70,17 +70,24 @@ def cluster_config(file: schema.RegentFile, problems: Problems) -> ClusterConfig
 
 
 def bootstrap_config(file: schema.RegentFile) -> dict[str, Any]:
-    """What the member that initializes the cluster writes to the DCS `config` key: `bootstrap.dcs` as given,
-    the local file's cluster-wide values filling what it leaves out (Patroni writes the same)."""
+    """What the member that initializes the cluster writes to the DCS `config` key: `bootstrap.dcs` as given, the
+    local file's cluster-wide values filling what it leaves out, and the defaults of the timing keys (Patroni writes
+    its dynamic configuration, defaults included: `patronictl show-config` shows them from the start)."""
     given = file.bootstrap.dcs.model_dump(exclude_unset=True, mode="json")
+    d = schema.DEFAULTS
     local = {
-        "ttl": file.ttl or (file.etcd.ttl if file.etcd else None),
-        "loop_wait": file.loop_wait,
-        "retry_timeout": file.retry_timeout,
-        "maximum_lag_on_failover": file.postgresql.maximum_lag_on_failover,
+        "ttl": file.ttl or (file.etcd.ttl if file.etcd else None) or d.ttl_s,
+        "loop_wait": file.loop_wait or d.loop_wait_s,
+        "retry_timeout": file.retry_timeout or d.retry_timeout_s,
+        "maximum_lag_on_failover": file.postgresql.maximum_lag_on_failover or d.maximum_lag_on_failover_bytes,
         "synchronous_mode": file.synchronous_mode,
     }
-    return {**{key: value for key, value in local.items() if value is not None}, **given}
+    return {**{key: _whole(value) for key, value in local.items() if value is not None}, **given}
+
+
+def _whole(value: Any) -> Any:
+    """30.0 as 30, as Patroni writes its seconds."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def raw_timing_problems(raw: dict[str, Any]) -> list[str]:
