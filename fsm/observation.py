@@ -91,6 +91,7 @@ class Member:
     api_url: str = ""
     conn_url: str = ""
     replication_state: str | None = None  # a standby's: "streaming", "in archive recovery" (shown, not decided on)
+    pending_restart: bool = False  # shown by regentctl list, not decided on
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "a member needs a name")

@@ -198,6 +198,7 @@ class _Decoder:
                 api_url=str(data.get("api_url", "")),
                 conn_url=str(data.get("conn_url", "")),
                 replication_state=str(data["replication_state"]) if data.get("replication_state") else None,
+                pending_restart=data.get("pending_restart") is True,
             )
         except (TypeError, ValueError, AttributeError) as error:
             self.problems.append(f"{key}: {error}, ignored")

@@ -1,0 +1,5 @@
+import sys
+
+from runtime.ctl.cli import main
+
+sys.exit(main())

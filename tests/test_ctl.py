@@ -1,0 +1,100 @@
+"""regentctl against a real two-node cluster (etcd, PostgreSQL 15, two agents): the commands that read the DCS
+directly (list, topology, history, show-config, version), in each format, while agents run and after they died;
+and its errors, one line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from tests.servers.cluster import HOST, REPO, Cluster
+
+
+def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.ctl", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with Cluster(size=2) as made:
+        made.start(timeout_s=90.0)
+        yield made
+
+
+def test_list_shows_the_members_as_patronictl_does(cluster: Cluster) -> None:
+    primary = cluster.wait_healthy()
+    replica = 1 - primary
+    config = str(cluster.nodes[0].config_path)
+    cluster.wait_for(
+        lambda: "streaming" in ctl("-c", config, "list").stdout, 30.0, "the replica's member key saying streaming"
+    )
+    shown = ctl("-c", config, "list")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith(f"+ Cluster: {cluster.scope} (") and lines[1].split() == [
+        "|", "Member", "|", "Host", "|", "Role", "|", "State", "|", "TL", "|", "Lag", "in", "MB", "|",
+    ]  # fmt: skip
+    leader, standby = (cluster.nodes[n] for n in (primary, replica))
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[3:-1]]
+    assert cells == [
+        [leader.name, f"{HOST}:{leader.pg_port}", "Leader", "running", "1", ""],
+        [standby.name, f"{HOST}:{standby.pg_port}", "Replica", "streaming", "1", "0"],
+    ]
+
+    rows = json.loads(ctl("-c", config, "list", "--format", "json").stdout)
+    assert [(row["Member"], row["Role"]) for row in rows] == [(leader.name, "Leader"), (standby.name, "Replica")]
+    assert rows[1]["Lag in MB"] == 0 and rows[0]["Lag in MB"] is None
+    assert yaml.safe_load(ctl("-c", config, "list", "-f", "yaml").stdout) == rows
+    tsv = ctl("-c", config, "list", "-f", "tsv").stdout.splitlines()
+    assert tsv[0].split("\t") == ["Member", "Host", "Role", "State", "TL", "Lag in MB"] and len(tsv) == 3
+
+    # without a config: the DCS URL and the scope
+    url = f"etcd://{HOST}:{cluster.etcd.port}"
+    bare = ctl("--dcs-url", url, "--scope", cluster.scope, "list", "-f", "json")
+    assert json.loads(bare.stdout) == rows
+    tree = ctl("-c", config, "topology", "-f", "json").stdout
+    assert [row["Member"] for row in json.loads(tree)] == [leader.name, f"+ {standby.name}"]  # under its upstream
+
+
+def test_show_config_history_and_version(cluster: Cluster) -> None:
+    config = str(cluster.nodes[0].config_path)
+    shown = yaml.safe_load(ctl("-c", config, "show-config").stdout)
+    assert shown["ttl"] == cluster.timings["ttl"] and shown["loop_wait"] == cluster.timings["loop_wait"]
+    history = ctl("-c", config, "history", "-f", "json")
+    assert history.returncode == 0 and json.loads(history.stdout) == []  # no failover yet
+    version = ctl("version")
+    assert version.returncode == 0 and version.stdout.startswith("regentctl version ")
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "line"),
+    [
+        (("list",), 2, "give -c CONFIG.yml (an agent's config), or --dcs-url and --scope"),
+        (("--dcs-url", "etcd://127.0.0.1:9", "--scope", "x", "list"), 1, "did not answer within 5 s"),
+        (("--dcs-url", "etcd://127.0.0.1:9", "list"), 2, "--dcs-url needs --scope"),
+        (("--dcs-url", "consul://127.0.0.1:8500", "--scope", "x", "list"), 2, "is not etcd://host:port"),
+        (("-c", "/nonexistent.yml", "list"), 2, "cannot read: No such file or directory"),
+    ],
+)
+def test_errors_are_one_line_and_a_non_zero_exit(args: tuple[str, ...], status: int, line: str) -> None:
+    done = ctl(*args)
+    assert done.returncode == status, done.stderr
+    assert line in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_an_unknown_scope_and_agents_that_are_down(cluster: Cluster) -> None:
+    url = f"etcd://{HOST}:{cluster.etcd.port}"
+    unknown = ctl("--dcs-url", url, "--scope", "no-such-cluster", "list")
+    assert unknown.returncode == 1 and "no cluster 'no-such-cluster'" in unknown.stderr
+    for n in range(len(cluster.nodes)):
+        cluster.kill_agent(n)  # Postgres and the keys stay (until their TTL): list reads the DCS alone
+    rows = json.loads(ctl("--dcs-url", url, "--scope", cluster.scope, "list", "-f", "json").stdout)
+    assert sorted(row["Member"] for row in rows) == sorted(node.name for node in cluster.nodes)
