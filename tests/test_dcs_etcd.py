@@ -7,12 +7,14 @@ start their own. Latencies are printed (run with -s to see them).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import etcd
 import pytest
@@ -105,7 +107,7 @@ def test_the_whole_cluster_round_trips_as_patroni_json(make: MakeDcs, raw: etcd.
         "n1", "postgres://127.0.0.1:5433/postgres", "http://127.0.0.1:8009/patroni", "streaming", "replica", 49_000, 2,
         Tags(nosync=True),
     )  # fmt: skip
-    history = (TimelineSwitch(1, 40_960, "no recovery target specified"),)
+    history = (TimelineSwitch(1, 40_960, "no recovery target specified", new_leader="n0"),)
     assert n0.publish_member(primary) is Outcome.DONE and n1.publish_member(replica) is Outcome.DONE
     assert n0.race_for_initialize() is Outcome.DONE and n1.race_for_initialize() is Outcome.CONFLICT
     assert n0.set_initialize("7300000000000000001") is Outcome.DONE
@@ -131,7 +133,7 @@ def test_the_whole_cluster_round_trips_as_patroni_json(make: MakeDcs, raw: etcd.
         failover=scheduled,
         sync=SyncState("n0", "n1"),
         leader_wal_position=50_000,
-        history=history,
+        history=(dataclasses.replace(history[0], at=snapshot.view.history[0].at),),  # the time it was written
     )
     assert snapshot.config == {"ttl": 30, "loop_wait": 10, "synchronous_mode": True}
     assert snapshot.config_version == stored["config"].modifiedIndex and snapshot.problems == ()
@@ -150,7 +152,9 @@ def test_the_whole_cluster_round_trips_as_patroni_json(make: MakeDcs, raw: etcd.
     assert stored["leader"].value == "n0" and stored["initialize"].value == "7300000000000000001"
     assert json.loads(stored["status"].value) == {"optime": 50_000}
     assert json.loads(stored["sync"].value) == {"leader": "n0", "sync_standby": "n1"}
-    assert json.loads(stored["history"].value) == [[1, 40_960, "no recovery target specified", None, "n0"]]
+    [[timeline, lsn, reason, at, new_leader]] = json.loads(stored["history"].value)
+    assert (timeline, lsn, reason, new_leader) == (1, 40_960, "no recovery target specified", "n0")
+    assert abs(datetime.fromisoformat(at) - datetime.now(UTC)) < timedelta(minutes=1)  # stamped when written
     assert json.loads(stored["failover"].value) == {
         "leader": "n0", "member": "n1", "scheduled_at": "2026-01-01T00:00:00+00:00"
     }  # fmt: skip

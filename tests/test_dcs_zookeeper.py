@@ -7,6 +7,7 @@ Latencies that matter (session expiry after SIGKILL, watch wake-up) are measured
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -146,7 +147,7 @@ def test_the_cluster_view_round_trips_as_patroni_znodes(
     assert n0.acquire_leader() is DONE
     assert n1.acquire_leader() is CONFLICT
     assert n0.write_sync(SyncState("n0", "n1")) is DONE
-    assert n0.write_history((TimelineSwitch(1, 50331648, "no recovery target specified"),)) is DONE
+    assert n0.write_history((TimelineSwitch(1, 50331648, "no recovery target specified", new_leader="n0"),)) is DONE
     assert n1.request_failover(FailoverRequest(leader="n0", candidate="n1")) is DONE
     assert n0.publish_leader_optime(50331800) is DONE
     assert n0.set_config(config, None) is DONE
@@ -161,12 +162,13 @@ def test_the_cluster_view_round_trips_as_patroni_znodes(
         failover=FailoverRequest(leader="n0", candidate="n1"),
         sync=SyncState("n0", "n1"),
         leader_wal_position=50331800,
-        history=(TimelineSwitch(1, 50331648, "no recovery target specified"),),
+        history=(TimelineSwitch(1, 50331648, "no recovery target specified", new_leader="n0"),),
     )
     for reader in (n0, n1):
         snapshot = reader.read_cluster()
         assert snapshot is not None
-        assert snapshot.view == expected
+        written = tuple(dataclasses.replace(line, at=None) for line in snapshot.view.history)  # the time of writing
+        assert dataclasses.replace(snapshot.view, history=written) == expected
         assert (snapshot.config, snapshot.config_version, snapshot.problems) == (config, 0, ())
 
     # The raw znodes are what Patroni writes and reads.
@@ -187,7 +189,8 @@ def test_the_cluster_view_round_trips_as_patroni_znodes(
     assert json.loads(raw.get(f"{root}/status")[0]) == {"optime": 50331800}
     assert json.loads(raw.get(f"{root}/sync")[0]) == {"leader": "n0", "sync_standby": "n1"}
     assert json.loads(raw.get(f"{root}/failover")[0]) == {"leader": "n0", "member": "n1"}
-    assert json.loads(raw.get(f"{root}/history")[0]) == [[1, 50331648, "no recovery target specified", None, "n0"]]
+    [[timeline, lsn, reason, at, new_leader]] = json.loads(raw.get(f"{root}/history")[0])
+    assert (timeline, lsn, reason, new_leader, at[:2]) == (1, 50331648, "no recovery target specified", "n0", "20")
 
     # leader and members/<name> are ephemeral, bound to their writer's session; the rest is persistent.
     owner = {key: raw.get(f"{root}/{key}")[1].ephemeralOwner for key in ("leader", "members/n0", "members/n1")}
