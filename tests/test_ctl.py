@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
@@ -68,9 +69,52 @@ def test_show_config_history_and_version(cluster: Cluster) -> None:
     shown = yaml.safe_load(ctl("-c", config, "show-config").stdout)
     assert shown["ttl"] == cluster.timings["ttl"] and shown["loop_wait"] == cluster.timings["loop_wait"]
     history = ctl("-c", config, "history", "-f", "json")
-    assert history.returncode == 0 and json.loads(history.stdout) == []  # no failover yet
+    assert history.returncode == 0 and json.loads(history.stdout) == []  # no failover yet (the test below makes one)
     version = ctl("version")
     assert version.returncode == 0 and version.stdout.startswith("regentctl version ")
+
+
+def test_the_acting_commands_go_through_the_rest_api(cluster: Cluster) -> None:
+    config = str(cluster.nodes[0].config_path)
+    primary = cluster.wait_healthy()
+    replica = 1 - primary
+    leader, standby = cluster.nodes[primary].name, cluster.nodes[replica].name
+
+    edited = ctl("-c", config, "edit-config", "-p", "work_mem=9MB", "--force")
+    assert edited.returncode == 0, edited.stderr
+    assert "+    work_mem: 9MB" in edited.stdout and edited.stdout.strip().endswith("configuration changed")
+    for n in (primary, replica):  # reaches every member
+        cluster.wait_for(lambda n=n: cluster.sql(n, "SHOW work_mem") == [("9MB",)], 30.0, "work_mem 9MB")
+
+    paused = ctl("-c", config, "pause", "--wait")
+    assert paused.returncode == 0 and "every member paused" in paused.stdout, paused.stderr
+    assert "Maintenance mode: on" in ctl("-c", config, "list").stdout
+    resumed = ctl("-c", config, "resume", "--wait")
+    assert resumed.returncode == 0 and "every member resumed" in resumed.stdout, resumed.stderr
+
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    scheduled = ctl("-c", config, "restart", standby, "--scheduled", later, "--force")
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert "scheduled_restart" in (cluster.status(replica) or {})
+    flushed = ctl("-c", config, "flush", "restart", standby, "--force")
+    assert flushed.returncode == 0 and "scheduled_restart" not in (cluster.status(replica) or {}), flushed.stderr
+    restarted = ctl("-c", config, "restart", standby, "--force")
+    assert restarted.returncode == 0 and "restarted successfully" in restarted.stdout, restarted.stderr
+    assert ctl("-c", config, "reload", standby).returncode == 0
+    assert ctl("-c", config, "dsn").stdout.strip() == f"host={HOST} port={cluster.nodes[primary].pg_port}"
+
+    unconfirmed = ctl("-c", config, "switchover", "--candidate", standby)  # no terminal to confirm on
+    assert unconfirmed.returncode == 2 and "--force" in unconfirmed.stderr
+    unknown = ctl("-c", config, "restart", "nosuch", "--force")
+    assert unknown.returncode == 1 and "no member 'nosuch' in the cluster" in unknown.stderr
+    cluster.wait_for(lambda: cluster.healthy() is not None, 30.0, "the replica streaming again")
+    switched = ctl("-c", config, "switchover", "--candidate", standby, "--force")
+    assert switched.returncode == 0 and f"switched over to {standby}" in switched.stdout, switched.stderr
+    cluster.wait_for(lambda: cluster.primary() == replica, 30.0, f"{standby} primary")
+    cluster.wait_for(lambda: json.loads(ctl("-c", config, "history", "-f", "json").stdout), 30.0, "a history line")
+    (line,) = json.loads(ctl("-c", config, "history", "-f", "json").stdout)
+    assert (line["TL"], line["New Leader"]) == (1, standby) and line["Timestamp"]
+    assert leader != standby
 
 
 @pytest.mark.parametrize(

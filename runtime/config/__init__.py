@@ -24,7 +24,7 @@ from fsm.observation import ClusterConfig, Tags
 from . import resolve, schema
 from .environment import overlay
 from .errors import problems_of
-from .settings import LogSettings, RestApiSettings, WatchdogSettings
+from .settings import CtlSettings, LogSettings, RestApiSettings, WatchdogSettings
 
 __all__ = ["ConfigError", "RegentConfig", "RestApiSettings", "WatchdogSettings", "dynamic_problems", "load", "parse"]
 
@@ -41,6 +41,7 @@ class RegentConfig:
     source: Path | None = None
     bootstrap_dcs: dict[str, Any] = field(default_factory=dict)  # the DCS `config` key a new cluster starts with
     log: LogSettings = field(default_factory=LogSettings)
+    ctl: CtlSettings = field(default_factory=CtlSettings)  # read by regentctl, not by the agent
     warnings: tuple[str, ...] = ()  # said at start (and by --validate): settings given that have no effect here
 
 
@@ -120,5 +121,6 @@ def parse(raw: Any, base_dir: Path = Path("."), source: Path | None = None) -> R
         source=source,
         bootstrap_dcs=bootstrap_dcs,
         log=resolve.log_settings(file.log, base_dir),
+        ctl=resolve.ctl_settings(file.ctl, restapi, base_dir),
         warnings=tuple(warnings),
     )

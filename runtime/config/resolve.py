@@ -27,7 +27,7 @@ from fsm.observation import Tags as MemberTags
 
 from . import schema
 from .errors import problems_of
-from .settings import LogSettings, RestApiSettings, WatchdogSettings
+from .settings import CtlSettings, LogSettings, RestApiSettings, WatchdogSettings
 
 WAL_SEGMENT_MB = 16  # wal_keep_segments (PostgreSQL 12 and older) becomes wal_keep_size at the default segment size
 
@@ -358,6 +358,20 @@ def _method(name: str, section: dict[str, Any], problems: Problems) -> ReplicaMe
                 f"postgresql.{name}.{key}: expected a string, number or boolean, got {type(value).__name__}"
             )
     return ReplicaMethod(name, argv, tuple(sorted(parameters)), method.keep_data)
+
+
+def ctl_settings(ctl: schema.Ctl | None, restapi: RestApiSettings, base_dir: Path) -> CtlSettings:
+    """The client's settings; its login defaults to the REST API's own (the same file on the same node)."""
+    if ctl is None:
+        return CtlSettings(auth=restapi.auth)
+    login = (ctl.authentication.username, ctl.authentication.password) if ctl.authentication else restapi.auth
+    return CtlSettings(
+        auth=login,
+        cacert=_path(ctl.cacert, base_dir),
+        certfile=_path(ctl.certfile, base_dir),
+        keyfile=_path(ctl.keyfile, base_dir),
+        insecure=ctl.insecure,
+    )
 
 
 def watchdog_settings(watchdog: schema.Watchdog) -> WatchdogSettings:

@@ -23,6 +23,20 @@ class RestApiSettings:
 
 
 @dataclass(frozen=True)
+class CtlSettings:
+    """The `ctl` section: how regentctl (and patronictl) calls the members' REST APIs."""
+
+    auth: tuple[str, str] | None = None  # (user, password) for the unsafe methods; None: restapi's
+    cacert: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    insecure: bool = False
+
+    def __repr__(self) -> str:  # never print the password
+        return f"CtlSettings(auth={'***' if self.auth else None}, cacert={self.cacert}, insecure={self.insecure})"
+
+
+@dataclass(frozen=True)
 class WatchdogSettings:
     mode: str = "automatic"  # off | automatic | required
     device: Path | None = None  # Linux /dev/watchdog, used when present and asked for
