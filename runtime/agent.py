@@ -21,7 +21,7 @@ from adapters.dcs import Snapshot
 from fsm import Decision, State
 from fsm import node as core
 from fsm.actions import Action
-from fsm.observation import ClusterConfig, OperatorRequest, PostgresState
+from fsm.observation import ClusterConfig, Observation, OperatorRequest, PostgresState
 from runtime.executor import Executor
 from runtime.peers import positions_of
 from runtime.ports import DcsPort
@@ -85,6 +85,7 @@ class Agent:
         self.snapshot: Snapshot | None = None
         self.postgres: PostgresState | None = None
         self.turns: deque[Turn] = deque(maxlen=50)
+        self.last_observation: Observation | None = None
         self.decision_counts: Counter[str] = Counter()  # turns per rule since start (the API's /metrics)
         self.shutting_down = False
         self.stopped = threading.Event()  # set once a shutdown turn has run to its end
@@ -139,6 +140,7 @@ class Agent:
             before = self.state
             readings = self.read(asked.request if asked else None)
             planned = core.step(self.name, self.memory, readings, self.clock())
+            self.last_observation = planned.observation  # what /decision explains its facts from
             decision = planned.decision
             if planned.answered_scheduled:
                 self._drop_scheduled(readings.scheduled)

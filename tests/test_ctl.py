@@ -117,6 +117,21 @@ def test_the_acting_commands_go_through_the_rest_api(cluster: Cluster) -> None:
     assert leader != standby
 
 
+def test_explain_says_why_each_member_is_where_it_is(cluster: Cluster) -> None:
+    config = str(cluster.nodes[0].config_path)
+    primary = cluster.wait_healthy()
+    leader, standby = cluster.nodes[primary].name, cluster.nodes[1 - primary].name
+    shown = ctl("-c", config, "explain", "--last", "2")
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert f"{leader}: leader, last rule [lead_steady]" in text and f"{standby}: follower, last rule [" in text
+    assert "may be promoted: yes (" in text  # the replica: its lag within the limit, its tags allowing it
+    assert text.count("  may be promoted:") == 2 and text.count("  first in line:") == 2
+    alone = ctl("-c", config, "explain", standby)
+    assert alone.returncode == 0 and alone.stdout.startswith(f"{standby}: follower")
+    assert "follow_steady" in alone.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "status", "line"),
     [

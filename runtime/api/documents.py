@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 
 from adapters.dcs.layout import REGENT_VERSION
 from fsm import State
-from fsm.observation import ClusterView, DataDir, Tags
+from fsm.facts import derive_facts
+from fsm.observation import ClusterView, DataDir, Observation, Tags
 from runtime.agent import Agent, Turn
 
 from .node import NodeView
@@ -131,7 +132,17 @@ def decision_json(agent: Agent) -> dict[str, Any]:
         "why": last.decision.why if last else None,
         "at": _iso(last.at) if last else None,
         "decisions": [turn_json(turn) for turn in reversed(turns)],
+        "facts": _facts(agent.last_observation),
     }
+
+
+def _facts(observation: Observation | None) -> dict[str, str]:
+    """Every fact of the last observation with its value and note (`eligible=no (lag ... > ...)`): why a rule
+    fired, and why another did not ("why did no failover happen")."""
+    if observation is None:
+        return {}
+    facts = derive_facts(observation)
+    return {name: facts.explain(name).split("=", 1)[1] for name in facts.truth}
 
 
 # --- metrics ----------------------------------------------------------------------------------------------------

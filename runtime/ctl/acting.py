@@ -147,6 +147,28 @@ def dsn(args: argparse.Namespace) -> str:
     return f"host={url.hostname} port={url.port or 5432}"
 
 
+def explain(args: argparse.Namespace) -> str:
+    """Each member's (or the named one's) state, last rule and why, whether it may be promoted and which fact says
+    so, and its last decisions: why a failover did or did not happen."""
+    snapshot = read(args)
+    names = [args.member] if args.member else sorted(m.name for m in snapshot.view.members)
+    settings = ctl_settings(args)
+    parts = []
+    for name in names:
+        member, url = _api(snapshot, name, args)
+        status, answer = call(member, url, "GET", "/decision", settings)
+        if status != 200 or not isinstance(answer, dict):
+            raise CtlError(f"{member}: /decision answered {status}: {message(answer)}")
+        facts = answer.get("facts", {})
+        lines = [f"{member}: {answer['state']}, last rule [{answer['rule']}] {answer['why']}"]
+        lines.append(f"  may be promoted: {facts.get('eligible', 'unknown')}")
+        lines.append(f"  first in line: {facts.get('first_in_line', 'unknown')}")
+        for turn in answer.get("decisions", [])[: args.last]:
+            lines.append(f"  {turn['at']} {turn['before']} -> {turn['after']} [{turn['rule']}] {turn['why']}")
+        parts.append("\n".join(lines))
+    return "\n".join(parts)
+
+
 def _put(tree: dict[str, Any], path: list[str], value: Any) -> None:
     for key in path[:-1]:
         tree = tree.setdefault(key, {})
@@ -199,6 +221,9 @@ ACTING: dict[str, tuple[Callable[[argparse.Namespace], str], str, ArgumentList]]
         (("-s", "--set"), {"action": "append", "metavar": "KEY=VALUE", "help": "a dotted key (empty: remove)"}),
         (("-p", "--pg"), {"action": "append", "metavar": "NAME=VALUE", "help": "a postgresql.parameters entry"}),
         FORCE)),
+    "explain": (explain, "why each member is where it is: its last rule and facts, whether it may be promoted", (
+        (("member",), {"nargs": "?", "metavar": "MEMBER"}),
+        (("--last",), {"type": int, "default": 5, "help": "how many of its last decisions (default 5)"}))),
     "dsn": (dsn, "a libpq connection string for a member (default: the leader)", (
         (("member",), {"nargs": "?", "metavar": "MEMBER"}),)),
 }  # fmt: skip
