@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import yaml
 
+from model import diagram
 from tests.servers.cluster import HOST, REPO, Cluster
 
 
@@ -72,6 +73,10 @@ def test_show_config_history_and_version(cluster: Cluster) -> None:
     assert history.returncode == 0 and json.loads(history.stdout) == []  # no failover yet (the test below makes one)
     version = ctl("version")
     assert version.returncode == 0 and version.stdout.startswith("regentctl version ")
+    drawn = ctl("diagram")  # needs no cluster: the table the agents run
+    assert drawn.returncode == 0 and drawn.stdout.strip() == diagram.mermaid()
+    svg = ctl("diagram", "--format", "svg")
+    assert svg.returncode == 0 and svg.stdout.strip() == diagram.render_svg().strip()
 
 
 def test_the_acting_commands_go_through_the_rest_api(cluster: Cluster) -> None:

@@ -54,6 +54,13 @@ def command_show_config(args: argparse.Namespace) -> str:
     return yaml.safe_dump(read(args).config or {}, sort_keys=True, default_flow_style=False).rstrip()
 
 
+def command_diagram(args: argparse.Namespace) -> str:
+    """The state machine drawn from the rule table itself (the same drawing as docs/state-machine.svg)."""
+    from model import diagram  # the drawing code lives with the simulator's; it reads fsm/ only
+
+    return diagram.render_svg() if args.format == "svg" else diagram.mermaid()
+
+
 def command_version(args: argparse.Namespace) -> str:
     return f"regentctl version {REGENT_VERSION}"
 
@@ -63,6 +70,7 @@ READING: dict[str, tuple[Callable[[argparse.Namespace], str], str]] = {
     "topology": (command_topology, "the members as a tree: each standby under the member it streams from"),
     "history": (command_history, "the timeline history: each switch, when, and the new leader"),
     "show-config": (command_show_config, "the cluster-wide configuration (the DCS config key)"),
+    "diagram": (command_diagram, "the state machine, drawn from the rule table the agents run"),
     "version": (command_version, "regentctl's version"),
 }
 
@@ -78,6 +86,8 @@ def parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         if name in ("list", "topology", "history"):
             sub.add_argument("-f", "--format", choices=FORMATS, default="pretty")
+        if name == "diagram":
+            sub.add_argument("--format", choices=("svg", "mermaid"), default="mermaid")
         if name in ("list", "topology"):
             sub.add_argument("-W", "--watch", action="store_true", help="repeat every --interval seconds")
             sub.add_argument("-w", "--interval", type=float, default=2.0, help="seconds between two (default 2)")
