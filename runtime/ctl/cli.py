@@ -25,8 +25,6 @@ from .context import dcs_settings, read
 from .rest import CtlError
 from .views import FORMATS, history_rows, member_rows, render, topology_rows
 
-READ_TIMEOUT_S = 5.0
-
 
 def show_members(args: argparse.Namespace, rows_of: Callable[[Snapshot], list[dict[str, object]]]) -> str:
     snapshot = read(args)
