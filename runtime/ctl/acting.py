@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
@@ -17,11 +16,12 @@ from adapters.dcs import Snapshot
 
 from .context import ctl_settings, read
 from .rest import CtlError, call, message
+from .views import host_port
 
 WAIT_S = 60.0
 
 
-def _api(snapshot: Snapshot, name: str | None, args: argparse.Namespace) -> tuple[str, str]:
+def _api(snapshot: Snapshot, name: str | None) -> tuple[str, str]:
     """(member, api_url): the named member, else the leader."""
     view = snapshot.view
     name = name or (view.leader.holder if view.leader else None)
@@ -45,7 +45,7 @@ def _ask(args: argparse.Namespace, question: str) -> None:
 
 def _request(args: argparse.Namespace, member: str | None, method: str, path: str, body: Any = None) -> str:
     snapshot = read(args)
-    name, url = _api(snapshot, member, args)
+    name, url = _api(snapshot, member)
     status, answer = call(name, url, method, path, ctl_settings(args), body)
     if status >= 400:
         raise CtlError(f"{name}: {message(answer)} (HTTP {status})")
@@ -103,9 +103,9 @@ def _pause(paused: bool) -> Callable[[argparse.Namespace], str]:
 def _wait_for_pause(args: argparse.Namespace, paused: bool) -> None:
     """Until every member's own /patroni says it is (not) paused, as `patronictl pause --wait` waits."""
     deadline = time.monotonic() + WAIT_S
+    settings = ctl_settings(args)
     while True:
         snapshot = read(args)
-        settings = ctl_settings(args)
         states = {
             m.name: bool((call(m.name, m.api_url, "GET", "/patroni", settings)[1] or {}).get("pause"))
             for m in snapshot.view.members
@@ -141,10 +141,12 @@ def edit_config(args: argparse.Namespace) -> str:
 
 def dsn(args: argparse.Namespace) -> str:
     snapshot = read(args)
-    name, _ = _api(snapshot, args.member, args)
+    name, _ = _api(snapshot, args.member)
     member = snapshot.view.member(name)
-    url = urlsplit(member.conn_url if member else "")
-    return f"host={url.hostname} port={url.port or 5432}"
+    address = host_port(member.conn_url) if member else None
+    if address is None:
+        raise CtlError(f"member {name} publishes no conn_url")
+    return f"host={address[0]} port={address[1]}"
 
 
 def explain(args: argparse.Namespace) -> str:
@@ -155,7 +157,7 @@ def explain(args: argparse.Namespace) -> str:
     settings = ctl_settings(args)
     parts = []
     for name in names:
-        member, url = _api(snapshot, name, args)
+        member, url = _api(snapshot, name)
         status, answer = call(member, url, "GET", "/decision", settings)
         if status != 200 or not isinstance(answer, dict):
             raise CtlError(f"{member}: /decision answered {status}: {message(answer)}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from adapters.dcs import EtcdSettings, Snapshot, ZooKeeperSettings, connect
@@ -56,13 +58,16 @@ def read(args: argparse.Namespace) -> Snapshot:
 
 
 def config_file(args: argparse.Namespace) -> RegentConfig | None:
-    """The agent's config given with -c (None without one)."""
-    if args.config is None:
-        return None
+    """The agent's config given with -c (None without one), read and checked once per run."""
+    return None if args.config is None else _load(args.config)
+
+
+@functools.cache
+def _load(path: Path) -> RegentConfig:
     try:
-        return load(args.config)
+        return load(path)
     except ConfigError as error:
-        raise CtlError(f"{args.config}: " + "; ".join(error.problems), 2) from None
+        raise CtlError(f"{path}: " + "; ".join(error.problems), 2) from None
 
 
 def ctl_settings(args: argparse.Namespace) -> CtlSettings:

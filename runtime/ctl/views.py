@@ -12,8 +12,10 @@ import yaml
 
 from fsm.observation import ClusterView, Member
 from fsm.topology import upstream_of
+from runtime.api.documents import tags_json
 
 FORMATS = ("pretty", "json", "yaml", "tsv")
+DEFAULT_PRIORITY = ("failover_priority", 1)
 MB = 1024 * 1024
 
 
@@ -36,7 +38,10 @@ def member_rows(view: ClusterView) -> list[dict[str, Any]]:
         }
         if member.pending_restart:
             shown["Pending restart"] = "*"
-        tags = {key: value for key, value in _tags(member).items() if value}
+        # the tags as /cluster shows them, less the ones at their defaults
+        tags = {
+            key: value for key, value in tags_json(member.tags).items() if value and (key, value) != DEFAULT_PRIORITY
+        }
         if tags:
             shown["Tags"] = tags
         return shown
@@ -107,19 +112,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _host(conn_url: str) -> str:
+def host_port(conn_url: str) -> tuple[str, int] | None:
+    """The Postgres address in a member's conn_url (postgres://user@host:port/db)."""
     url = urlsplit(conn_url)
-    return f"{url.hostname}:{url.port or 5432}" if url.hostname else ""
+    return (url.hostname, url.port or 5432) if url.hostname else None
 
 
-def _tags(member: Member) -> dict[str, Any]:
-    tags = member.tags
-    return {
-        "nofailover": tags.nofailover,
-        "nosync": tags.nosync,
-        "failover_priority": tags.failover_priority if tags.failover_priority != 1 else None,
-        "noloadbalance": tags.noloadbalance,
-        "clonefrom": tags.clonefrom,
-        "nostream": tags.nostream,
-        "replicatefrom": tags.replicatefrom,
-    }
+def _host(conn_url: str) -> str:
+    address = host_port(conn_url)
+    return f"{address[0]}:{address[1]}" if address else ""
