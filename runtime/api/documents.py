@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from adapters.dcs.layout import REGENT_VERSION
 from fsm import State
 from fsm.facts import derive_facts
-from fsm.observation import ClusterView, DataDir, Observation, Tags
+from fsm.observation import ClusterView, DataDir, Member, Observation, Tags
 from runtime.agent import Agent, Turn
 
 from .node import NodeView
@@ -67,6 +67,11 @@ def node_status(node: NodeView) -> dict[str, Any]:
     return status
 
 
+def shown_state(member: Member, leader: str | None) -> str:
+    """A member's state as Patroni shows it: a standby's replication state (streaming, ...), else its own."""
+    return (member.replication_state if member.name != leader else None) or member.state
+
+
 def cluster_json(view: ClusterView, scope: str, pause: bool) -> dict[str, Any]:
     """Every member as Patroni's /cluster lists it: the leader, the sync standby, the replicas with their lag."""
     leader = view.leader.holder if view.leader else None
@@ -78,7 +83,7 @@ def cluster_json(view: ClusterView, scope: str, pause: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "name": member.name,
             "role": role,
-            "state": (member.replication_state if role != "leader" else None) or member.state,  # as Patroni shows it
+            "state": shown_state(member, leader),
             "api_url": member.api_url,
             "host": url.hostname,
             "port": url.port or 5432,

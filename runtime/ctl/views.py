@@ -12,7 +12,7 @@ import yaml
 
 from fsm.observation import ClusterView, Member
 from fsm.topology import upstream_of
-from runtime.api.documents import tags_json
+from runtime.api.documents import shown_state, tags_json
 
 FORMATS = ("pretty", "json", "yaml", "tsv")
 DEFAULT_PRIORITY = ("failover_priority", 1)
@@ -32,7 +32,7 @@ def member_rows(view: ClusterView) -> list[dict[str, Any]]:
             "Member": member.name,
             "Host": _host(member.conn_url),
             "Role": role,
-            "State": (member.replication_state if role != "Leader" else None) or member.state,
+            "State": shown_state(member, leader),
             "TL": member.timeline,
             "Lag in MB": None if lag is None else max(0, lag) // MB,
         }
