@@ -16,6 +16,7 @@ from pathlib import Path
 
 from adapters.callbacks import CallbackRunner
 from adapters.dcs import connect
+from adapters.dcs.layout import REGENT_VERSION
 from adapters.errors import ConfigError
 from adapters.postgres.process import listen_conflict
 from adapters.postgres.server import Postgres
@@ -130,9 +131,14 @@ def setup_logging(settings: LogSettings, level: str | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="regent", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="regent", description=__doc__.splitlines()[0], epilog="Operate the cluster with regentctl (--help)."
+    )
     parser.add_argument("config", type=Path, help="the node's YAML config (postgres0.yml)")
-    parser.add_argument("--validate", action="store_true", help="check the config and exit")
+    parser.add_argument(
+        "--validate", "--validate-config", action="store_true", help="check the config and exit (Patroni's name too)"
+    )
+    parser.add_argument("--version", action="version", version=f"regent {REGENT_VERSION}")
     parser.add_argument("--log-level", choices=LEVELS, help="overrides the config's log.level")
     args = parser.parse_args(argv)
     try:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from adapters.dcs import EtcdSettings, ZooKeeperSettings
+from adapters.dcs.layout import REGENT_VERSION
 from adapters.postgres.settings import CALLBACK_EVENTS, Credentials, ReplicaMethod
 from fsm.observation import ClusterConfig
 from runtime.cli import main, setup_logging
@@ -367,6 +368,14 @@ def test_postgres_port_in_use_names_the_key_and_the_address(
 def test_a_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--validate", str(tmp_path / "absent.yml")]) == 2
     assert "cannot read: No such file or directory" in capsys.readouterr().err
+
+
+def test_version_and_patronis_validate_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"regent {REGENT_VERSION}"
+    assert main(["--validate-config", str(tmp_path / "absent.yml")]) == 2  # `patroni --validate-config` works too
+    assert "cannot read" in capsys.readouterr().err
 
 
 def test_every_problem_is_reported_at_once() -> None:
