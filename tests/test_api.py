@@ -156,12 +156,13 @@ def call(
     body: Any = None,
     auth: tuple[str, str] | None = None,
     tls: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Answer:
     if tls is not None:
         conn: http.client.HTTPConnection = http.client.HTTPSConnection("127.0.0.1", port, timeout=60, context=tls)
     else:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"Authorization": basic(*auth)} if auth else {}
+    headers = {**({"Authorization": basic(*auth)} if auth else {}), **(headers or {})}
     data = body if isinstance(body, bytes | None) else json.dumps(body).encode()
     if data is not None:
         headers["Content-Type"] = "application/json"
@@ -186,8 +187,8 @@ def get(node: Node, path: str, method: str = "GET") -> Answer:
     return call(node.api.port, method, path)
 
 
-def admin(node: Node, method: str, path: str, body: Any = None) -> Answer:
-    return call(node.api.port, method, path, body, auth=AUTH)
+def admin(node: Node, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Answer:
+    return call(node.api.port, method, path, body, auth=AUTH, headers=headers)
 
 
 def is_replica(node: Node) -> bool:
@@ -478,6 +479,13 @@ def test_patch_config_merges_checks_and_compares_versions(cluster: Cluster) -> N
     finally:
         n0.api.dcs.read_cluster = read_cluster  # type: ignore[method-assign]
     assert conflict.status == 409 and "changed" in conflict.message
+    # If-Match: the write applies to the version the client read (GET /config's ETag), as `edit-config` needs
+    etag = get(n1, "/config").headers["ETag"]
+    assert etag.startswith('"') and etag != '"none"'
+    assert admin(n0, "PATCH", "/config", {"primary_start_timeout": 20}, {"If-Match": etag}).status == 200
+    late = admin(n0, "PATCH", "/config", {"primary_start_timeout": 30}, {"If-Match": etag})
+    assert late.status == 412 and f"not {etag}: read it again" in late.message
+    assert admin(n0, "PUT", "/config", {"ttl": 30}, {"If-Match": etag}).status == 412
 
     assert admin(n1, "PATCH", "/config", {"pause": True}).json["pause"] is True
     paused = admin(n0, "POST", "/switchover", {"leader": "n0", "candidate": "n1"})

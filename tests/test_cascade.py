@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from typing import Any
 
 from adapters.postgres.runas import OsUser
-from tests.servers.cluster import Cluster, Node
+from tests.servers.cluster import REPO, Cluster, Node
 
 TAGS = {"n2": {"replicatefrom": "n1"}, "n3": {"nostream": True}}
 
@@ -68,6 +70,11 @@ def test_cascading_and_archive_only_replicas() -> None:
             return {m["name"]: m["state"] for m in cluster.rest(0, "/cluster", auth=False)[1]["members"]}
 
         cluster.wait_for(lambda: states() == expected, 30.0, f"the members' states {expected}")
+        tree = subprocess.run(
+            [sys.executable, "-m", "runtime.ctl", "-c", str(cluster.nodes[0].config_path), "topology", "-f", "json"],
+            cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        assert [row["Member"] for row in json.loads(tree)] == ["n0", "+ n1", "+ + n2", "n3"]  # n3 streams from none
         key = json.loads(cluster.etcd.value(f"/service/{cluster.scope}/members/n1") or "{}")
         assert key["replication_state"] == "streaming" and key["receive_lsn"] >= key["replay_lsn"] > 0
 

@@ -5,10 +5,12 @@ and its errors, one line and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,10 +19,12 @@ from model import diagram
 from tests.servers.cluster import HOST, REPO, Cluster
 
 
-def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+def ctl(*args: str, editor: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EDITOR": editor} if editor else None
     return subprocess.run(
-        [sys.executable, "-m", "runtime.ctl", *args], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
+        [sys.executable, "-m", "runtime.ctl", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=60, env=env, input=stdin,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +101,15 @@ def test_the_acting_commands_go_through_the_rest_api(cluster: Cluster) -> None:
     resumed = ctl("-c", config, "resume", "--wait")
     assert resumed.returncode == 0 and "every member resumed" in resumed.stdout, resumed.stderr
 
+    started = cluster.sql(replica, "SELECT pg_postmaster_start_time()")
+    soon = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
+    due = ctl("-c", config, "restart", standby, "--scheduled", soon, "--force")
+    assert due.returncode == 0 and "Restart scheduled" in due.stdout, due.stderr
+    cluster.wait_for(
+        lambda: cluster.sql(replica, "SELECT pg_postmaster_start_time()") not in ([], started), 30.0,
+        "the scheduled restart carried out",
+    )  # fmt: skip
+    cluster.wait_for(lambda: cluster.healthy() is not None, 30.0, "the replica streaming again")
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     scheduled = ctl("-c", config, "restart", standby, "--scheduled", later, "--force")
     assert scheduled.returncode == 0, scheduled.stderr
@@ -108,6 +121,16 @@ def test_the_acting_commands_go_through_the_rest_api(cluster: Cluster) -> None:
     assert ctl("-c", config, "reload", standby).returncode == 0
     assert ctl("-c", config, "dsn").stdout.strip() == f"host={HOST} port={cluster.nodes[primary].pg_port}"
 
+    nothing = ctl("-c", config, "restart", standby, "--role", "primary", "--force")
+    assert nothing.returncode == 1 and "matches --role/--pending: nothing to restart" in nothing.stderr
+    assert "nothing to restart" in ctl("-c", config, "restart", "--pending", "--force").stderr  # none pending
+
+    scheduled = ctl("-c", config, "switchover", "--candidate", standby, "--scheduled", later, "--force")
+    assert scheduled.returncode == 0 and "Switchover scheduled" in scheduled.stdout, scheduled.stderr
+    assert cluster.rest(primary, "/cluster", auth=False)[1]["scheduled_switchover"]["to"] == standby
+    flushed = ctl("-c", config, "flush", "switchover", "--force")
+    assert flushed.returncode == 0, flushed.stderr
+    assert "scheduled_switchover" not in cluster.rest(primary, "/cluster", auth=False)[1]
     unconfirmed = ctl("-c", config, "switchover", "--candidate", standby)  # no terminal to confirm on
     assert unconfirmed.returncode == 2 and "--force" in unconfirmed.stderr
     unknown = ctl("-c", config, "restart", "nosuch", "--force")
@@ -120,6 +143,39 @@ def test_the_acting_commands_go_through_the_rest_api(cluster: Cluster) -> None:
     (line,) = json.loads(ctl("-c", config, "history", "-f", "json").stdout)
     assert (line["TL"], line["New Leader"]) == (1, standby) and line["Timestamp"]
     assert leader != standby
+
+
+def test_edit_config_in_an_editor_from_a_file_and_refused(cluster: Cluster, tmp_path: Path) -> None:
+    config = str(cluster.nodes[0].config_path)
+    primary = cluster.wait_healthy()
+    lag = "s/^maximum_lag_on_failover: .*/maximum_lag_on_failover: 2097152/"
+    edited = ctl("-c", config, "edit-config", "--force", editor=f"sed -i -e '{lag}'")
+    assert edited.returncode == 0, edited.stderr
+    assert "+maximum_lag_on_failover: 2097152" in edited.stdout and "configuration changed" in edited.stdout
+    assert yaml.safe_load(ctl("-c", config, "show-config").stdout)["maximum_lag_on_failover"] == 2097152
+    unchanged = ctl("-c", config, "edit-config", "--force", editor="true")
+    assert unchanged.returncode == 0 and unchanged.stdout.strip() == "Not changed"
+    assert ctl("-c", config, "edit-config", "--force", editor="false").returncode == 1  # the editor failed
+
+    applied = ctl(
+        "-c", config, "edit-config", "--apply", "-", "--force", stdin="postgresql: {parameters: {work_mem: 5MB}}"
+    )
+    assert applied.returncode == 0, applied.stderr
+    cluster.wait_for(lambda: cluster.sql(primary, "SHOW work_mem") == [("5MB",)], 30.0, "work_mem 5MB")
+    whole = yaml.safe_load(ctl("-c", config, "show-config").stdout)
+    (tmp_path / "whole.yml").write_text(yaml.safe_dump({**whole, "maximum_lag_on_failover": 1048576}))
+    replaced = ctl("-c", config, "edit-config", "--replace", str(tmp_path / "whole.yml"), "--force")
+    assert replaced.returncode == 0 and "-maximum_lag_on_failover: 2097152" in replaced.stdout, replaced.stderr
+
+    for args, line in (
+        (("--replace", str(tmp_path / "whole.yml"), "-p", "a=1"), "no --apply, --set or -p with it"),
+        (("--apply", str(tmp_path / "absent.yml")), "absent.yml: cannot read: No such file or directory"),
+        (("--apply", "-"), "- is not a YAML mapping"),
+        (("-s", "ttl=5"), "unsafe timings"),  # the agent refuses: the lease would not outlast a loop
+    ):
+        refused = ctl("-c", config, "edit-config", *args, "--force", stdin="[1, 2]")
+        assert refused.returncode != 0 and line in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 
 
 def test_explain_says_why_each_member_is_where_it_is(cluster: Cluster) -> None:

@@ -59,6 +59,7 @@ class Request:
     query: dict[str, list[str]]
     body: bytes = b""
     head: bool = False  # HEAD or OPTIONS: only the status is wanted
+    if_match: str | None = None  # the If-Match header: the write applies only to that version (an ETag)
 
 
 class Api(Protocol):

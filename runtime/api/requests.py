@@ -9,6 +9,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+from adapters.dcs import Snapshot
 from fsm.actions import CloneReplica, RefuseRequest
 from fsm.facts import derive_facts
 from fsm.observation import (
@@ -260,3 +261,8 @@ ANSWERING = {
     RequestKind.RESTART: {"RestartPrimary", "RestartStandby"},
     RequestKind.REINITIALIZE: {"Reclone", "StartStandby"},
 }
+
+
+def config_etag(snapshot: Snapshot) -> str:
+    """The config key's version as an HTTP entity tag: GET /config's ETag, the If-Match of a write."""
+    return f'"{snapshot.config_version if snapshot.config_version is not None else "none"}"'

@@ -31,6 +31,7 @@ from .http import PROMETHEUS, UNSAFE, Handler, HttpError, HttpServer, HttpServer
 from .node import HEALTH, HealthCheck, NodeView, parse_lag
 from .requests import (
     RESTART_KEYS,
+    config_etag,
     json_object,
     member_field,
     merge_patch,
@@ -174,7 +175,7 @@ class ApiServer:
             query = parse_qs(split.query, keep_blank_values=True, strict_parsing=False)
         except ValueError as error:
             raise HttpError(400, f"malformed query string: {error}") from None
-        return handler(Request(query, body, head=verb != method))
+        return handler(Request(query, body, head=verb != method, if_match=headers.get("If-Match")))
 
     def _allowed(self, client: str | None) -> None:
         """`restapi.allowlist`: the unsafe methods only from these networks (empty: from anywhere)."""
@@ -305,7 +306,8 @@ class ApiServer:
 
     def _get_config(self, request: Request) -> Reply:
         snapshot = self._read_cluster()
-        return Reply(200, None if request.head else (snapshot.config or {}))
+        body = None if request.head else (snapshot.config or {})
+        return Reply(200, body, headers=(("ETag", config_etag(snapshot)),))
 
     def _get_metrics(self, request: Request) -> Reply:
         if request.head:
@@ -429,12 +431,21 @@ class ApiServer:
     def _patch_config(self, request: Request) -> Reply:
         """RFC 7386 merge of the body into the DCS `config` key (Patroni's `PATCH /config`, `edit-config`)."""
         patch = json_object(request.body)
-        snapshot = self._read_cluster()
+        snapshot = self._read_for_write(request)
         return self._write_config(merge_patch(snapshot.config or {}, patch), snapshot, "patched", patch)
 
     def _put_config(self, request: Request) -> Reply:
         """The body replaces the DCS `config` key whole (Patroni's `PUT /config`)."""
-        return self._write_config(json_object(request.body), self._read_cluster(), "replaced", None)
+        return self._write_config(json_object(request.body), self._read_for_write(request), "replaced", None)
+
+    def _read_for_write(self, request: Request) -> Snapshot:
+        """The cluster as read for a config write; with If-Match, only if the config key is still at that version
+        (then the compare-and-set below holds the whole edit, from the client's read, to one version)."""
+        snapshot = self._read_cluster()
+        etag = config_etag(snapshot)
+        if request.if_match is not None and request.if_match.strip() not in ("*", etag):
+            raise HttpError(412, f"the config key is at {etag}, not {request.if_match}: read it again and retry")
+        return snapshot
 
     def _write_config(
         self, merged: dict[str, Any], snapshot: Snapshot, verb: str, change: dict[str, Any] | None

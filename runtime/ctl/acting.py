@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
+import shlex
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from adapters.dcs import Snapshot
+from runtime.api.requests import config_etag
 
 from .context import ctl_settings, read
 from .rest import CtlError, call, message
@@ -43,10 +50,17 @@ def _ask(args: argparse.Namespace, question: str) -> None:
         raise CtlError("aborted")
 
 
-def _request(args: argparse.Namespace, member: str | None, method: str, path: str, body: Any = None) -> str:
+def _request(
+    args: argparse.Namespace,
+    member: str | None,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> str:
     snapshot = read(args)
     name, url = _api(snapshot, member)
-    status, answer = call(name, url, method, path, ctl_settings(args), body)
+    status, answer = call(name, url, method, path, ctl_settings(args), body, headers)
     if status >= 400:
         raise CtlError(f"{name}: {message(answer)} (HTTP {status})")
     return f"{name}: {message(answer)}" if answer is not None else f"{name}: done (HTTP {status})"
@@ -67,10 +81,26 @@ def failover(args: argparse.Namespace) -> str:
 
 
 def restart(args: argparse.Namespace) -> str:
+    """The named members (all when none), less those --role or --pending leave out, as patronictl picks them; the
+    agents check the same conditions again when they act."""
+    snapshot = read(args)
+    view = snapshot.view
+    leader = view.leader.holder if view.leader else None
+    names = args.members or sorted(member.name for member in view.members)
+    for name in names:
+        _api(snapshot, name)  # an unknown name is an error before anything restarts
+    chosen = [
+        name
+        for name in names
+        if (args.role is None or (args.role == "primary") == (name == leader))
+        and (not args.pending or getattr(view.member(name), "pending_restart", False))
+    ]
+    if not chosen:
+        raise CtlError(f"no member of {', '.join(names)} matches --role/--pending: nothing to restart")
     body = {"role": args.role, "restart_pending": args.pending or None, "schedule": args.scheduled}
     body = {key: value for key, value in body.items() if value}
-    _ask(args, f"Restart {', '.join(args.members)}{' at ' + args.scheduled if args.scheduled else ''}?")
-    return "\n".join(_request(args, member, "POST", "/restart", body) for member in args.members)
+    _ask(args, f"Restart {', '.join(chosen)}{' at ' + args.scheduled if args.scheduled else ''}?")
+    return "\n".join(_request(args, member, "POST", "/restart", body) for member in chosen)
 
 
 def reinit(args: argparse.Namespace) -> str:
@@ -119,24 +149,73 @@ def _wait_for_pause(args: argparse.Namespace, paused: bool) -> None:
 
 
 def edit_config(args: argparse.Namespace) -> str:
-    """--set key=value (dotted keys, YAML values) and -p name=value (postgresql.parameters), as one PATCH."""
-    patch: dict[str, Any] = {}
+    """The cluster-wide configuration changed in $EDITOR, from a file (--apply merges it, --replace replaces), or by
+    --set/-p; the diff is shown, and the result written whole with If-Match on the version read, so a change made
+    meanwhile by someone else is refused rather than overwritten (Patroni's edit-config compares and sets too)."""
+    snapshot = read(args)
+    before = snapshot.config or {}
+    after = _edited(args, before)
+    shown = "\n".join(difflib.unified_diff(_yaml(before), _yaml(after), "before", "after", lineterm=""))
+    if not shown:
+        return "Not changed"
+    print(shown, flush=True)
+    _ask(args, "Apply these changes?")
+    written = _request(args, None, "PUT", "/config", after, {"If-Match": config_etag(snapshot)})
+    return written.split(": ", 1)[0] + ": configuration changed"
+
+
+def _edited(args: argparse.Namespace, before: dict[str, Any]) -> dict[str, Any]:
+    if args.replace:
+        if args.apply or args.set or args.pg:
+            raise CtlError("edit-config: --replace takes the whole configuration: no --apply, --set or -p with it", 2)
+        return _mapping(_read_text(args.replace), args.replace)
+    patch = _mapping(_read_text(args.apply), args.apply) if args.apply else {}
     for text in args.set or ():
         key, _, value = text.partition("=")
         _put(patch, key.split("."), yaml.safe_load(value) if value else None)
     for text in args.pg or ():
         name, _, value = text.partition("=")
         _put(patch, ["postgresql", "parameters", name], yaml.safe_load(value) if value else None)
-    if not patch:
-        raise CtlError("edit-config: give --set key=value or -p name=value (an editor session is not offered)", 2)
-    before = read(args).config or {}
-    shown = "\n".join(
-        difflib.unified_diff(_yaml(before), _yaml(_merged(before, patch)), "before", "after", lineterm="")
-    )
-    if shown:
-        print(shown, flush=True)
-    _ask(args, "Apply these changes?")
-    return _request(args, None, "PATCH", "/config", patch).split(": ", 1)[0] + ": configuration changed"
+    if patch or args.apply:
+        return _merged(before, patch)
+    return _mapping(_in_editor(_text(before)), "the edited configuration")
+
+
+def _in_editor(text: str) -> str:
+    """`text` after the operator edited it in $EDITOR (else `editor`, else `vi`), as patronictl opens it."""
+    command = os.environ.get("EDITOR") or shutil.which("editor") or shutil.which("vi")
+    if not command:
+        raise CtlError("edit-config: no editor: set $EDITOR, or give --set, -p, --apply or --replace", 2)
+    with tempfile.NamedTemporaryFile("w+", prefix="regent-config-", suffix=".yaml") as file:
+        file.write(text)
+        file.flush()
+        try:
+            done = subprocess.run([*shlex.split(command), file.name], check=False)
+        except OSError as error:
+            raise CtlError(f"edit-config: cannot run the editor {command!r}: {error.strerror}", 2) from None
+        if done.returncode != 0:
+            raise CtlError(f"edit-config: the editor {command!r} exited {done.returncode}: nothing changed")
+        return Path(file.name).read_text()
+
+
+def _read_text(source: str) -> str:
+    """A file's text, or stdin's for `-`."""
+    try:
+        return sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as error:
+        raise CtlError(f"edit-config: {source}: cannot read: {error.strerror}", 2) from None
+
+
+def _mapping(text: str, source: str) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise CtlError(f"edit-config: {source} is not valid YAML: {str(error).splitlines()[0]}", 2) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise CtlError(f"edit-config: {source} is not a YAML mapping", 2)
+    return loaded
 
 
 def dsn(args: argparse.Namespace) -> str:
@@ -189,8 +268,12 @@ def _merged(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _text(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=True, default_flow_style=False) if config else ""
+
+
 def _yaml(config: dict[str, Any]) -> list[str]:
-    return yaml.safe_dump(config, sort_keys=True, default_flow_style=False).splitlines()
+    return _text(config).splitlines()
 
 
 FORCE = (("--force",), {"action": "store_true", "help": "do not ask for confirmation"})
@@ -203,7 +286,7 @@ ACTING: dict[str, tuple[Callable[[argparse.Namespace], str], str, ArgumentList]]
     "failover": (failover, "promote a replica, with or without a healthy leader", (
         (("--candidate",), {"required": True, "help": "the member to promote"}), FORCE)),
     "restart": (restart, "restart Postgres on members", (
-        (("members",), {"nargs": "+", "metavar": "MEMBER"}),
+        (("members",), {"nargs": "*", "metavar": "MEMBER", "help": "default: every member"}),
         (("--role",), {"choices": ("primary", "replica"), "help": "only members in this role"}),
         (("--pending",), {"action": "store_true", "help": "only members with settings pending a restart"}),
         (("--scheduled",), {"help": "when, ISO 8601 with a zone"}), FORCE)),
@@ -222,6 +305,8 @@ ACTING: dict[str, tuple[Callable[[argparse.Namespace], str], str, ArgumentList]]
     "edit-config": (edit_config, "change the cluster-wide configuration (shows the diff first)", (
         (("-s", "--set"), {"action": "append", "metavar": "KEY=VALUE", "help": "a dotted key (empty: remove)"}),
         (("-p", "--pg"), {"action": "append", "metavar": "NAME=VALUE", "help": "a postgresql.parameters entry"}),
+        (("--apply",), {"metavar": "FILE", "help": "merge this YAML file's changes (- for stdin)"}),
+        (("--replace",), {"metavar": "FILE", "help": "replace the configuration with this YAML file (- for stdin)"}),
         FORCE)),
     "explain": (explain, "why each member is where it is: its last rule and facts, whether it may be promoted", (
         (("member",), {"nargs": "?", "metavar": "MEMBER"}),

@@ -32,7 +32,15 @@ def _tls(settings: CtlSettings) -> ssl.SSLContext:
     return context
 
 
-def call(member: str, api_url: str, method: str, path: str, settings: CtlSettings, body: Any = None) -> tuple[int, Any]:
+def call(
+    member: str,
+    api_url: str,
+    method: str,
+    path: str,
+    settings: CtlSettings,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     """(status, JSON answer) of `method path` on `member`'s REST API (`api_url` from its member key)."""
     url = urlsplit(api_url)
     if not url.hostname:
@@ -43,7 +51,7 @@ def call(member: str, api_url: str, method: str, path: str, settings: CtlSetting
         )
     else:
         conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=TIMEOUT_S)
-    headers = {"Content-Type": "application/json"} if body is not None else {}
+    headers = {**({"Content-Type": "application/json"} if body is not None else {}), **(headers or {})}
     if settings.auth is not None:
         headers["Authorization"] = "Basic " + base64.b64encode(":".join(settings.auth).encode()).decode()
     try:
