@@ -15,7 +15,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from adapters.dcs import Snapshot
 from fsm import Decision, State
@@ -28,6 +28,7 @@ from runtime.ports import DcsPort
 from runtime.schedule import with_due_times
 
 log = logging.getLogger("regent")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -318,6 +319,27 @@ class Agent:
         """Run `work` in the loop's thread before its next turn (a signal handler must not act mid-turn)."""
         self._soon.append(work)
         self.wake.set()
+
+    def run_soon(self, work: Callable[[], T], timeout_s: float) -> T:
+        """`work`'s result, run in the loop's thread between two turns; RuntimeError when the loop has not run it
+        within `timeout_s` (a long action holds it; the work still runs once the loop is free)."""
+        done = threading.Event()
+        results: list[T] = []
+
+        def run() -> None:
+            try:
+                results.append(work())
+            finally:
+                done.set()
+
+        self.call_soon(run)
+        if not done.wait(timeout_s):
+            raise RuntimeError(
+                f"the agent's loop did not take it within {timeout_s:g} s: it runs once the loop is free"
+            )
+        if not results:
+            raise RuntimeError("it failed in the agent's loop: see the agent's log")
+        return results[0]
 
     def _run_soon(self) -> None:
         while self._soon:

@@ -27,6 +27,7 @@ from runtime.config import RegentConfig, load
 from runtime.config.settings import LogSettings
 from runtime.executor import Executor
 from runtime.postmaster_watch import PostmasterWatch
+from runtime.reload import reload_config
 
 log = logging.getLogger("regent")
 
@@ -67,7 +68,7 @@ def run(config: RegentConfig) -> int:
     signal.signal(signal.SIGTERM, lambda *_: agent.shutdown())
     signal.signal(signal.SIGINT, lambda *_: agent.shutdown())
     # Applied by the loop between two turns: a handler runs in the loop's own thread, possibly mid-operation.
-    signal.signal(signal.SIGHUP, lambda *_: agent.call_soon(lambda: _reload(agent, config)))
+    signal.signal(signal.SIGHUP, lambda *_: agent.call_soon(lambda: reload_config(agent, config, "SIGHUP")))
     api.start()
     watch.start()
     log.info("regent %s starting (scope %s)", config.name, config.postgresql.scope)
@@ -89,25 +90,6 @@ def run(config: RegentConfig) -> int:
         agent.dcs.close()  # after the shutdown turn: on ZooKeeper this ends the session
     log.info("regent %s stopped", config.name)
     return 0 if agent.stopped.is_set() else 1
-
-
-def _reload(agent: Agent, config: RegentConfig) -> None:
-    """SIGHUP: re-read the file and apply what can change live (timings, tags); the rest needs a restart."""
-    if config.source is None:
-        return
-    try:
-        fresh = load(config.source)
-    except ConfigError as error:
-        log.error("SIGHUP: config not reloaded:\n%s", error)
-        return
-    agent.local_config = fresh.cluster
-    agent.executor.tags = fresh.tags
-    agent.dcs.set_ttl(fresh.cluster.ttl_s)
-    if (fresh.postgresql, fresh.dcs, fresh.restapi) != (config.postgresql, config.dcs, config.restapi):
-        log.warning("SIGHUP: postgresql, DCS and restapi changes take effect after a restart of regent")
-    agent.executor.postgres.reload()
-    agent.wake.set()
-    log.info("SIGHUP: config reloaded from %s", config.source)
 
 
 LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]

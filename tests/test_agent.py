@@ -199,7 +199,7 @@ def test_unsafe_requests_need_auth_and_malformed_ones_get_400(cluster: Cluster) 
     assert cluster.primaries() == [primary], "no malformed request moved the leader"
 
 
-def test_sighup_reloads_the_config_file(cluster: Cluster) -> None:
+def test_sighup_and_post_reload_reread_the_config_file(cluster: Cluster) -> None:
     primary = cluster.wait_healthy()
     replica = others(cluster, primary)[0]
     node = cluster.nodes[replica]
@@ -220,9 +220,10 @@ def test_sighup_reloads_the_config_file(cluster: Cluster) -> None:
         cluster.wait_for(lambda: tagged(True), 2 * LOOP_WAIT + 2, "the new tags served and published")
     finally:
         node.config_path.write_text(original)
-    node.process.send_signal(signal.SIGHUP)
+    assert cluster.rest(replica, "/reload", "POST") == (200, {"message": "reloaded"})  # patronictl reload: the same
     cluster.wait_for(lambda: tagged(False), 2 * LOOP_WAIT + 2, "the old tags back")
-    assert len(log_times(cluster, replica, r"SIGHUP: config reloaded")) >= 2
+    assert log_times(cluster, replica, r"SIGHUP: config reloaded from ")
+    assert log_times(cluster, replica, r"POST /reload: config reloaded from ")
     assert cluster.primaries() == [primary]
 
 

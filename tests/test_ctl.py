@@ -96,7 +96,8 @@ def test_the_acting_commands_go_through_the_rest_api(cluster: Cluster) -> None:
         cluster.wait_for(lambda n=n: cluster.sql(n, "SHOW work_mem") == [("9MB",)], 30.0, "work_mem 9MB")
 
     paused = ctl("-c", config, "pause", "--wait")
-    assert paused.returncode == 0 and "every member paused" in paused.stdout, paused.stderr
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout == f"{leader}: cluster management is paused\nevery member paused\n"
     assert "Maintenance mode: on" in ctl("-c", config, "list").stdout
     resumed = ctl("-c", config, "resume", "--wait")
     assert resumed.returncode == 0 and "every member resumed" in resumed.stdout, resumed.stderr

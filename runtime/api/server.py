@@ -24,6 +24,7 @@ from fsm.node import dynamic_config
 from fsm.observation import ClusterConfig, FailoverRequest, OperatorRequest, PostgresState
 from runtime.agent import Agent
 from runtime.config import RegentConfig, RestApiSettings, dynamic_problems
+from runtime.reload import reload_config
 from runtime.schedule import monotonic_at
 
 from .documents import cluster_json, decision_json, history_json, metrics_text, node_status
@@ -417,9 +418,14 @@ class ApiServer:
         return request_answer(wanted, turn, wait_s)
 
     def _reload(self, request: Request) -> Reply:
+        """Patroni's reload: the agent re-reads its config file and Postgres its own, as on SIGHUP."""
         json_object(request.body, set(), empty_ok=True)
-        result = self.agent.executor.postgres.reload()  # Postgres serialises it with its other operations
-        self.agent.wake.set()
+        try:
+            result = self.agent.run_soon(
+                lambda: reload_config(self.agent, self.config, "POST /reload"), self.lock_wait_s
+            )
+        except RuntimeError as busy:
+            raise HttpError(503, str(busy)) from None
         if not result:
             raise HttpError(503, f"reload failed: {result.detail}")
         return Reply(200, {"message": result.detail or "reloaded"})

@@ -57,12 +57,17 @@ def _request(
     path: str,
     body: Any = None,
     headers: dict[str, str] | None = None,
+    said: str | None = None,
 ) -> str:
+    """`member: the agent's answer` (or `said` in its place: an answer that is a whole document); one CtlError line
+    for a refusal."""
     snapshot = read(args)
     name, url = _api(snapshot, member)
     status, answer = call(name, url, method, path, ctl_settings(args), body, headers)
     if status >= 400:
         raise CtlError(f"{name}: {message(answer)} (HTTP {status})")
+    if said is not None:
+        return f"{name}: {said}"
     return f"{name}: {message(answer)}" if answer is not None else f"{name}: done (HTTP {status})"
 
 
@@ -121,7 +126,8 @@ def flush(args: argparse.Namespace) -> str:
 
 def _pause(paused: bool) -> Callable[[argparse.Namespace], str]:
     def run(args: argparse.Namespace) -> str:
-        answer = _request(args, None, "PATCH", "/config", {"pause": True if paused else None})
+        said = f"cluster management is {'paused' if paused else 'resumed'}"
+        answer = _request(args, None, "PATCH", "/config", {"pause": True if paused else None}, said=said)
         if args.wait:
             _wait_for_pause(args, paused)
             answer += f"\nevery member {'paused' if paused else 'resumed'}"
@@ -160,8 +166,7 @@ def edit_config(args: argparse.Namespace) -> str:
         return "Not changed"
     print(shown, flush=True)
     _ask(args, "Apply these changes?")
-    written = _request(args, None, "PUT", "/config", after, {"If-Match": config_etag(snapshot)})
-    return written.split(": ", 1)[0] + ": configuration changed"
+    return _request(args, None, "PUT", "/config", after, {"If-Match": config_etag(snapshot)}, "configuration changed")
 
 
 def _edited(args: argparse.Namespace, before: dict[str, Any]) -> dict[str, Any]:
