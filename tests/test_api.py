@@ -37,6 +37,9 @@ from runtime.api.node import NodeView, parse_lag
 from runtime.api.requests import merge_patch, switchover_problem
 from runtime.cli import build
 from runtime.config import RegentConfig, RestApiSettings, WatchdogSettings
+from runtime.config.settings import CtlSettings
+from runtime.ctl.rest import CtlError
+from runtime.ctl.rest import call as ctl_call
 from tests.servers.common import free_port, wait_until
 from tests.servers.etcd import EtcdServer
 from tests.servers.postgres import PgNodes, query
@@ -578,13 +581,19 @@ def test_a_connection_reset_is_not_logged_as_an_error(
     assert not [record for record in caplog.records if record.levelname in ("ERROR", "WARNING")]
 
 
-def test_tls_from_certfile_and_keyfile(cluster: Cluster, tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """(certificate, key) for 127.0.0.1, its own CA: it serves, and signs a client in, alike."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1",
          "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True, timeout=30,
     )  # fmt: skip
+    return cert, key
+
+
+def test_tls_from_certfile_and_keyfile(cluster: Cluster, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
     n0 = cluster["n0"]
     settings = RestApiSettings("127.0.0.1", 0, "127.0.0.1:0", AUTH, cert, key)
     api = ApiServer(n0.agent, dataclasses.replace(n0.config, restapi=settings))
@@ -600,6 +609,29 @@ def test_tls_from_certfile_and_keyfile(cluster: Cluster, tmp_path: Path) -> None
         with pytest.raises((http.client.HTTPException, ConnectionError)):
             call(api.port, "GET", "/health")  # plain HTTP on the TLS port
         assert call(api.port, "GET", "/health", tls=trusted).status == 200  # still serving after both
+    finally:
+        api.stop()
+
+
+def test_regentctl_calls_with_the_ctl_sections_tls_and_client_certificate(cluster: Cluster, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    n0 = cluster["n0"]
+    settings = RestApiSettings("127.0.0.1", 0, "127.0.0.1:0", AUTH, cert, key, cafile=cert, verify_client="required")
+    api = ApiServer(n0.agent, dataclasses.replace(n0.config, restapi=settings))
+    api.start()
+    url = f"https://127.0.0.1:{api.port}/patroni"
+    try:
+        signed_in = CtlSettings(AUTH, cacert=cert, certfile=cert, keyfile=key)
+        assert ctl_call("n0", url, "POST", "/reload", signed_in) == (200, {"message": "reloaded"})
+        assert ctl_call("n0", url, "GET", "/health", CtlSettings(insecure=True, certfile=cert, keyfile=key))[0] == 200
+        with pytest.raises(CtlError, match="certificate verify failed"):
+            ctl_call("n0", url, "GET", "/health", CtlSettings(certfile=cert, keyfile=key))  # the server untrusted
+        with pytest.raises(CtlError, match=r"member n0's REST API at 127\.0\.0\.1:\d+ did not answer"):
+            ctl_call("n0", url, "GET", "/health", CtlSettings(cacert=cert))  # no client certificate: refused
+        wrong = ctl_call(
+            "n0", url, "POST", "/reload", CtlSettings(("admin", "nope"), cacert=cert, certfile=cert, keyfile=key)
+        )
+        assert wrong[0] == 401
     finally:
         api.stop()
 
