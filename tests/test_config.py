@@ -197,6 +197,15 @@ def test_environment_variables_override_the_file_in_its_own_layout() -> None:
     assert config.postgresql.data_dir == Path("/srv/pg")
 
 
+def test_an_etcd3_section_speaks_the_v3_api_and_takes_its_own_variables() -> None:
+    raw = changed("etcd", None)
+    raw["etcd3"] = {"hosts": ["h1:2379"], "protocol": "https", "username": "u", "password": "p"}
+    config = parse(overlay(raw, {"PATRONI_ETCD3_HOSTS": "'h2:2379','h3:2380'"}))
+    assert isinstance(config.dcs, EtcdSettings) and config.dcs.api_version == 3
+    assert (config.dcs.hosts, config.dcs.protocol, config.dcs.username) == ((("h2", 2379), ("h3", 2380)), "https", "u")
+    assert parse(minimal()).dcs.api_version == 2  # type: ignore[union-attr]
+
+
 def test_environment_variables_leave_the_parsed_file_unchanged() -> None:
     raw = minimal()
     overlay(raw, {"PATRONI_NAME": "other"})
@@ -230,8 +239,16 @@ BROKEN: list[tuple[str, Any, str]] = [
     ("etcd.ttl", "thirty", "etcd.ttl: expected a number, got text 'thirty'"),
     ("etcd.ttl", -1, "etcd.ttl: must be greater than 0, got -1"),
     ("etcd.hots", ["h"], "etcd.hots: unknown setting (did you mean 'hosts'?)"),
-    ("etcd", None, "etcd / zookeeper: configure exactly one DCS section, found neither"),
-    ("zookeeper", {"hosts": ["h:2181"]}, "etcd / zookeeper: configure exactly one DCS section, found both"),
+    ("etcd", None, "etcd / etcd3 / zookeeper: configure exactly one DCS section, found none"),
+    (
+        "zookeeper",
+        {"hosts": ["h:2181"]},
+        "etcd / etcd3 / zookeeper: configure exactly one DCS section, found etcd and zookeeper",
+    ),
+    ("etcd3", {"hosts": "h:2379"}, "etcd / etcd3 / zookeeper: configure exactly one DCS section, found etcd and etcd3"),
+    ("etcd3", {"host": "h:2379", "ttl": 30}, "etcd3.ttl: unknown setting"),  # v3 has no seed layout: the top-level ttl
+    ("etcd3", {"host": "h:2379", "username": "u"}, "etcd3.username and etcd3.password: give both or neither"),
+    ("etcd3", {"hosts": []}, "etcd3.hosts: empty"),
     ("consul", {"host": "h"}, "consul: Patroni's setting for the Consul DCS"),
     (
         "zookeeper",
@@ -293,7 +310,7 @@ def test_a_broken_config_exits_2_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], path: str, value: Any, line: str
 ) -> None:
     raw = changed(path, value)
-    if path == "zookeeper" and "both" not in line:
+    if path in ("zookeeper", "etcd3") and "found" not in line:
         raw.pop("etcd")
     if path == "safety_margin":
         raw = changed("watchdog.safety_margin", 5, raw)

@@ -200,7 +200,7 @@ def test_explain_says_why_each_member_is_where_it_is(cluster: Cluster) -> None:
         (("list",), 2, "give -c CONFIG.yml (an agent's config), or --dcs-url and --scope"),
         (("--dcs-url", "etcd://127.0.0.1:9", "--scope", "x", "list"), 1, "did not answer within 5 s"),
         (("--dcs-url", "etcd://127.0.0.1:9", "list"), 2, "--dcs-url needs --scope"),
-        (("--dcs-url", "consul://127.0.0.1:8500", "--scope", "x", "list"), 2, "is not etcd://host:port"),
+        (("--dcs-url", "consul://127.0.0.1:8500", "--scope", "x", "list"), 2, "is not etcd://, etcd3://"),
         (("-c", "/nonexistent.yml", "list"), 2, "cannot read: No such file or directory"),
     ],
 )

@@ -20,6 +20,10 @@ __all__ = [
 
 def connect(name: str, settings: EtcdSettings | ZooKeeperSettings, retry_timeout_s: float = 10.0) -> Dcs:
     """A client for member `name`; it connects lazily and never raises on an unreachable store."""
+    if isinstance(settings, EtcdSettings) and settings.api_version == 3:
+        from .etcd3 import Etcd3Dcs
+
+        return Etcd3Dcs(name, settings, retry_timeout_s)
     if isinstance(settings, EtcdSettings):
         from .etcd import EtcdDcs
 

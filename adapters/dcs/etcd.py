@@ -40,6 +40,12 @@ _ALREADY_EXISTS = 105
 _CONFLICTS = {_KEY_NOT_FOUND, _COMPARE_FAILED, _NOT_A_FILE, _NOT_A_DIR, _ALREADY_EXISTS}
 
 
+NO_V2 = (
+    "etcd does not serve the v2 API (etcd 3.4 turns it off by default, 3.6 removed it): "
+    "start etcd with --enable-v2=true, or configure `etcd3:` in place of `etcd:`"
+)
+
+
 def _code(error: etcd.EtcdException) -> int | None:
     """etcd's own error code, or None when the answer did not come from etcd's v2 key API.
 
@@ -105,6 +111,8 @@ class EtcdDcs(Dcs):
         except Unavailable:
             raise
         except etcd.EtcdException as error:
+            if "404 page not found" in str(error):  # etcd's own answer to a path it does not serve
+                raise Unavailable(f"{what}: {NO_V2}") from error
             raise Unavailable(f"{what}: {type(error).__name__}: {error}") from error
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as error:
             raise Unavailable(f"{what}: {type(error).__name__}: {error}") from error

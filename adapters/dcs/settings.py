@@ -18,6 +18,7 @@ class EtcdSettings:
     cacert: str | None = None
     cert: str | None = None
     key: str | None = None
+    api_version: int = 2  # 2: the `etcd:` section (python-etcd); 3: `etcd3:` (the v3 JSON gateway)
 
 
 @dataclass(frozen=True)

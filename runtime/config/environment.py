@@ -23,14 +23,11 @@ VARIABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "RESTAPI_KEYFILE": (("restapi", "keyfile"),),
     "RESTAPI_CAFILE": (("restapi", "cafile"),),
     "RESTAPI_VERIFY_CLIENT": (("restapi", "verify_client"),),
-    "ETCD_HOST": (("etcd", "host"),),
-    "ETCD_HOSTS": (("etcd", "hosts"),),
-    "ETCD_PROTOCOL": (("etcd", "protocol"),),
-    "ETCD_USERNAME": (("etcd", "username"),),
-    "ETCD_PASSWORD": (("etcd", "password"),),
-    "ETCD_CACERT": (("etcd", "cacert"),),
-    "ETCD_CERT": (("etcd", "cert"),),
-    "ETCD_KEY": (("etcd", "key"),),
+    **{
+        f"{section.upper()}_{key.upper()}": ((section, key),)
+        for section in ("etcd", "etcd3")
+        for key in ("host", "hosts", "protocol", "username", "password", "cacert", "cert", "key")
+    },
     "ZOOKEEPER_HOSTS": (("zookeeper", "hosts"),),
     "POSTGRESQL_LISTEN": (("postgresql", "listen"),),
     "POSTGRESQL_CONNECT_ADDRESS": (("postgresql", "connect_address"),),
@@ -52,8 +49,10 @@ REPLACES = {
     "RESTAPI_PASSWORD": (("restapi", "auth"),),
     "ETCD_HOST": (("etcd", "hosts"),),
     "ETCD_HOSTS": (("etcd", "host"),),
+    "ETCD3_HOST": (("etcd3", "hosts"),),
+    "ETCD3_HOSTS": (("etcd3", "host"),),
 }
-HOST_LISTS = {"ETCD_HOSTS", "ZOOKEEPER_HOSTS"}  # Patroni's form: 'h1:2379','h2:2379' (quotes optional)
+HOST_LISTS = {"ETCD_HOSTS", "ETCD3_HOSTS", "ZOOKEEPER_HOSTS"}  # Patroni's form: 'h1:2379','h2:2379' (quotes optional)
 
 
 def overlay(raw: Any, environ: Mapping[str, str]) -> Any:

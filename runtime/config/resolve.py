@@ -123,21 +123,25 @@ def timing_problems(local: ClusterConfig, stored: dict[str, Any]) -> list[str]:
 
 def dcs_settings(file: schema.RegentFile, scope: str, problems: Problems) -> EtcdSettings | ZooKeeperSettings | None:
     namespace = file.namespace.strip("/") or "service"
-    if (file.etcd is None) == (file.zookeeper is None):
-        found = "both" if file.etcd else "neither"
-        problems.append(f"etcd / zookeeper: configure exactly one DCS section, found {found}")
+    given = [name for name in ("etcd", "etcd3", "zookeeper") if getattr(file, name) is not None]
+    if len(given) != 1:
+        found = " and ".join(given) if given else "none"
+        problems.append(f"etcd / etcd3 / zookeeper: configure exactly one DCS section, found {found}")
         return None
-    if file.etcd is not None:
-        etcd = file.etcd
+    if given[0] in ("etcd", "etcd3"):
+        section, etcd = given[0], getattr(file, given[0])
         hosts = etcd.hosts or ((etcd.host,) if etcd.host else ())
-        problems.check(bool(hosts), "etcd.hosts: missing (at least one host:port, or `host`)")
+        problems.check(bool(hosts), f"{section}.hosts: missing (at least one host:port, or `host`)")
         problems.check(
-            (etcd.username is None) == (etcd.password is None), "etcd.username and etcd.password: give both or neither"
+            (etcd.username is None) == (etcd.password is None),
+            f"{section}.username and {section}.password: give both or neither",
         )
-        problems.check((etcd.cert is None) == (etcd.key is None), "etcd.cert and etcd.key: give both or neither")
+        problems.check(
+            (etcd.cert is None) == (etcd.key is None), f"{section}.cert and {section}.key: give both or neither"
+        )
         return EtcdSettings(
-            scope, hosts, etcd.ttl or 30.0, namespace, etcd.protocol, etcd.username, etcd.password,
-            _str(etcd.cacert), _str(etcd.cert), _str(etcd.key),
+            scope, hosts, getattr(etcd, "ttl", None) or 30.0, namespace, etcd.protocol, etcd.username, etcd.password,
+            _str(etcd.cacert), _str(etcd.cert), _str(etcd.key), api_version=3 if section == "etcd3" else 2,
         )  # fmt: skip
     zk = file.zookeeper
     assert zk is not None

@@ -61,11 +61,9 @@ class Section(BaseModel):
 # --- DCS -----------------------------------------------------------------------------------------------------
 
 
-class Etcd(Section):
-    """etcd's v2 API (python-etcd): `host` or `hosts`."""
+class Etcd3(Section):
+    """etcd's v3 API (its JSON gateway): `host` or `hosts`."""
 
-    scope: Name | None = Field(None, description="the seed's place for the cluster name (else the top-level `scope`)")
-    ttl: Seconds | None = Field(None, description="the seed's place for `ttl`")
     host: _address(2379) | None = Field(None, description="one etcd endpoint, host:port")
     hosts: _hosts(2379) | None = Field(None, description="etcd endpoints: a list, or host:port text split by commas")
     protocol: Literal["http", "https"] = Field("http", description="how to reach etcd")
@@ -81,6 +79,13 @@ class Etcd(Section):
         if info.data.get("host") is not None:
             raise ValueError("give `host` or `hosts`, not both")
         return hosts
+
+
+class Etcd(Etcd3):
+    """etcd's v2 API (python-etcd): the v3 section's endpoints, and the seed's places for `scope` and `ttl`."""
+
+    scope: Name | None = Field(None, description="the seed's place for the cluster name (else the top-level `scope`)")
+    ttl: Seconds | None = Field(None, description="the seed's place for `ttl`")
 
 
 class Exhibitor(Section):
@@ -347,7 +352,8 @@ class RegentFile(Section):
     synchronous_mode: bool | None = Field(None, description="promote only the named sync standby (false)")
     restapi: RestApi = Field(description="the REST API")
     ctl: Ctl | None = Field(None, description="settings of the command-line client")
-    etcd: Etcd | None = Field(None, description="the DCS: etcd (exactly one of etcd and zookeeper)")
+    etcd: Etcd | None = Field(None, description="the DCS: etcd's v2 API (exactly one of etcd, etcd3 and zookeeper)")
+    etcd3: Etcd3 | None = Field(None, description="the DCS: etcd's v3 API (etcd 3.4 and later with default flags)")
     zookeeper: ZooKeeper | None = Field(None, description="the DCS: ZooKeeper")
     bootstrap: Bootstrap = Field(Bootstrap(), description="how a new cluster is made")
     postgresql: Postgresql = Field(description="this member's Postgres")

@@ -76,7 +76,7 @@ READING: dict[str, tuple[Callable[[argparse.Namespace], str], str]] = {
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="regentctl", description=__doc__.splitlines()[0])
     top.add_argument("-c", "--config-file", dest="config", type=Path, help="an agent's config (postgres0.yml)")
-    top.add_argument("-d", "--dcs-url", help="etcd://host:port or zookeeper://host:port, without a config")
+    top.add_argument("-d", "--dcs-url", help="etcd://, etcd3:// or zookeeper://host:port, without a config")
     top.add_argument("-k", "--scope", help="the cluster's name (overrides the config's)")
     top.add_argument("-v", "--verbose", action="store_true", help="log what the DCS clients say (on stderr)")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")

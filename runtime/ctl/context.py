@@ -26,16 +26,16 @@ def dcs_settings(args: argparse.Namespace) -> EtcdSettings | ZooKeeperSettings:
         if not args.scope:
             raise CtlError("--dcs-url needs --scope (the cluster's name)", 2)
         url = urlsplit(args.dcs_url)
-        default_port = {"etcd": 2379, "zookeeper": 2181}.get(url.scheme)
+        default_port = {"etcd": 2379, "etcd3": 2379, "zookeeper": 2181}.get(url.scheme)
         try:
             hosts = tuple(host_port(part, default_port) for part in url.netloc.split(","))
         except ValueError as error:
             raise CtlError(f"--dcs-url: {error}", 2) from None
-        if url.scheme == "etcd":
-            return EtcdSettings(args.scope, hosts)
+        if url.scheme in ("etcd", "etcd3"):
+            return EtcdSettings(args.scope, hosts, api_version=3 if url.scheme == "etcd3" else 2)
         if url.scheme == "zookeeper":
             return ZooKeeperSettings(args.scope, hosts)
-        raise CtlError(f"--dcs-url: {args.dcs_url!r} is not etcd://host:port or zookeeper://host:port", 2)
+        raise CtlError(f"--dcs-url: {args.dcs_url!r} is not etcd://, etcd3:// or zookeeper://host:port", 2)
     config = config_file(args)
     if config is None:
         raise CtlError("give -c CONFIG.yml (an agent's config), or --dcs-url and --scope", 2)
