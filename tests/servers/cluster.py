@@ -109,6 +109,7 @@ class Cluster:
         watchdog: str = "automatic",
         primary_start_timeout: float = 10,
         log_level: str = "INFO",
+        etcd_api: int = 2,
     ) -> None:
         parent = "/dev/shm" if Path("/dev/shm").is_dir() else "/tmp"
         self.base = Path(tempfile.mkdtemp(prefix="regent-cluster-", dir=parent))
@@ -119,8 +120,10 @@ class Cluster:
         self.watchdog = watchdog
         self.primary_start_timeout = primary_start_timeout
         self.log_level = log_level
+        self.etcd_api = etcd_api
         (self.base / "etcd").mkdir()
-        self.etcd = EtcdServer("e0", self.base / "etcd", start=False)
+        # v3: etcd as Debian starts it, with no v2 API; the agents use the `etcd3:` section
+        self.etcd = EtcdServer("e0", self.base / "etcd", enable_v2=etcd_api == 2, start=False)
         self.nodes = [self._node(i) for i in range(size)]
         self._closed = False
 
@@ -150,7 +153,7 @@ class Cluster:
                 "connect_address": f"{HOST}:{node.api_port}",
                 "auth": f"{AUTH[0]}:{AUTH[1]}",
             },
-            "etcd": {"host": f"{HOST}:{self.etcd.port}"},
+            "etcd" if self.etcd_api == 2 else "etcd3": {"host": f"{HOST}:{self.etcd.port}"},
             "watchdog": {"mode": self.watchdog},
             "postgresql": {
                 "name": node.name,
