@@ -31,6 +31,7 @@ class LeaseEffect(StrEnum):
 
     NONE = "none"
     RENEWS = "renews"  # the request's start time becomes the lease renewal
+    FAILSAFE = "failsafe"  # likewise, the lease held by the failsafe members' word instead of the key
     ENDS = "ends"  # the node holds no lease any more
 
 
@@ -42,8 +43,8 @@ class Action:
     it out, whether it changes how Postgres runs (the next turn then comes at once), whether it may run only
     while the lease is valid at the moment it runs, and what its success does to the lease."""
 
-    # Which adapter carries the action out: "dcs", "postgres", "watchdog", "callback", or "api" (the REST API reads
-    # it off the turn: an answer to an operator request).
+    # Which adapter carries the action out: "dcs", "postgres", "watchdog", "callback", "peers" (the other members'
+    # REST APIs), or "api" (the REST API reads it off the turn: an answer to an operator request).
     adapter: ClassVar[str] = ""
     changes_postgres: ClassVar[bool] = False
     needs_valid_lease: ClassVar[bool] = False
@@ -321,6 +322,39 @@ class ReleaseLeaderKey(Action):
 
     adapter: ClassVar[str] = "dcs"
     lease_effect: ClassVar[LeaseEffect] = LeaseEffect.ENDS
+
+
+@dataclass(frozen=True)
+class PublishFailsafe(Action):
+    """Write the `failsafe` key, Patroni's `{name: api_url}` of every member the view shows with a REST API: whom
+    this leader must reach to keep leading through a DCS outage, and who alone may race for the key then.
+
+    Only the leader writes it, after renewing, in failsafe mode, when the key differs from the view."""
+
+    adapter: ClassVar[str] = "dcs"
+    members: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        return cls(members=facts.failsafe_members)
+
+
+@dataclass(frozen=True)
+class ConfirmFailsafe(Action):
+    """`POST /failsafe` to every other member of the failsafe key as last read, at once, each within
+    `fsm.node.failsafe_timeout_s`; succeeds only if every one answers `Accepted` (a member that does takes no part
+    in a leader race for ttl). Its success extends the lease from the request's start, as a renewal would: ttl,
+    the time each member's word lasts, less the safety margin. Run by a leader the DCS does not answer."""
+
+    adapter: ClassVar[str] = "peers"
+    needs_valid_lease: ClassVar[bool] = True  # it extends a lease, never revives one that ran out
+    lease_effect: ClassVar[LeaseEffect] = LeaseEffect.FAILSAFE
+    members: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def plan(cls, facts: Facts, **fixed: Any) -> Action:
+        me = facts.observation.name
+        return cls(members=tuple(m for m in facts.observation.agent.failsafe_view or () if m[0] != me))
 
 
 def _sync_key(facts: Facts) -> SyncState | None:

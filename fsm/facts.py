@@ -55,7 +55,7 @@ FACT_DOCS: dict[str, str] = {
     "restart_budget_spent": "the crashed primary failed to start, or stayed down past primary_start_timeout",
     "nofailover": "this node's tags forbid promoting it (nofailover, or failover_priority 0)",
     "eligible": "this node may be promoted: tags allow it, Postgres runs, lag within limit, sync allows, on the "
-    "cluster's newest timeline and not forked from it",
+    "cluster's newest timeline and not forked from it, listed in the failsafe key when failsafe mode lists anyone",
     "first_in_line": "a switchover names this node, or no promotable member is ahead of it",
     "switchover_requested": "a switchover away from this leader names a fit target (or any fit member exists)",
     "switchover_stale": "a failover key exists that this leader will not act on (done, not for it, unfit, or "
@@ -73,6 +73,11 @@ FACT_DOCS: dict[str, str] = {
     "running leader, a restart whose role or restart_pending does not hold, a scheduled restart missed by more "
     "than 1.5 x loop_wait)",
     "scheduled_restart_due": "the operator's scheduled restart is the request this turn answers: its time has come",
+    "failsafe_stale": "failsafe mode is on and the failsafe key differs from the members this leader sees",
+    "in_failsafe_view": "failsafe mode is on and the failsafe key as last read lists this node",
+    "failsafe_refused": "last loop's ConfirmFailsafe failed: a member of the failsafe key did not accept",
+    "failsafe_active": "the lease was last extended by the failsafe members' word, not by renewing the key",
+    "failsafe_leader_alive": "failsafe mode is on and another member's POST /failsafe was accepted less than ttl ago",
 }
 
 
@@ -107,6 +112,7 @@ class Facts:
     request: OperatorRequest | None = None  # the operator request this turn answers (`answered_request`)
     clone_source: str | None = None  # whom a clone copies: a running replica tagged clonefrom, else the leader
     upstream: str | None = None  # whom a standby streams from (`upstream_of`)
+    failsafe_members: tuple[tuple[str, str], ...] = ()  # what the failsafe key should hold (`PublishFailsafe`)
 
     def explain(self, name: str) -> str:
         return f"{name}={'yes' if self.truth[name] else 'no'} ({self.notes[name]})"
@@ -163,9 +169,41 @@ def derive_facts(obs: Observation) -> Facts:
     sync_on = cfg.synchronous_mode
     sheet.add("synchronous_mode", sync_on, "synchronous_mode is on" if sync_on else "synchronous_mode is off")
     sheet.add("use_slots", cfg.use_slots, "use_slots is on" if cfg.use_slots else "use_slots is off")
+    members = _failsafe_facts(sheet, obs)
     request = answered_request(obs)
     clone_source = clone_source_of(obs, leader, request)
-    return Facts(obs, sheet.truth, sheet.notes, leader, best_sync, request, clone_source, upstream)
+    return Facts(obs, sheet.truth, sheet.notes, leader, best_sync, request, clone_source, upstream, members)
+
+
+def _failsafe_facts(sheet: _Sheet, obs: Observation) -> tuple[tuple[str, str], ...]:
+    """Patroni's failsafe mode; returns what the failsafe key should hold (every member with a REST API)."""
+    on, view, agent, me = obs.config.failsafe_mode, obs.dcs, obs.agent, obs.name
+    members = tuple(sorted((m.name, m.api_url) for m in view.members if m.api_url)) if view else ()
+    stored = view.failsafe if view else None
+    stale = on and view is not None and stored != members
+    sheet.add("failsafe_stale", stale, f"failsafe key {_names(stored)}, members {_names(members)}")
+    listed = on and me in dict(agent.failsafe_view or ())
+    sheet.add("in_failsafe_view", listed, f"failsafe key as last read: {_names(agent.failsafe_view)}")
+    refused = "ConfirmFailsafe" in agent.last_outcome.failed
+    sheet.add("failsafe_refused", refused, "a member did not accept" if refused else "no refusal last loop")
+    active = agent.failsafe_active
+    sheet.add("failsafe_active", active, "lease held by the failsafe members" if active else "lease held by the key")
+    ping = agent.failsafe_ping
+    alive = on and ping is not None and ping.leader != me and obs.now_s - ping.at_s < obs.config.ttl_s
+    heard = f"{ping.leader} pinged {obs.now_s - ping.at_s:g} s ago (ttl {obs.config.ttl_s:g} s)" if ping else "no ping"
+    sheet.add("failsafe_leader_alive", alive, heard)
+    return members
+
+
+def _names(view: tuple[tuple[str, str], ...] | None) -> str:
+    return "absent" if view is None else "[" + ", ".join(name for name, _ in view) + "]"
+
+
+def failsafe_unlisted(obs: Observation) -> bool:
+    """Failsafe mode is on and the failsafe key lists members but not this one: it may not race (Patroni's rule,
+    so that a leader that reached every listed member keeps the only right to lead)."""
+    failsafe = obs.dcs.failsafe if obs.dcs else None
+    return obs.config.failsafe_mode and bool(failsafe) and obs.name not in dict(failsafe or ())
 
 
 def _request_facts(sheet: _Sheet, obs: Observation, leader_running: bool) -> None:
@@ -363,6 +401,7 @@ def _election_facts(sheet: _Sheet, obs: Observation) -> None:
             (sync_ok, sync_note),
             (not diverged, f"history forked: {diverged_note}"),
             (pg.timeline >= latest, f"timeline {pg.timeline} is behind the cluster's timeline {latest}"),
+            (not failsafe_unlisted(obs), "failsafe mode: the failsafe key does not list me"),
         )
         if not ok
     ]

@@ -9,6 +9,7 @@ pure, in the shape of etcd-io/raft's RawNode, so that the real agent (`runtime/a
 
     peers_to_ask(name, memory, view)           -> whose WAL position to ask for before this turn's step
     with_positions(view, answers)              -> the view with the positions they gave
+    failsafe_refusal(name, memory, ...)        -> why the REST API refuses a POST /failsafe, or None: accept it
     step(name, memory, readings, now)          -> Turn(observation, decision, memory')
     next_action(memory, decision)              -> the action to run now, or None when the turn's actions are over
     blocked(action, memory, config, now)       -> why it may not run now, or None
@@ -34,7 +35,16 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from fsm.actions import ACTION_TYPES, Action, ArmWatchdog, LeaseEffect, PingWatchdog, PublishMember, RenewLeaderKey
+from fsm.actions import (
+    ACTION_TYPES,
+    Action,
+    ArmWatchdog,
+    LeaseEffect,
+    PingWatchdog,
+    PublishFailsafe,
+    PublishMember,
+    RenewLeaderKey,
+)
 from fsm.decision import Decision, decide
 from fsm.facts import answered_request
 from fsm.lease import lease_deadline_s
@@ -43,6 +53,8 @@ from fsm.observation import (
     AgentState,
     ClusterConfig,
     ClusterView,
+    FailsafePing,
+    FailsafeView,
     Member,
     Observation,
     OperatorRequest,
@@ -70,6 +82,7 @@ DYNAMIC = {
     "postgresql.use_pg_rewind": "use_pg_rewind",
     "postgresql.parameters": "parameters",  # a mapping, kept as sorted (name, value) pairs
     "postgresql.pg_hba": "pg_hba",  # a list, kept as a tuple
+    "failsafe_mode": "failsafe_mode",
 }
 
 
@@ -87,6 +100,8 @@ class Memory:
     actions_run: int = 0  # how many of the current decision's actions have run (or were skipped as failed)
     last_rule: str | None = None
     next_due_s: float | None = None  # the next scheduled time (restart, switchover) the last turn saw ahead
+    failsafe_view: FailsafeView | None = None  # the `failsafe` key as last read or written
+    failsafe_active: bool = False  # the lease was last extended by ConfirmFailsafe, not by the key
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,7 @@ class Readings:
     shutting_down: bool = False
     request: OperatorRequest | None = None  # an operator's request for this turn to answer
     scheduled: OperatorRequest | None = None  # the scheduled restart the driver keeps until a turn answers it
+    failsafe_ping: FailsafePing | None = None  # the last POST /failsafe the REST API accepted (`failsafe_refusal`)
 
 
 @dataclass(frozen=True)
@@ -205,6 +221,26 @@ def with_positions(view: ClusterView, answers: Mapping[str, int | None]) -> Clus
     return replace(view, members=tuple(fresh(member) for member in view.members))
 
 
+def failsafe_timeout_s(config: ClusterConfig) -> float:
+    """How long a leader in failsafe mode waits for each member's answer (Patroni's 2 s), within retry_timeout."""
+    return min(2.0, config.retry_timeout_s)
+
+
+def failsafe_refusal(name: str, memory: Memory, writable: bool, config: ClusterConfig, leader: str) -> str | None:
+    """Why this node's REST API refuses `leader`'s POST /failsafe, or None to accept it (and record it as the
+    driver's `Readings.failsafe_ping`: for ttl this node then takes no part in a leader race). A node that leads,
+    races or takes writes refuses, so that the asking leader goes read-only rather than meet another primary."""
+    if not config.failsafe_mode:
+        return "failsafe_mode is not enabled"
+    if leader == name:
+        return f"{name} is this node"
+    if writable or memory.state is State.LEADER:
+        return "Running as a leader"
+    if memory.state is State.CANDIDATE:
+        return "racing for the leader key"
+    return None
+
+
 def step(name: str, memory: Memory, readings: Readings, now_s: float) -> Turn:
     """Observe from the memory and the readings, decide, and move the memory to the decision's state."""
     pg = readings.postgres
@@ -212,6 +248,7 @@ def step(name: str, memory: Memory, readings: Readings, now_s: float) -> Turn:
         down_since = None
     else:
         down_since = memory.postgres_down_since_s if memory.postgres_down_since_s is not None else now_s
+    failsafe_view = readings.view.failsafe if readings.view is not None else memory.failsafe_view
     agent = AgentState(
         tags=readings.tags,
         create_replica_methods=readings.create_replica_methods,
@@ -221,6 +258,9 @@ def step(name: str, memory: Memory, readings: Readings, now_s: float) -> Turn:
         last_outcome=memory.last_outcome,
         request=readings.request,
         scheduled=readings.scheduled,
+        failsafe_view=failsafe_view,
+        failsafe_active=memory.failsafe_active,
+        failsafe_ping=readings.failsafe_ping,
     )
     trigger = Trigger.SHUTDOWN if readings.shutting_down else Trigger.TICK
     observation = Observation(name, now_s, readings.config, readings.view, pg, agent, trigger)
@@ -234,6 +274,7 @@ def step(name: str, memory: Memory, readings: Readings, now_s: float) -> Turn:
         last_rule=decision.rule,
         next_due_s=next_due_s(observation),
         turn_ttl_s=readings.config.ttl_s,
+        failsafe_view=failsafe_view,
     )
     return Turn(observation, decision, moved)
 
@@ -286,6 +327,8 @@ def advance(memory: Memory, action: Action, ok: bool, started_at_s: float) -> Me
     else:
         outcome = ActionOutcome(outcome.succeeded, outcome.failed | {name})
     memory = advance_keepalive(memory, action, ok, started_at_s)
+    if ok and isinstance(action, PublishFailsafe):
+        memory = replace(memory, failsafe_view=action.members)  # whom to ask in an outage: what the key now holds
     return replace(memory, last_outcome=outcome, actions_run=memory.actions_run + 1)
 
 
@@ -317,12 +360,13 @@ def keepalive(memory: Memory, decision: Decision) -> tuple[Action, ...]:
 def advance_keepalive(memory: Memory, action: Action, ok: bool, started_at_s: float) -> Memory:
     """The memory after a heartbeat (or any action) started at `started_at_s` ended with `ok`: the lease it renewed
     or ended. A keepalive heartbeat is not one of the turn's actions: the turn's outcomes stay as they were."""
-    lease, ttl = memory.lease_renewed_at_s, memory.lease_ttl_s
-    if ok and action.lease_effect is LeaseEffect.RENEWS:
-        lease, ttl = started_at_s, memory.turn_ttl_s  # the request's start: the DCS applied it no earlier
-    elif ok and action.lease_effect is LeaseEffect.ENDS:
-        lease, ttl = None, None
-    return replace(memory, lease_renewed_at_s=lease, lease_ttl_s=ttl)
+    if not ok or action.lease_effect is LeaseEffect.NONE:
+        return memory
+    if action.lease_effect is LeaseEffect.ENDS:
+        return replace(memory, lease_renewed_at_s=None, lease_ttl_s=None, failsafe_active=False)
+    # The request's start: the DCS applied it, or a member gave its word, no earlier.
+    failsafe = action.lease_effect is LeaseEffect.FAILSAFE
+    return replace(memory, lease_renewed_at_s=started_at_s, lease_ttl_s=memory.turn_ttl_s, failsafe_active=failsafe)
 
 
 def end_turn(

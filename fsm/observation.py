@@ -165,6 +165,22 @@ class TimelineSwitch:
         _non_negative(self.switch_lsn, f"switch_lsn of timeline {self.timeline}")
 
 
+FailsafeView = tuple[tuple[str, str], ...]  # the `failsafe` key: (member name, REST API URL), sorted by name
+
+
+@dataclass(frozen=True)
+class FailsafePing:
+    """The last `POST /failsafe` this node accepted: a leader cut off from the DCS asked to keep leading, at `at_s`
+    (the driver's monotonic clock). For ttl after it, this node takes no part in a leader race."""
+
+    leader: str
+    at_s: float
+
+    def __post_init__(self) -> None:
+        _require(bool(self.leader), "a failsafe ping names its leader")
+        _non_negative(self.at_s, "failsafe ping at_s")
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     """The cluster-wide settings (the DCS `config` key, or the last known copy while the DCS is unreachable).
@@ -185,6 +201,7 @@ class ClusterConfig:
     parameters: tuple[tuple[str, str | int | float | bool], ...] = ()  # postgresql.parameters of every member
     pg_hba: tuple[str, ...] = ()  # postgresql.pg_hba lines of every member (a member's own file's lines win)
     pause: bool = False
+    failsafe_mode: bool = False  # with the DCS unreachable, lead on while every member of the failsafe key accepts
 
     def __post_init__(self) -> None:
         for name in ("ttl_s", "loop_wait_s", "retry_timeout_s", "safety_margin_s", "primary_start_timeout_s"):
@@ -205,6 +222,7 @@ class ClusterView:
     sync: SyncState | None = None
     leader_wal_position: int | None = None  # `status` optime: the last WAL position the leader published
     history: tuple[TimelineSwitch, ...] = ()
+    failsafe: FailsafeView | None = None  # the `failsafe` key (None: absent, or not a mapping of names to URLs)
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.members]
@@ -322,6 +340,9 @@ class AgentState:
     last_outcome: ActionOutcome = field(default_factory=ActionOutcome)
     request: OperatorRequest | None = None  # an operator's request this turn answers
     scheduled: OperatorRequest | None = None  # a scheduled restart waiting for its time (`at_s`)
+    failsafe_view: FailsafeView | None = None  # the `failsafe` key as last read: whom a leader asks in an outage
+    failsafe_active: bool = False  # the lease was last extended by the failsafe members' word, not by the key
+    failsafe_ping: FailsafePing | None = None  # the last POST /failsafe this node accepted
 
     def __post_init__(self) -> None:
         _require(self.request is None or self.request.at_s is None, "a scheduled request goes in `scheduled`")
@@ -350,5 +371,6 @@ class Observation:
         _non_negative(self.now_s, "now_s")
         _require(isinstance(self.trigger, Trigger), f"unknown trigger {self.trigger!r}")
         _require(isinstance(self.postgres.data_dir, DataDir), f"unknown data_dir {self.postgres.data_dir!r}")
-        for stamp in (self.agent.lease_renewed_at_s, self.agent.postgres_down_since_s):
+        ping = self.agent.failsafe_ping
+        for stamp in (self.agent.lease_renewed_at_s, self.agent.postgres_down_since_s, ping.at_s if ping else None):
             _require(stamp is None or stamp <= self.now_s, f"a recorded time {stamp} lies after now_s {self.now_s}")

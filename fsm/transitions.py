@@ -24,6 +24,7 @@ from fsm.actions import (
     CancelInitialize,
     ClearSwitchoverRequest,
     CloneReplica,
+    ConfirmFailsafe,
     Demote,
     DemoteMode,
     DisarmWatchdog,
@@ -33,6 +34,7 @@ from fsm.actions import (
     PingWatchdog,
     PrepareSyncStandby,
     Promote,
+    PublishFailsafe,
     PublishHistory,
     PublishLeaderOptime,
     RaceForInitialize,
@@ -136,7 +138,9 @@ KEEP_KEYS = (
     PublishLeaderOptime,
     act(SetSyncStandby, "sync_standby_stale"),
     act(ApplyClusterParameters, "parameters_stale"),
+    act(PublishFailsafe, "failsafe_stale"),
 )
+READ_ONLY = act(Demote, mode=DemoteMode.READ_ONLY)
 
 # fmt: off
 RULES: tuple[Rule, ...] = (
@@ -168,6 +172,8 @@ RULES: tuple[Rule, ...] = (
     rule("follow_holds_key", TICK, FOLLOW, CAND, AcquireLeaderKey, when="holds_leader_key",
          reason="the leader key names me: refresh it, then promote"),
     rule("follow_start", TICK, FOLLOW, SAME, StartStandby, unless="postgres_running", reason="Postgres down: start it as a standby"),
+    rule("follow_failsafe_leader", TICK, FOLLOW, SAME, when="leader_key_free failsafe_leader_alive",
+         reason="the leader key lapsed, but its leader asked me within ttl to let it lead on (failsafe): no race"),
     rule("follow_race", TICK, FOLLOW, CAND, AcquireLeaderKey, when="leader_key_free eligible first_in_line",
          reason="leader key free and I am the first eligible member: race for it"),
     rule("follow_not_eligible", TICK, FOLLOW, SAME, when="leader_key_free", unless="eligible",
@@ -184,6 +190,8 @@ RULES: tuple[Rule, ...] = (
     rule("follow_steady", TICK, FOLLOW, SAME, act(ApplyClusterParameters, "parameters_stale"),
          act(EnsureReplicationSlots, "cascade_slots_stale"), also="following_upstream", reason="streaming from its upstream"),
     # candidate: hold the key before promoting; give up as soon as the race is lost or eligibility goes
+    rule("cand_failsafe_leader", TICK, CAND, FOLLOW, act(ReleaseLeaderKey, "holds_leader_key"), when="failsafe_leader_alive",
+         reason="a leader in failsafe mode asked me to let it lead on after I raced: give the key back"),
     rule("cand_won_init", TICK, CAND, LEAD, ArmWatchdog, SYNC_FIRST, StartPrimary, Promote, NOW_PRIMARY,
          when="holds_leader_key lease_valid initialize_unset", reason="bootstrapping the cluster and holding the key: start as its primary"),
     rule("cand_won", TICK, CAND, LEAD, ArmWatchdog, SYNC_FIRST, StartPrimary, Promote, NOW_PRIMARY, when="holds_leader_key lease_valid eligible",
@@ -207,10 +215,16 @@ RULES: tuple[Rule, ...] = (
          reason="maintenance mode: keep the key, leave Postgres alone"),
     rule("lead_foreign_data", TICK, LEAD, DEMO, STOP_WRITES, ReleaseLeaderKey, DisarmWatchdog, NOW_REPLICA,
          when="data_dir_foreign", reason="my data directory is another cluster's: never run it as this one's primary"),
+    rule("lead_failsafe_refused", TICK, LEAD, DEMO, READ_ONLY, DisarmWatchdog, NOW_REPLICA, when="failsafe_refused",
+         unless="dcs_reachable", reason="DCS unreachable and a member of the failsafe key did not accept: go read-only"),
+    rule("lead_failsafe", TICK, LEAD, SAME, ConfirmFailsafe, PingWatchdog, when="in_failsafe_view", unless="dcs_reachable",
+         reason="DCS unreachable, failsafe mode: lead on while every member of the failsafe key accepts"),
     rule("lead_retry_renew", TICK, LEAD, SAME, *KEEP_LEASE, when="lease_outlasts_retry", unless="dcs_reachable",
          reason="DCS unreachable but the lease outlasts another try: retry"),
-    rule("lead_dcs_down", TICK, LEAD, DEMO, act(Demote, mode=DemoteMode.READ_ONLY), DisarmWatchdog, NOW_REPLICA,
+    rule("lead_dcs_down", TICK, LEAD, DEMO, READ_ONLY, DisarmWatchdog, NOW_REPLICA,
          unless="dcs_reachable", reason="DCS unreachable and the lease is running out: go read-only"),
+    rule("lead_failsafe_retake", TICK, LEAD, SAME, AcquireLeaderKey, PingWatchdog, when="failsafe_active leader_key_free",
+         reason="the DCS is back after failsafe mode and the key lapsed: take it again before anything else"),
     rule("lead_lost_key", TICK, LEAD, DEMO, STOP_WRITES, DisarmWatchdog, NOW_REPLICA, unless="holds_leader_key",
          reason="the leader key is not mine: stop writes now"),
     rule("lead_hand_over", TICK, LEAD, DEMO, STOP_WRITES, ReleaseLeaderKey, DisarmWatchdog, NOW_REPLICA,

@@ -8,7 +8,16 @@ import pytest
 
 from fsm import State, decide
 from fsm.actions import PublishMember
-from fsm.observation import ClusterView, DataDir, FailoverRequest, OperatorRequest, PostgresState, RequestKind, Trigger
+from fsm.observation import (
+    ClusterView,
+    DataDir,
+    FailoverRequest,
+    FailsafePing,
+    OperatorRequest,
+    PostgresState,
+    RequestKind,
+    Trigger,
+)
 from fsm.transitions import RULES
 from tests.worlds import (
     CONFIG,
@@ -37,6 +46,9 @@ N1_LEADS_FORKED = cluster("n1", members=members("n1", timeline=2), history=forke
 RESTART, REINIT = OperatorRequest(RequestKind.RESTART), OperatorRequest(RequestKind.REINITIALIZE)
 RESTART_PRIMARY = OperatorRequest(RequestKind.RESTART, role="primary")
 LATER = FailoverRequest("n0", "n1", scheduled_at="2030-01-01T10:00:00+00:00", due_s=NOW + 60)
+FAILSAFE = evolve(CONFIG, failsafe_mode=True)
+ALL_THREE = tuple((name, f"http://{name}:8008/patroni") for name in ("n0", "n1", "n2"))  # the failsafe key
+PINGED = FailsafePing("n0", NOW - 3)  # n0's POST /failsafe, accepted 3 s ago
 
 
 def ahead(name: str, wal: int) -> ClusterView:
@@ -64,6 +76,7 @@ CASES = [
     ("follow_stop_writes", F, observe(pg=primary()), D, "Demote"),
     ("follow_dcs_down", F, observe(dcs=None), F, ""),
     ("follow_holds_key", F, observe(dcs=cluster("n1")), C, "AcquireLeaderKey"),
+    ("follow_failsafe_leader", F, observe(dcs=cluster(None), config=FAILSAFE, agent=agent(failsafe_ping=PINGED)), F, ""),
     ("follow_race", F, observe(dcs=cluster(None)), C, "AcquireLeaderKey"),
     ("follow_not_eligible", F, observe(dcs=cluster(None, leader_wal_position=FAR_AHEAD)), F, ""),
     ("follow_defer", F, observe(dcs=ahead("n2", 6_000_000)), F, ""),
@@ -74,6 +87,8 @@ CASES = [
     ("follow_start", F, observe(pg=stopped()), F, "StartStandby"),
     ("follow_repoint", F, observe(pg=standby(following="n2")), F, "FollowLeader"),
     ("follow_steady", F, observe(), F, ""),
+    ("cand_failsafe_leader", C, observe(dcs=cluster("n1"), config=FAILSAFE, agent=agent(0.5, failsafe_ping=PINGED)), F,
+     "ReleaseLeaderKey"),
     ("cand_stop_writes", C, observe(pg=primary()), D, "Demote"),
     ("cand_dcs_down", C, observe(dcs=None), F, ""),
     ("cand_init_failed", C, observe("n1", ClusterView(initialize=""), PostgresState()), B, "CancelInitialize"),
@@ -90,9 +105,15 @@ CASES = [
     ("lead_paused", L, leader_view(config=PAUSED), L, "RenewLeaderKey DisarmWatchdog"),
     ("lead_foreign_data", L, leader_view(postgres=stopped(system_identifier="7300000000000000999")), D,
      "Demote ReleaseLeaderKey DisarmWatchdog RunCallback"),
+    ("lead_failsafe_refused", L, leader_view(dcs=None, config=FAILSAFE, agent=agent(5, failsafe_view=ALL_THREE,
+     last_outcome=outcome(failed="ConfirmFailsafe"))), D, "Demote DisarmWatchdog RunCallback"),
+    ("lead_failsafe", L, leader_view(dcs=None, config=FAILSAFE, agent=agent(5, failsafe_view=ALL_THREE)), L,
+     "ConfirmFailsafe PingWatchdog"),
     ("lead_retry_renew", L, leader_view(dcs=None, agent=agent(renewed_ago_s=5)), L, "RenewLeaderKey PingWatchdog"),
     ("lead_dcs_down", L, leader_view(dcs=None, agent=agent(renewed_ago_s=20)), D,
      "Demote DisarmWatchdog RunCallback"),
+    ("lead_failsafe_retake", L, leader_view(dcs=cluster(None), agent=agent(5, failsafe_active=True)), L,
+     "AcquireLeaderKey PingWatchdog"),
     ("lead_lost_key", L, leader_view(dcs=cluster("n2")), D, "Demote DisarmWatchdog RunCallback"),
     ("lead_hand_over", L, leader_view(postgres=stopped(), agent=agent(10, postgres_down_since_s=NOW - 40)), D,
      "Demote ReleaseLeaderKey DisarmWatchdog RunCallback"),

@@ -72,7 +72,7 @@ def test_every_action_type_is_documented_with_its_adapter():
     concrete = [kind for kind in ACTION_TYPES.values() if kind.adapter]
     assert len(concrete) == len(ACTION_TYPES)
     for kind in concrete:
-        assert kind.adapter in {"dcs", "postgres", "watchdog", "callback", "api"}
+        assert kind.adapter in {"dcs", "postgres", "watchdog", "callback", "peers", "api"}
         assert kind.__doc__ and len(kind.__doc__.split()) >= 8, f"{kind.__name__} needs a docstring"
 
 
