@@ -32,7 +32,9 @@ from .settings import EtcdSettings
 log = logging.getLogger(__name__)
 
 _NOT_FOUND = 5  # gRPC codes in the gateway's error answers
+_FAILED_PRECONDITION = 9
 _UNAUTHENTICATED = 16
+_LOGIN_PAUSE_S = 1.0  # a refused login is not tried again sooner
 _LEADER_LEASE, _MEMBER_LEASE = "leader", "member"
 
 
@@ -40,12 +42,21 @@ class LeaseGone(Exception):
     """etcd no longer knows the lease a write named (it expired)."""
 
 
+class Refused(Unavailable):
+    """etcd answered with an error (`code`: its gRPC code)."""
+
+    def __init__(self, message: str, code: object) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
 def _text(encoded: str | None) -> str:
-    return base64.b64decode(encoded or "").decode()
+    # Values written by other tools may not be UTF-8: decode anyway, the layout then reports bad JSON.
+    return base64.b64decode(encoded or "").decode(errors="replace")
 
 
 def _range_end(prefix: str) -> str:
@@ -68,7 +79,8 @@ class Gateway:
             if settings.cert:
                 tls |= {"cert_file": settings.cert, "key_file": settings.key}
         self._pool = urllib3.PoolManager(num_pools=len(self._hosts) + 1, retries=False, **tls)
-        self._token: str | None = None
+        self._token: str | None = None  # None: log in before the next request; "": etcd's auth is off, send none
+        self._refused: tuple[float, str] | None = None  # until when a refused login stands, and etcd's words
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -86,10 +98,27 @@ class Gateway:
         headers = {"Content-Type": "application/json"}
         if self.settings.username is not None:
             if self._token is None:
-                login = {"name": self.settings.username, "password": self.settings.password or ""}
-                self._token = str(self._send("/auth/authenticate", login, timeout_s, {})["token"])
-            headers["Authorization"] = self._token
+                self._token = self._login(timeout_s)
+            if self._token:
+                headers["Authorization"] = self._token
         return headers
+
+    def _login(self, timeout_s: float) -> str:
+        """A token for the configured user, or "" when etcd has authentication off (as Patroni, go on without one:
+        should etcd turn it on later, its "user name is empty" makes us log in). A refused login stands for a second
+        without asking etcd again: a wrong password costs etcd a bcrypt round per try, and the refusal, not the
+        timeout of a last hurried try, is what the log must show when retry_timeout runs out."""
+        if self._refused is not None and time.monotonic() < self._refused[0]:
+            raise Unavailable(self._refused[1])
+        login = {"name": self.settings.username, "password": self.settings.password or ""}
+        try:
+            return str(self._send("/auth/authenticate", login, timeout_s, {})["token"])
+        except Refused as refused:
+            if refused.code == _FAILED_PRECONDITION and "not enabled" in str(refused):
+                return ""
+            message = f"etcd refused the login of user {self.settings.username!r}: {refused}"
+            self._refused = (time.monotonic() + _LOGIN_PAUSE_S, message)
+            raise Unavailable(message) from None
 
     def call(self, method: str, body: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """etcd's answer to `method` (`/kv/range`, ...); Unavailable for anything else, LeaseGone for a write that
@@ -122,9 +151,9 @@ class Gateway:
         code = answer.get("code")
         if code == _NOT_FOUND and "lease not found" in message:
             raise LeaseGone(message)
-        if code == _UNAUTHENTICATED or "auth token" in message:
-            self._token = None  # expired or from another member: log in again on the next try
-        raise Unavailable(f"{url}: HTTP {status}: {message}")
+        if code == _UNAUTHENTICATED or "auth token" in message or "user name is empty" in message:
+            self._token = None  # expired, from another member, or auth was off at login: log in on the next try
+        raise Refused(f"{url}: HTTP {status}: {message}", code)
 
     def watch(self, key: str, start_revision: int, timeout_s: float) -> bool:
         """True as soon as `key` changes at or after `start_revision` (or etcd cancels the watch: read again);
