@@ -30,6 +30,7 @@ are the driver's monotonic clock, passed in: nothing here reads one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -409,9 +410,22 @@ def wake_by_s(memory: Memory, config: ClusterConfig | None, now_s: float | None)
     return min((t for t in (memory.next_due_s, ahead) if t is not None), default=None)
 
 
-def operation_deadline_s(memory: Memory, config: ClusterConfig, now_s: float) -> float:
-    """By when a DCS operation started at `now_s` gives up: after retry_timeout, and no later than a lease
-    deadline still ahead (a leader learns it cannot renew by its deadline, not retry_timeout past it)."""
+REFUSED_READ_S = 0.5  # the one short try at the DCS a leader makes after its failsafe round was refused
+
+
+def read_deadline_s(memory: Memory, config: ClusterConfig, now_s: float) -> float | None:
+    """By when a DCS request started at `now_s` gives up, beyond its own retry_timeout (None: no sooner): a lease
+    deadline still ahead; and after a refused failsafe round (the turn after it comes at once), one short try, so
+    that the leader goes read-only now, not stopped at its deadline by the fence."""
     ahead = deadline_ahead(memory, config, now_s)
+    if "ConfirmFailsafe" in memory.last_outcome.failed:
+        return min(now_s + REFUSED_READ_S, ahead if ahead is not None else math.inf)
+    return ahead
+
+
+def operation_deadline_s(memory: Memory, config: ClusterConfig, now_s: float) -> float:
+    """By when a DCS operation started at `now_s` gives up: after retry_timeout, and no later than
+    `read_deadline_s` (a leader learns it cannot renew by its deadline, not retry_timeout past it)."""
+    sooner = read_deadline_s(memory, config, now_s)
     end = now_s + config.retry_timeout_s
-    return end if ahead is None else min(end, ahead)
+    return end if sooner is None else min(end, sooner)

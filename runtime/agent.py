@@ -21,7 +21,8 @@ from adapters.dcs import Snapshot
 from fsm import Decision, State
 from fsm import node as core
 from fsm.actions import Action
-from fsm.observation import ClusterConfig, Observation, OperatorRequest, PostgresState
+from fsm.facts import derive_facts
+from fsm.observation import ClusterConfig, FailsafePing, Observation, OperatorRequest, PostgresState
 from runtime.executor import Executor
 from runtime.peers import positions_of
 from runtime.ports import DcsPort
@@ -96,6 +97,12 @@ class Agent:
         self._asked: _Asked | None = None  # an operator request for the next turn (guarded by _asking)
         self._scheduled: Scheduled | None = None  # a scheduled restart, until a turn answers it (guarded by _asking)
         self._asking = threading.Lock()
+        # The REST API's inbox: what it records for the turns from what the memory says (a POST /failsafe accepted).
+        # The loop publishes its memory under the same lock, so a check and its record see one memory, never a turn
+        # between them: a ping accepted while this node was a follower is read by the turn after the one that made
+        # it a candidate (which then gives the key back), and a candidate's memory refuses one.
+        self._inbox = threading.Lock()
+        self._failsafe_ping: FailsafePing | None = None  # the last POST /failsafe accepted (guarded by _inbox)
 
     @property
     def state(self) -> State:
@@ -115,7 +122,7 @@ class Agent:
     def read(self, request: OperatorRequest | None = None) -> core.Readings:
         """This turn's readings from the ports: the DCS (the last snapshot when it does not answer) and Postgres,
         and the operator request the turn answers."""
-        self.dcs.give_up_at(core.deadline_ahead(self.memory, self.config(), self.clock()))
+        self.dcs.give_up_at(core.read_deadline_s(self.memory, self.config(), self.clock()))
         snapshot = self.dcs.read_cluster()
         if snapshot is not None:
             self.snapshot = snapshot
@@ -128,9 +135,11 @@ class Agent:
         if view is not None and asked:
             view = core.with_positions(view, positions_of(asked, core.position_timeout_s(config)))
         scheduled = self._scheduled
+        with self._inbox:
+            ping = self._failsafe_ping
         return core.Readings(
             view, self.postgres, config, self.executor.tags, self.replica_methods, self.shutting_down, request,
-            scheduled.request if scheduled else None,
+            scheduled.request if scheduled else None, ping,
         )  # fmt: skip
 
     def step(self) -> Turn:
@@ -145,12 +154,14 @@ class Agent:
             decision = planned.decision
             if planned.answered_scheduled:
                 self._drop_scheduled(readings.scheduled)
-            self.memory, failure = self._act(planned.memory, decision, readings.config)
+            acted, failure = self._act(planned.memory, decision, readings.config)
             self.decision_counts[decision.rule] += 1
-            self.memory, wake = core.end_turn(
-                self.memory, before, decision, woken=self.wake.is_set(), shutting_down=self.shutting_down,
+            ended, wake = core.end_turn(
+                acted, before, decision, woken=self.wake.is_set(), shutting_down=self.shutting_down,
                 config=readings.config, now_s=self.clock(),
             )  # fmt: skip
+            with self._inbox:
+                self.memory = ended  # the turn's memory, published at once (see _inbox)
             outcome = self.memory.last_outcome
             turn = Turn(
                 self.wall_clock(), before, decision, outcome.succeeded, outcome.failed, wake, failure, readings.request
@@ -262,6 +273,30 @@ class Agent:
         """What the REST API shows of the scheduled restart (None: none)."""
         scheduled = self._scheduled
         return dict(scheduled.shown) if scheduled else None
+
+    def answer_failsafe(self, leader: str) -> str | None:
+        """Why this node refuses `leader`'s POST /failsafe (the core's `failsafe_refusal` on the newest memory), or
+        None: accepted, and recorded for the next turns (`Readings.failsafe_ping`), in one step against the loop
+        publishing its memory."""
+        with self._inbox:
+            pg, config = self.postgres, self._turn_config()
+            refusal = core.failsafe_refusal(self.name, self.memory, bool(pg and pg.writable), config, leader)
+            if refusal is None:
+                self._failsafe_ping = FailsafePing(leader, self.clock())
+            return refusal
+
+    def failsafe_active(self) -> bool:
+        """Patroni's `failsafe_mode_is_active`: this leader's lease is held by the failsafe members' word, or, as the
+        last turn saw it (the core's `failsafe_leader_alive`), this node heard a leader's POST /failsafe within ttl."""
+        memory, observed = self.memory, self.last_observation
+        if memory.state is State.LEADER and memory.failsafe_active:
+            return True
+        return observed is not None and derive_facts(observed).truth["failsafe_leader_alive"]
+
+    def _turn_config(self) -> ClusterConfig:
+        """The settings the last turn ran with (the DCS config key's, ttl as the store grants it)."""
+        observed = self.last_observation
+        return observed.config if observed is not None else self.config()
 
     def _drop_scheduled(self, answered: OperatorRequest | None) -> None:
         with self._asking:

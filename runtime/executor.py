@@ -18,9 +18,10 @@ from adapters.dcs import MemberRecord, Outcome, Snapshot
 from adapters.postgres.settings import ReplicaMethod
 from adapters.postgres.values import ClusterSettings, Result, Upstream
 from fsm import actions as a
-from fsm.node import Memory, lease_deadline
+from fsm.node import Memory, failsafe_timeout_s, lease_deadline
 from fsm.observation import ClusterConfig, SyncState, Tags
-from runtime.ports import CallbacksPort, DcsPort, FencePort, PostgresPort
+from runtime.peers import PeerClient
+from runtime.ports import CallbacksPort, DcsPort, FencePort, PeersPort, PostgresPort
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Executor:
     clock: Callable[[], float] = time.monotonic
     scheduled_restart: dict[str, Any] | None = None  # Patroni's member-key field, set by the agent while one waits
     bootstrap_config: dict[str, Any] = field(default_factory=dict)  # `bootstrap.dcs`: the new cluster's config key
+    peers: PeersPort = field(default_factory=PeerClient)  # the other members' REST APIs, with this node's login
 
     def run(
         self, action: a.Action, snapshot: Snapshot | None, config: ClusterConfig, memory: Memory
@@ -166,6 +168,16 @@ class Executor:
     def clear_switchover_request(self, act: a.ClearSwitchoverRequest, ctx: Context) -> Result:
         return _dcs(self.dcs.clear_failover())
 
+    def publish_failsafe(self, act: a.PublishFailsafe, ctx: Context) -> Result:
+        return _dcs(self.dcs.write_failsafe(act.members))
+
+    # the other members ------------------------------------------------------------------------------------------
+
+    def confirm_failsafe(self, act: a.ConfirmFailsafe, ctx: Context) -> Result:
+        me = {"name": self.name, "conn_url": self.conn_url, "api_url": self.api_url}
+        refused = self.peers.confirm_failsafe(act.members, me, failsafe_timeout_s(ctx.config))
+        return Result(not refused, f"failsafe not accepted by {', '.join(sorted(refused))}" if refused else "")
+
     # Postgres ---------------------------------------------------------------------------------------------------
 
     def init_db(self, act: a.InitDb, ctx: Context) -> Result:
@@ -261,6 +273,8 @@ HANDLERS: dict[type[a.Action], Handler] = {
     a.PublishLeaderOptime: Executor.publish_leader_optime,
     a.PublishHistory: Executor.publish_history,
     a.ClearSwitchoverRequest: Executor.clear_switchover_request,
+    a.PublishFailsafe: Executor.publish_failsafe,
+    a.ConfirmFailsafe: Executor.confirm_failsafe,
     a.InitDb: Executor.init_db,
     a.CloneReplica: Executor.clone_replica,
     a.Reclone: Executor.reclone,

@@ -1,20 +1,31 @@
-"""Fresh WAL positions of the other members for an election: each member's REST API asked for its position.
+"""What this node asks the other members' REST APIs itself: their WAL positions before an election, and, as a
+leader in failsafe mode, their word that it may lead on while the DCS does not answer.
 
-The node core says whom to ask and when (`fsm.node.peers_to_ask`: a follower, with the leader key free) and
-merges the answers (`with_positions`); this module only asks.
+The node core says whom to ask and when (`fsm.node.peers_to_ask`: a follower, with the leader key free;
+`ConfirmFailsafe`: a leader the DCS does not answer) and what the answers mean (`with_positions`, the action's
+outcome); this module only asks, everyone at once.
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import logging
+import ssl
 import urllib.request
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
-from fsm.observation import Member
+from fsm.observation import FailsafeView, Member
+from runtime.config.settings import CtlSettings, RestApiSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+ACCEPTED = "Accepted"  # the whole body of a member's yes to POST /failsafe (Patroni's)
 
 
 def wal_position_of(api_url: str, timeout_s: float) -> int | None:
@@ -40,3 +51,92 @@ def positions_of(members: Sequence[Member], timeout_s: float) -> dict[str, int |
     with ThreadPoolExecutor(max_workers=len(members)) as pool:
         positions = pool.map(lambda member: wal_position_of(member.api_url, timeout_s), members)
         return dict(zip((member.name for member in members), positions, strict=True))
+
+
+def failsafe_url(api_url: str) -> str:
+    """Where a member takes POST /failsafe: its api_url (`.../patroni`, as the failsafe key holds it) with
+    `/failsafe` in place of `/patroni`."""
+    url = urlsplit(api_url)
+    base = url.path.rstrip("/").removesuffix("/patroni")
+    return urlunsplit((url.scheme, url.netloc, base + "/failsafe", "", ""))
+
+
+def client_tls(restapi: RestApiSettings, ctl: CtlSettings) -> ssl.SSLContext:
+    """The TLS this node calls https members with, as Patroni's agent does: their certificates verified against
+    `ctl.cacert`, else `restapi.cafile`, else the system's CAs (`ctl.insecure`: not verified); `ctl.certfile` as
+    the client certificate, else, where this node's own REST API requires one (`verify_client: required`, as its
+    peers then do too), its own `restapi.certfile`."""
+    cafile = ctl.cacert or restapi.cafile
+    context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    if ctl.insecure:
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    if ctl.certfile:
+        context.load_cert_chain(str(ctl.certfile), str(ctl.keyfile) if ctl.keyfile else None)
+    elif restapi.verify_client == "required" and restapi.certfile:
+        context.load_cert_chain(str(restapi.certfile), str(restapi.keyfile) if restapi.keyfile else None)
+    return context
+
+
+@dataclass(frozen=True)
+class PeerClient:
+    """This node's calls to the other members' REST APIs that need its credentials: `auth` is `restapi.auth`
+    (members share it, as Patroni assumes); `tls` is used for members that serve https (None: the system's CAs)."""
+
+    auth: tuple[str, str] | None = None
+    tls: ssl.SSLContext | None = None
+
+    def confirm_failsafe(self, members: FailsafeView, me: dict[str, str], timeout_s: float) -> dict[str, str]:
+        """`POST /failsafe` with `me` (this leader's name, conn_url, api_url) to every one of `members` at once;
+        the members that did not answer 200 `Accepted` within `timeout_s`, each with what happened (empty: every
+        one accepted). Each refusal is logged on one line naming the member."""
+        body = json.dumps(me).encode()
+        answers = _all_at_once([lambda m=m: self._ask_failsafe(m[1], body, timeout_s) for m in members], timeout_s)
+        refusals = {}
+        for (name, api_url), answer in zip(members, answers, strict=True):
+            said = f"did not answer within {timeout_s:g} s" if answer is None else answer
+            if said != ACCEPTED:
+                refusals[name] = said
+                log.warning("failsafe: %s did not accept POST %s: %s", name, failsafe_url(api_url), said)
+        return refusals
+
+    def _ask_failsafe(self, api_url: str, body: bytes, timeout_s: float) -> str:
+        """`Accepted`, or what else the member said (its status and body), or why it said nothing."""
+        headers = {"Content-Type": "application/json"}
+        if self.auth is not None:
+            headers["Authorization"] = "Basic " + base64.b64encode(":".join(self.auth).encode()).decode()
+        url = urlsplit(failsafe_url(api_url))
+        try:
+            conn = self._connection(url.scheme, url.hostname, url.port, timeout_s)
+            try:
+                conn.request("POST", url.path, body=body, headers=headers)
+                response = conn.getresponse()
+                text = response.read(4096).decode(errors="replace")
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException, ValueError) as error:  # ValueError: a port that is no number
+            return f"no answer: {error or type(error).__name__}"
+        if response.status == 200 and text == ACCEPTED:
+            return ACCEPTED
+        return f"{response.status} {' '.join(text.split())[:200]}"
+
+    def _connection(
+        self, scheme: str, host: str | None, port: int | None, timeout_s: float
+    ) -> http.client.HTTPConnection:
+        if not host:
+            raise ValueError("no host in its api_url")
+        if scheme == "https":
+            tls = self.tls or ssl.create_default_context()
+            return http.client.HTTPSConnection(host, port or 443, timeout=timeout_s, context=tls)
+        return http.client.HTTPConnection(host, port or 80, timeout=timeout_s)
+
+
+def _all_at_once(calls: Sequence[Callable[[], T]], timeout_s: float) -> list[T | None]:
+    """Each call's result, all run at once; None for one still running after `timeout_s` (its thread ends on its
+    own, bounded by its socket timeouts, but nobody waits for it)."""
+    if not calls:
+        return []
+    pool = ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="regent-peer")
+    futures = [pool.submit(call) for call in calls]
+    wait(futures, timeout=timeout_s)
+    pool.shutdown(wait=False, cancel_futures=True)
+    return [future.result() if future.done() else None for future in futures]

@@ -1,10 +1,10 @@
 """The ports the HA loop runs against: what `runtime.agent.Agent` and `runtime.executor.Executor` ask of the DCS,
-Postgres, the watchdog and the callbacks, as Protocols.
+Postgres, the watchdog, the callbacks and the other members' REST APIs, as Protocols.
 
 Production wires the adapters (`adapters.dcs`, `adapters.postgres.server.Postgres`, `adapters.watchdog.Watchdog`,
-`adapters.callbacks.CallbackRunner`) in `runtime.cli.build`; tests wire in-memory ports over the simulator's
-models (`tests/agent_world.py`) and step the same Agent. The REST API reads more of the real adapters (status
-details, reload) and is wired to them directly.
+`adapters.callbacks.CallbackRunner`, `runtime.peers.PeerClient`) in `runtime.cli.build`; tests wire in-memory ports
+over the simulator's models (`tests/agent_world.py`) and step the same Agent. The REST API reads more of the real
+adapters (status details, reload) and is wired to them directly.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from adapters.dcs import MemberRecord, Outcome, Snapshot
 from adapters.postgres.settings import ReplicaMethod
 from adapters.postgres.values import ClusterSettings, Result, Upstream
 from fsm.actions import DemoteMode, StopMode
-from fsm.observation import PostgresState, SyncState, TimelineSwitch
+from fsm.observation import FailsafeView, PostgresState, SyncState, TimelineSwitch
 
 
 class DcsPort(Protocol):
@@ -37,6 +37,7 @@ class DcsPort(Protocol):
     def publish_leader_optime(self, wal_position: int) -> Outcome: ...
     def write_sync(self, sync: SyncState) -> Outcome: ...
     def write_history(self, history: tuple[TimelineSwitch, ...]) -> Outcome: ...
+    def write_failsafe(self, members: FailsafeView) -> Outcome: ...
     def clear_failover(self) -> Outcome: ...
     def set_config(self, config: dict[str, Any], version: int | None) -> Outcome: ...
 
@@ -72,3 +73,12 @@ class FencePort(Protocol):
 
 class CallbacksPort(Protocol):
     def fire(self, event: str, role: str) -> None: ...
+
+
+class PeersPort(Protocol):
+    """The other members' REST APIs, for what this node must ask them itself."""
+
+    def confirm_failsafe(self, members: FailsafeView, me: dict[str, str], timeout_s: float) -> dict[str, str]:
+        """`POST /failsafe` with `me` to every one of `members` at once, each within `timeout_s`: what each member
+        that did not answer `Accepted` said instead (empty: every one did)."""
+        ...

@@ -40,6 +40,7 @@ from runtime.config import RegentConfig, RestApiSettings, WatchdogSettings
 from runtime.config.settings import CtlSettings
 from runtime.ctl.rest import CtlError
 from runtime.ctl.rest import call as ctl_call
+from runtime.peers import PeerClient, client_tls
 from tests.servers.common import free_port, wait_until
 from tests.servers.etcd import EtcdServer
 from tests.servers.postgres import PgNodes, query
@@ -634,6 +635,131 @@ def test_regentctl_calls_with_the_ctl_sections_tls_and_client_certificate(cluste
         assert wrong[0] == 401
     finally:
         api.stop()
+
+
+# --- failsafe mode: POST /failsafe, as a leader the DCS does not answer asks its members ---------------------------
+
+
+def sample(node: Node, metric: str) -> float:
+    """One of the node's /metrics samples, by name (its labels are the scope and the member's name)."""
+    labels = f'{{scope="{SCOPE}",name="{node.name}"}}'
+    lines = get(node, "/metrics").raw.decode().splitlines()
+    return float(next(line.rsplit(" ", 1)[1] for line in lines if line.startswith(metric + labels)))
+
+
+def ping_from(node: Node) -> dict[str, str]:
+    """What a leader's ConfirmFailsafe posts: its name, conn_url and api_url."""
+    executor = node.agent.executor
+    return {"name": node.name, "conn_url": executor.conn_url, "api_url": executor.api_url}
+
+
+def set_failsafe_mode(cluster: Cluster, on: bool) -> None:
+    """The DCS config key's failsafe_mode (PATCH /config), once both agents' turns run with it."""
+    assert admin(cluster["n0"], "PATCH", "/config", {"failsafe_mode": True if on else None}).status == 200
+    for node in cluster.nodes.values():
+        wait_until(lambda node=node: sample(node, "patroni_failsafe_mode_enabled") == on, 10, f"{node.name}: {on}")
+
+
+def test_post_failsafe_needs_auth_and_a_name_and_failsafe_mode(cluster: Cluster) -> None:
+    n1 = cluster["n1"]
+    ping = ping_from(cluster["n0"])
+    assert call(n1.api.port, "POST", "/failsafe", ping).status == 401
+    assert call(n1.api.port, "POST", "/failsafe", ping, auth=("admin", "wrong")).status == 401
+    for body, said in (
+        (b"{not json", "malformed JSON"),
+        (b"[1, 2]", "expected a JSON object, got list"),
+        (b"", "expected a JSON object"),
+        ({"conn_url": "postgres://x"}, "naming the leader in `name`"),
+        ({"name": 7}, "naming the leader in `name`"),
+        ({"name": ""}, "naming the leader in `name`"),
+    ):
+        answer = admin(n1, "POST", "/failsafe", body)
+        assert answer.status == 400 and said in answer.message, (body, answer.raw)
+    off = admin(n1, "POST", "/failsafe", ping)  # Patroni's 502: this cluster runs without failsafe mode
+    assert (off.status, off.raw) == (502, b"failsafe_mode is not enabled")
+    assert off.headers["Content-Type"] == http_plumbing.TEXT
+    assert sample(n1, "patroni_failsafe_mode_enabled") == 0 and sample(n1, "patroni_failsafe_mode_is_active") == 0
+
+
+def test_with_failsafe_mode_a_replica_accepts_the_leaders_ping_and_the_leader_refuses(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    n0, n1 = cluster["n0"], cluster["n1"]
+    set_failsafe_mode(cluster, True)
+    try:
+        # the leader keeps the failsafe key: every member with a REST API, as each node last read it
+        urls = {name: node.agent.executor.api_url for name, node in cluster.nodes.items()}
+        wait_until(lambda: get(n1, "/failsafe").status == 200 and get(n1, "/failsafe").json == urls, 10, "the key")
+        assert sample(n0, "patroni_failsafe_member") == sample(n1, "patroni_failsafe_member") == 1
+        started = time.monotonic()
+        accepted = admin(n1, "POST", "/failsafe", ping_from(n0))
+        answered_s = time.monotonic() - started
+        assert (accepted.status, accepted.raw) == (200, b"Accepted")
+        assert accepted.headers["Content-Type"] == http_plumbing.TEXT
+
+        def heard() -> str:  # the ping reaches the next turn's readings: for ttl, n1 would not race for the key
+            return str(get(n1, "/decision").json["facts"]["failsafe_leader_alive"])
+
+        wait_until(lambda: heard().startswith("yes (n0 pinged "), 10, "n1's next turn seeing n0's ping")
+        assert get(n1, "/patroni").json["failsafe_mode_is_active"] is True  # as that turn saw it: heard within ttl
+        assert get(n1, "/health").json["failsafe_mode_is_active"] is True
+        assert sample(n1, "patroni_failsafe_mode_is_active") == 1
+        leader = admin(n0, "POST", "/failsafe", ping_from(n1))  # a writable leader must not let another lead
+        assert (leader.status, leader.raw) == (500, b"Running as a leader")
+        assert "failsafe_mode_is_active" not in get(n0, "/patroni").json  # its lease is the key's, not the members'
+        assert sample(n0, "patroni_failsafe_mode_is_active") == 0
+        assert get(n0, "/decision").json["facts"]["failsafe_leader_alive"] == "no (no ping)"  # a refusal: not kept
+        itself = admin(n1, "POST", "/failsafe", ping_from(n1))
+        assert (itself.status, itself.raw) == (500, b"n1 is this node")
+        # the leader's own client: its restapi login, all at once, one line per member that did not accept
+        me, member = ping_from(n0), (("n1", urls["n1"]),)
+        assert PeerClient(AUTH).confirm_failsafe(member, me, 2.0) == {}
+        assert PeerClient(("admin", "wrong")).confirm_failsafe(member, me, 2.0)["n1"].startswith("401 ")
+        assert PeerClient(AUTH).confirm_failsafe((("n0", urls["n0"]),), ping_from(n1), 2.0) == {
+            "n0": "500 Running as a leader"
+        }
+        _confirm_over_tls_with_a_client_certificate(cluster, tmp_path)
+        print(f"\n[timing] POST /failsafe on a replica answered Accepted in {answered_s * 1000:.1f} ms")
+    finally:
+        set_failsafe_mode(cluster, False)
+    assert get(n1, "/failsafe").status == 200  # the key stays (as Patroni's): it is only used in failsafe mode
+
+
+def _confirm_over_tls_with_a_client_certificate(cluster: Cluster, tmp_path: Path) -> None:
+    """A member whose REST API serves https and requires a client certificate: the leader's client verifies it
+    against restapi.cafile and signs in with its own restapi certificate (`runtime.peers.client_tls`)."""
+    cert, key = self_signed(tmp_path)
+    n1 = cluster["n1"]
+    settings = RestApiSettings("127.0.0.1", 0, "127.0.0.1:0", AUTH, cert, key, cafile=cert, verify_client="required")
+    api = ApiServer(n1.agent, dataclasses.replace(n1.config, restapi=settings))
+    api.start()
+    try:
+        member, me = (("n1", f"https://127.0.0.1:{api.port}/patroni"),), ping_from(cluster["n0"])
+        assert PeerClient(AUTH, client_tls(settings, CtlSettings())).confirm_failsafe(member, me, 2.0) == {}
+        anonymous = PeerClient(AUTH, client_tls(dataclasses.replace(settings, verify_client="none"), CtlSettings()))
+        assert anonymous.confirm_failsafe(member, me, 2.0)["n1"].startswith("no answer: ")  # no certificate
+        untrusting = PeerClient(AUTH).confirm_failsafe(member, me, 2.0)["n1"]  # the system's CAs do not know it
+        assert "certificate verify failed" in untrusting
+    finally:
+        api.stop()
+
+
+def test_a_member_that_does_not_answer_counts_as_refusing_within_the_timeout() -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections (the kernel's backlog), never answers
+    try:
+        members = (
+            ("n1", f"http://127.0.0.1:{silent.getsockname()[1]}/patroni"),
+            ("n2", f"http://127.0.0.1:{free_port()}/patroni"),
+        )
+        started = time.monotonic()
+        refused = PeerClient(AUTH).confirm_failsafe(members, {"name": "n0"}, 0.5)
+        took_s = time.monotonic() - started
+    finally:
+        silent.close()
+    assert refused["n1"] in ("did not answer within 0.5 s", "no answer: timed out")
+    assert refused["n2"].startswith("no answer: ") and "refused" in refused["n2"]
+    assert took_s < 0.9, took_s  # asked at once: one timeout, not one per member
+    print(f"\n[timing] ConfirmFailsafe with a silent and a closed member: refused in {took_s:.3f} s (timeout 0.5 s)")
 
 
 # --- operations that change the cluster (last: they move roles) ---------------------------------------------------

@@ -17,9 +17,10 @@ import yaml
 from adapters.dcs import EtcdSettings, ZooKeeperSettings
 from adapters.dcs.layout import REGENT_VERSION
 from adapters.postgres.settings import CALLBACK_EVENTS, Credentials, ReplicaMethod
+from fsm.node import dynamic_config
 from fsm.observation import ClusterConfig
 from runtime.cli import main, setup_logging
-from runtime.config import ConfigError, load, parse
+from runtime.config import ConfigError, dynamic_problems, load, parse
 from runtime.config.environment import overlay
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -106,6 +107,16 @@ def test_a_config_with_only_the_required_keys_runs_on_the_core_s_defaults() -> N
     assert config.watchdog.mode == "automatic" and config.restapi.connect_address == "127.0.0.1:8008"
     # a new cluster's config key starts with the timing Patroni writes (patronictl show-config shows it at once)
     assert config.bootstrap_dcs == {"ttl": 30, "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1 << 20}
+
+
+def test_failsafe_mode_is_cluster_wide_only_as_in_patroni() -> None:
+    config = parse(changed("bootstrap.dcs.failsafe_mode", True))
+    assert config.bootstrap_dcs["failsafe_mode"] is True  # written to the config key when the cluster is made
+    assert config.cluster.failsafe_mode is False  # until the agent reads that key
+    assert dynamic_config(config.cluster, {"failsafe_mode": True}).failsafe_mode is True
+    assert "failsafe_mode" not in parse(minimal()).bootstrap_dcs
+    assert dynamic_problems({"failsafe_mode": True}) == []  # PATCH /config, regentctl edit-config -s failsafe_mode=true
+    assert dynamic_problems({"failsafe_mode": "on"}) == ["failsafe_mode: expected true or false, got text 'on'"]
 
 
 def test_relative_paths_are_relative_to_the_config_folder(tmp_path: Path) -> None:
@@ -267,6 +278,9 @@ BROKEN: list[tuple[str, Any, str]] = [
     ("loop_wait", 25, "timing: loop_wait (25) + 2 * retry_timeout"),
     ("bootstrap.dcs.retry_timeout", 20, "bootstrap.dcs timing: loop_wait (10) + 2 * retry_timeout (20)"),
     ("bootstrap.dcs.standby_cluster", {"host": "h"}, "bootstrap.dcs.standby_cluster: Patroni's setting for standby"),
+    ("bootstrap.dcs.failsafe_mode", "yes", "bootstrap.dcs.failsafe_mode: expected true or false, got text 'yes'"),
+    ("failsafe_mode", True, "failsafe_mode: cluster-wide only, as in Patroni: set it under bootstrap.dcs (a new cl"),
+    ("postgresql.failsafe_mode", True, "postgresql.failsafe_mode: cluster-wide only, as in Patroni"),
     ("bootstrap.dcs.postgresql.parameters", {"max_connections": ["a"]}, "bootstrap.dcs.postgresql.parameters.max_co"),
     ("bootstrap.initdb", ["--data-checksums"], "bootstrap.initdb: '--data-checksums' is not an option name"),
     ("bootstrap.post_init", "/x.sh", "bootstrap.post_init: Patroni's setting for a post_init script"),

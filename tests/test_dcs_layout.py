@@ -131,3 +131,26 @@ def test_an_empty_scope_is_an_uninitialized_cluster():
 def test_scope_path():
     assert layout.scope_path("service", "batman") == "/service/batman"
     assert layout.scope_path("/service/", "batman") == "/service/batman"
+
+
+def test_the_failsafe_key_reads_as_sorted_name_url_pairs_as_patroni_writes_it():
+    patroni = '{"postgresql1":"http://127.0.0.1:8009/patroni","postgresql0":"http://127.0.0.1:8008/patroni"}'
+    snapshot = decode(nodes(failsafe=patroni))
+    assert snapshot.view.failsafe == (
+        ("postgresql0", "http://127.0.0.1:8008/patroni"),
+        ("postgresql1", "http://127.0.0.1:8009/patroni"),
+    )
+    assert snapshot.problems == ()
+    mine = (("n0", "http://h0:8008/patroni"), ("n1", "https://h1:8008/patroni"))
+    assert json.loads(layout.encode_failsafe(mine)) == {"n0": "http://h0:8008/patroni", "n1": "https://h1:8008/patroni"}
+    assert decode(nodes(failsafe=layout.encode_failsafe(mine))).view.failsafe == mine
+    assert decode(nodes(failsafe="{}")).view.failsafe == ()  # a key that lists nobody, not an absent one
+    assert decode({}).view.failsafe is None and decode(nodes(failsafe="")).view.failsafe is None
+
+
+def test_a_malformed_failsafe_key_reads_as_absent_and_is_named():
+    for value in ("{not json", "[1, 2]", '"n0"', '{"n0": 5}', '{"n0": "http://h/patroni", "n1": null}', '{"": "u"}'):
+        snapshot = decode(nodes(failsafe=value))
+        assert snapshot.view.failsafe is None, value
+        (problem,) = snapshot.problems
+        assert problem.startswith("failsafe: ") and "ignored" in problem, problem

@@ -337,6 +337,11 @@ def test_a_leaders_sleep_and_dcs_requests_end_at_its_lease_deadline():
     assert core.operation_deadline_s(renewed, CONFIG, 120.0) == 128.0  # before 120 + retry_timeout 10
     assert core.operation_deadline_s(renewed, CONFIG, 110.0) == 120.0  # retry_timeout ends first
     assert core.operation_deadline_s(core.Memory(), CONFIG, 120.0) == 130.0
+    assert core.read_deadline_s(renewed, CONFIG, 120.0) == 128.0
+    refused = replace(renewed, last_outcome=ActionOutcome(failed=frozenset({"ConfirmFailsafe"})))
+    assert core.read_deadline_s(refused, CONFIG, 120.0) == 120.5  # one short try: go read-only now, not at 128
+    assert core.read_deadline_s(refused, CONFIG, 127.8) == 128.0  # never past the deadline
+    assert core.operation_deadline_s(refused, CONFIG, 120.0) == 120.5
 
 
 def test_the_dcs_config_key_is_taken_only_where_its_kind_matches():

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from fsm.observation import FailoverRequest, SyncState, TimelineSwitch
+from fsm.observation import FailoverRequest, FailsafeView, SyncState, TimelineSwitch
 
 from . import layout
 from .layout import MemberRecord, Node, Snapshot
@@ -202,6 +202,11 @@ class Dcs(ABC):
 
     def write_sync(self, sync: SyncState) -> Outcome:
         return self._outcome("sync", lambda: self._put(layout.SYNC, layout.encode_sync(sync)))
+
+    def write_failsafe(self, members: FailsafeView) -> Outcome:
+        """Write the `failsafe` key whole: every member (name, api_url) a leader in failsafe mode must reach."""
+        value = layout.encode_failsafe(members)
+        return self._outcome("failsafe", lambda: self._put(layout.FAILSAFE, value))
 
     def write_history(self, history: tuple[TimelineSwitch, ...]) -> Outcome:
         """Write the leader's whole timeline history: each promotion appends its line to the previous one."""

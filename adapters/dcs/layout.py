@@ -11,6 +11,7 @@ Every key lives under `/<namespace>/<scope>/` (namespace defaults to `service`):
     history           [[timeline, switch_lsn, reason, timestamp, new_leader], ...]
     failover          {"leader": ..., "member": ..., "scheduled_at": ...}
     sync              {"leader": ..., "sync_standby": ...}
+    failsafe          {"<member name>": "<its api_url>", ...}: whom a leader in failsafe mode must reach
 
 Values written by other tools may be malformed: decoding never raises, a bad value is read as absent and named in
 `Snapshot.problems` so the agent can log it.
@@ -22,7 +23,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from fsm.observation import ClusterView, FailoverRequest, LeaderKey, Member, SyncState, Tags, TimelineSwitch
+from fsm.observation import (
+    ClusterView,
+    FailoverRequest,
+    FailsafeView,
+    LeaderKey,
+    Member,
+    SyncState,
+    Tags,
+    TimelineSwitch,
+)
 
 LEADER = "leader"
 MEMBERS = "members/"
@@ -33,6 +43,7 @@ LEGACY_OPTIME = "optime/leader"
 HISTORY = "history"
 FAILOVER = "failover"
 SYNC = "sync"
+FAILSAFE = "failsafe"
 
 REGENT_VERSION = "0.1.0"
 
@@ -140,6 +151,11 @@ def encode_config(config: dict[str, Any]) -> str:
     return _dump(config)
 
 
+def encode_failsafe(members: FailsafeView) -> str:
+    """Patroni's `{name: api_url}` of every member the leader must reach in failsafe mode."""
+    return _dump(dict(members))
+
+
 def _history_line(line: list[Any]) -> TimelineSwitch:
     """[timeline, lsn, reason] and, from Patroni 1.6 on, the time and the new leader (either may be null)."""
     at, leader = [*line[3:5], None, None][:2]
@@ -240,6 +256,16 @@ class _Decoder:
         data = self.json(SYNC, dict)
         return SyncState(data.get("leader"), data.get("sync_standby")) if data is not None else None
 
+    def failsafe(self) -> FailsafeView | None:
+        """(name, api_url) pairs sorted by name; None when absent or not a JSON object of member names to URLs."""
+        data = self.json(FAILSAFE, dict)
+        if data is None:
+            return None
+        if not all(name and isinstance(url, str) for name, url in data.items()):
+            self.problems.append(f"{FAILSAFE}: not a mapping of member names to REST API URLs, ignored: {data!r:.80}")
+            return None
+        return tuple(sorted(data.items()))
+
 
 def decode(nodes: dict[str, Node]) -> Snapshot:
     """Build the snapshot from every key under the scope, named relative to it (`leader`, `members/n0`, ...)."""
@@ -254,6 +280,7 @@ def decode(nodes: dict[str, Node]) -> Snapshot:
         sync=decoder.sync(),
         leader_wal_position=decoder.leader_wal_position(),
         history=decoder.history(),
+        failsafe=decoder.failsafe(),
     )
     config = decoder.json(CONFIG, dict)
     config_version = nodes[CONFIG].version if CONFIG in nodes else None

@@ -62,6 +62,8 @@ def node_status(node: NodeView) -> dict[str, Any]:
     }
     if node.config.pause:
         status["pause"] = True
+    if node.failsafe_active:
+        status["failsafe_mode_is_active"] = True
     if node.sync_name == node.name:
         status["sync_standby"] = True
     return status
@@ -220,6 +222,12 @@ def patroni_metrics(node: NodeView) -> list[tuple[str, str, str, float]]:
          " otherwise.", standby and pg.replication_state == "in archive recovery"),
         ("patroni_cluster_unlocked", "gauge", "Value is 1 if the cluster is unlocked, 0 if locked.",
          node.view is not None and not node.leader),
+        ("patroni_failsafe_mode_is_active", "gauge", "Value is 1 if failsafe mode is active, 0 otherwise.",
+         node.failsafe_active),
+        ("patroni_failsafe_mode_enabled", "gauge", "Value is 1 if failsafe_mode is enabled, 0 otherwise.",
+         node.config.failsafe_mode),
+        ("patroni_failsafe_member", "gauge", "Value is 1 if this node is a member of failsafe, 0 otherwise.",
+         node.view is not None and node.name in dict(node.view.failsafe or ())),
         ("patroni_postgres_timeline", "counter", "Postgres timeline of this node (if running), 0 otherwise.",
          pg.timeline if node.running else 0),
         ("patroni_pending_restart", "gauge", "Value is 1 if the node needs a restart, 0 otherwise.",

@@ -19,6 +19,7 @@ from runtime.config.settings import RestApiSettings
 log = logging.getLogger("regent.api")
 
 JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 MAX_BODY_BYTES = 1 << 20
 BODY_TIMEOUT_S = 10.0  # a body that stalls after its headers gets 408 after this long

@@ -28,6 +28,7 @@ class NodeView:
     tags: Tags = field(default_factory=Tags)
     lease_left_s: float | None = None  # until this node's own lease deadline; None: it never renewed
     loop_age_s: float = 0.0  # since the last turn ended (since the API started, before the first)
+    failsafe_active: bool = False  # Patroni's failsafe_mode_is_active (`Agent.failsafe_active`)
 
     @property
     def leader(self) -> str | None:

@@ -28,7 +28,7 @@ from runtime.reload import reload_config
 from runtime.schedule import monotonic_at
 
 from .documents import cluster_json, decision_json, history_json, metrics_text, node_status
-from .http import PROMETHEUS, UNSAFE, Handler, HttpError, HttpServer, HttpServer6, Reply, Request, tls_context
+from .http import PROMETHEUS, TEXT, UNSAFE, Handler, HttpError, HttpServer, HttpServer6, Reply, Request, tls_context
 from .node import HEALTH, HealthCheck, NodeView, parse_lag
 from .requests import (
     RESTART_KEYS,
@@ -49,6 +49,7 @@ from .requests import (
 log = logging.getLogger("regent.api")
 
 POLL_S = 0.1  # how often a switchover request re-reads the DCS while it waits for the new leader
+FAILSAFE_OFF = "failsafe_mode is not enabled"  # fsm.node.failsafe_refusal's words for it: Patroni's 502
 SERVER_DETAILS = """
 SELECT current_setting('server_version_num')::int, EXISTS (SELECT FROM pg_settings WHERE pending_restart),
        pg_is_in_recovery(),
@@ -138,6 +139,7 @@ class ApiServer:
                 "/restart": {"POST": self._restart, "DELETE": self._delete_restart},
                 "/reload": {"POST": self._reload},
                 "/reinitialize": {"POST": self._reinitialize},
+                "/failsafe": {"GET": self._get_failsafe, "POST": self._post_failsafe},
             }
         )
         return routes
@@ -227,6 +229,7 @@ class ApiServer:
             tags=agent.executor.tags,
             lease_left_s=None if deadline is None else deadline - agent.executor.clock(),
             loop_age_s=max(0.0, time.time() - last_turn_at),
+            failsafe_active=agent.failsafe_active(),
         )
 
     def _cluster_config(self, snapshot: Snapshot) -> ClusterConfig:
@@ -318,6 +321,14 @@ class ApiServer:
 
     def _get_decision(self, request: Request) -> Reply:
         return Reply(200, None if request.head else decision_json(self.agent))
+
+    def _get_failsafe(self, request: Request) -> Reply:
+        """Patroni's GET /failsafe: the failsafe key as this node last read it, `{name: api_url}`."""
+        snapshot = self.agent.snapshot
+        failsafe = snapshot.view.failsafe if snapshot else None
+        if failsafe is None:
+            raise HttpError(502, "no failsafe key (failsafe_mode off, or no leader wrote it yet)")
+        return Reply(200, None if request.head else dict(failsafe))
 
     # --- operations ----------------------------------------------------------------------------------------------
 
@@ -429,6 +440,20 @@ class ApiServer:
         if not result:
             raise HttpError(503, f"reload failed: {result.detail}")
         return Reply(200, {"message": result.detail or "reloaded"})
+
+    def _post_failsafe(self, request: Request) -> Reply:
+        """Patroni's POST /failsafe: a leader the DCS does not answer asks this member to let it lead on. The core's
+        `failsafe_refusal` answers, through the agent (which records an accepted ping for its next turns): 200
+        `Accepted`, 502 when failsafe_mode is off, 500 with the reason otherwise (Patroni's codes, plain text)."""
+        leader = json_object(request.body).get("name")  # Patroni sends conn_url, api_url and slots too
+        if not isinstance(leader, str) or not leader:
+            raise HttpError(400, "failsafe: expected a JSON object naming the leader in `name` (a member name)")
+        refusal = self.agent.answer_failsafe(leader)
+        if refusal is None:
+            log.debug("REST API: failsafe ping from %s accepted", leader)
+            return Reply(200, "Accepted", content_type=TEXT)
+        log.info("REST API: failsafe ping from %s refused: %s", leader, refusal)
+        return Reply(502 if refusal == FAILSAFE_OFF else 500, refusal, content_type=TEXT)
 
     def _reinitialize(self, request: Request) -> Reply:
         fields = json_object(request.body, {"force", "from_leader"}, empty_ok=True)

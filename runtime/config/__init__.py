@@ -41,7 +41,7 @@ class RegentConfig:
     source: Path | None = None
     bootstrap_dcs: dict[str, Any] = field(default_factory=dict)  # the DCS `config` key a new cluster starts with
     log: LogSettings = field(default_factory=LogSettings)
-    ctl: CtlSettings = field(default_factory=CtlSettings)  # read by regentctl, not by the agent
+    ctl: CtlSettings = field(default_factory=CtlSettings)  # regentctl's; the agent reads its TLS (runtime.peers)
     warnings: tuple[str, ...] = ()  # said at start (and by --validate): settings given that have no effect here
 
 

@@ -25,13 +25,15 @@ NOT_IMPLEMENTED = {
     "krbsrvname": "Kerberos",
     "synchronous_mode_strict": "strict synchronous mode",
     "synchronous_node_count": "more than one synchronous standby",
-    "failsafe_mode": "failsafe mode",
     "slots": "permanent replication slots",
     "ignore_slots": "ignored replication slots",
     "sync_priority": "synchronous standby priorities",
     "keyfile_password": "an encrypted key file",
     "use_unix_socket": "a socket connection chosen by the config (the agent always uses its own socket)",
 }
+
+# Patroni settings that are cluster-wide only (its dynamic configuration): not in a member's own file.
+CLUSTER_WIDE_ONLY = {"failsafe_mode"}
 
 
 def problems_of(error: ValidationError, model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -62,6 +64,11 @@ def _message(detail: dict[str, Any], model: type[BaseModel]) -> str:
     if kind == "extra_forbidden":
         if key in NOT_IMPLEMENTED:
             return f"Patroni's setting for {NOT_IMPLEMENTED[key]}, which Regent does not implement"
+        if key in CLUSTER_WIDE_ONLY:
+            return (
+                "cluster-wide only, as in Patroni: set it under bootstrap.dcs (a new cluster) or in the DCS config "
+                "key (PATCH /config, regentctl edit-config)"
+            )
         known = sorted(_known_keys(model, detail["loc"][:-1]))
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
         return "unknown setting (" + (f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}") + ")"

@@ -136,7 +136,8 @@ class RestApi(Section):
 
 
 class Ctl(Section):
-    """Read by the command-line client (patronictl, regentctl), not by the agent."""
+    """Read by the command-line client (patronictl, regentctl); the agent uses its TLS settings too, for its own
+    calls to https members (failsafe mode's POST /failsafe), as Patroni's does."""
 
     insecure: bool = Field(False, description="connect to HTTPS REST APIs without verifying their certificate")
     cacert: ReadableFile | None = Field(None, description="CA to verify the REST APIs' certificates")
@@ -287,6 +288,11 @@ class DynamicConfig(Section):
     )
     synchronous_mode: bool = Field(DEFAULTS.synchronous_mode, description="promote only the named sync standby")
     pause: bool = Field(DEFAULTS.pause, description="maintenance mode: no automatic failover")
+    failsafe_mode: bool = Field(
+        DEFAULTS.failsafe_mode,
+        description="with the DCS unreachable, the leader leads on while every member of the `failsafe` key "
+        "accepts its POST /failsafe (Patroni's DCS failsafe mode)",
+    )
     postgresql: DynamicPostgresql = Field(DynamicPostgresql(), description="Postgres settings of every member")
 
 

@@ -38,6 +38,7 @@ from adapters.postgres.process import find_postmaster, process_alive
 from .common import free_port
 from .etcd import EtcdServer
 from .postgres import stop_immediately
+from .proxy import Link
 
 T = TypeVar("T")
 
@@ -73,6 +74,8 @@ class Node:
     process: subprocess.Popen[bytes] | None = None
     log_file: Any = None
     fences: set[int] = field(default_factory=set)  # watchdog fence processes this node's agents started
+    dcs_link: Link | None = None  # with `links`: the node's way to etcd, which `cut_dcs` cuts
+    api_link: Link | None = None  # with `links`: the others' way to this node's REST API (its connect_address)
 
     @property
     def agent_alive(self) -> bool:
@@ -110,6 +113,8 @@ class Cluster:
         primary_start_timeout: float = 10,
         log_level: str = "INFO",
         etcd_api: int = 2,
+        failsafe_mode: bool = False,
+        links: bool = False,
     ) -> None:
         parent = "/dev/shm" if Path("/dev/shm").is_dir() else "/tmp"
         self.base = Path(tempfile.mkdtemp(prefix="regent-cluster-", dir=parent))
@@ -121,6 +126,8 @@ class Cluster:
         self.primary_start_timeout = primary_start_timeout
         self.log_level = log_level
         self.etcd_api = etcd_api
+        self.failsafe_mode = failsafe_mode
+        self.links = links  # each node reaches etcd, and the others reach its REST API, through a Link to cut
         (self.base / "etcd").mkdir()
         # v3: etcd as Debian starts it, with no v2 API; the agents use the `etcd3:` section
         self.etcd = EtcdServer("e0", self.base / "etcd", enable_v2=etcd_api == 2, start=False)
@@ -130,30 +137,36 @@ class Cluster:
     def _node(self, index: int) -> Node:
         name = f"n{index}"
         (self.base / name).mkdir(mode=0o755)
+        api_port = free_port()
         node = Node(
             index=index,
             name=name,
             pg_port=free_port(),
-            api_port=free_port(),
+            api_port=api_port,
             config_path=self.base / f"{name}.yml",
             log_path=self.base / f"{name}.log",
             data_dir=self.base / name / "data",
+            dcs_link=Link(self.etcd.port) if self.links else None,
+            api_link=Link(api_port) if self.links else None,
         )
         node.config_path.write_text(yaml.safe_dump(self.config(node), sort_keys=False))
         return node
 
     def config(self, node: Node) -> dict[str, Any]:
         """The node's YAML config, as a dict (tests write broken variants of it)."""
+        etcd_port = node.dcs_link.port if node.dcs_link else self.etcd.port
+        api_address = f"{HOST}:{node.api_link.port if node.api_link else node.api_port}"
         return {
             "scope": self.scope,
             **{key: value for key, value in self.timings.items()},
             "primary_start_timeout": self.primary_start_timeout,
             "restapi": {
                 "listen": f"{HOST}:{node.api_port}",
-                "connect_address": f"{HOST}:{node.api_port}",
+                "connect_address": api_address,
                 "auth": f"{AUTH[0]}:{AUTH[1]}",
             },
-            "etcd" if self.etcd_api == 2 else "etcd3": {"host": f"{HOST}:{self.etcd.port}"},
+            "etcd" if self.etcd_api == 2 else "etcd3": {"host": f"{HOST}:{etcd_port}"},
+            **({"bootstrap": {"dcs": {"failsafe_mode": True}}} if self.failsafe_mode else {}),
             "watchdog": {"mode": self.watchdog},
             "postgresql": {
                 "name": node.name,
@@ -302,6 +315,22 @@ class Cluster:
     def stop_etcd(self) -> None:
         self.etcd.kill()
 
+    def cut(self, n: int, dcs: bool = True, peers: bool = True) -> None:
+        """Partition node n (needs `links`): from etcd, and from the other nodes' REST APIs; its Postgres, and
+        streaming from it, stay reachable (clients still reach it)."""
+        for link in self._links(n, dcs, peers):
+            link.cut()
+
+    def heal(self, n: int, dcs: bool = True, peers: bool = True) -> None:
+        for link in self._links(n, dcs, peers):
+            link.heal()
+
+    def _links(self, n: int, dcs: bool, peers: bool) -> list[Link]:
+        node = self.nodes[n]
+        assert node.dcs_link is not None, "Cluster(links=True) makes the links to cut"
+        others = [other.api_link for other in self.nodes if other.index != n and other.api_link and peers]
+        return ([node.dcs_link] if dcs else []) + others
+
     def start_etcd(self) -> None:
         self.etcd.start()
 
@@ -327,6 +356,10 @@ class Cluster:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
         self.etcd.kill()
+        for node in self.nodes:
+            for link in (node.dcs_link, node.api_link):
+                if link is not None:
+                    link.close()
         if os.environ.get("REGENT_KEEP_CLUSTER"):
             print(f"cluster files kept in {self.base}")
         else:
