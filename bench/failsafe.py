@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import time
 
 from tests.servers.cluster import TIMINGS, Cluster
@@ -33,10 +34,20 @@ def gaps(times: list[float], start: float, end: float, over_s: float = 0.5) -> l
     return [(a - start, b - start) for a, b in itertools.pairwise(points) if b - a > over_s]
 
 
+def started(cluster: Cluster, failsafe: bool) -> int:
+    """The cluster healthy, its leader's index; in failsafe mode, once the failsafe key lists every member."""
+    cluster.start(timeout_s=90)
+    leader = cluster.wait_healthy()
+    if failsafe:
+        key = f"/service/{cluster.scope}/failsafe"
+        everyone = {node.name for node in cluster.nodes}
+        cluster.wait_for(lambda: set(json.loads(cluster.etcd.value(key) or "{}")) == everyone, 15, "the failsafe key")
+    return leader
+
+
 def outage(failsafe: bool, outage_s: float) -> str:
     with Cluster(3, failsafe_mode=failsafe, scope=f"bench-fs-{int(failsafe)}") as cluster:
-        cluster.start(timeout_s=90)
-        leader = cluster.wait_healthy()
+        leader = started(cluster, failsafe)
         with contextlib.ExitStack() as stack:  # a client on every node: only a writable primary's writes succeed
             writes = [stack.enter_context(cluster.writer(n)) for n in range(len(cluster.nodes))]
             time.sleep(1.0)
@@ -65,8 +76,7 @@ def outage(failsafe: bool, outage_s: float) -> str:
 
 def partition(failsafe: bool) -> str:
     with Cluster(3, failsafe_mode=failsafe, links=True, scope=f"bench-part-{int(failsafe)}") as cluster:
-        cluster.start(timeout_s=90)
-        leader = cluster.wait_healthy()
+        leader = started(cluster, failsafe)
         with cluster.writer(leader) as on_leader:
             time.sleep(1.0)
             cut = time.monotonic()
