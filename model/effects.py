@@ -2,8 +2,10 @@
 
 `plan_action` returns a Step: the duration and an effect that runs when the action completes, returning whether
 it succeeded. DCS requests need the DCS reachable at both ends and take a network round trip, or fail after
-`retry_timeout_s`. `read_s` is how long a turn's readings take before it decides. Durations are those of the real
-agent on the project's 2-core machine (its log, with `python -m bench.reality` comparing whole events), rounded.
+`retry_timeout_s`. ConfirmFailsafe goes to the members' REST APIs instead (`confirm_failsafe`): each answers from
+its own agent when the POST reaches it. `read_s` is how long a turn's readings take before it decides. Durations
+are those of the real agent on the project's 2-core machine (its log, with `python -m bench.reality` comparing
+whole events), rounded.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 from fsm import actions as a
 from fsm import node as core
 from fsm.actions import Action, DemoteMode
-from fsm.observation import ClusterView, Member, SyncState, slot_name
+from fsm.observation import ClusterView, FailsafePing, Member, SyncState, slot_name
 from model.simpg import Data, same_lineage
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ CLONE_BYTES_PER_S = 100_000_000
 FENCE_START_S = 0.1  # an agent's first ArmWatchdog starts its fence process (a Python interpreter): 0.03-0.13 s
 READ_S = 0.03  # a turn's readings: a quorum read of the cluster from etcd and Postgres observed over SQL
 PEER_ANSWER_S = 0.05  # a member's REST API answers a follower's question for its WAL position (0.02-0.15 s)
+ONE_WAY_S = PEER_ANSWER_S / 2  # a request reaches a member's REST API; its answer takes as long back
 RETRY_FIRST_PAUSE_S, RETRY_MAX_PAUSE_S = 0.05, 1.0  # the DCS adapter's backoff between attempts
 
 
@@ -60,6 +63,8 @@ def plan_action(world: World, node: Node, action: Action) -> Step:
     """Called when `action` starts. Most effects happen when it completes; a restart's begins at once."""
     if isinstance(action, a.RestartPrimary):  # and RestartStandby
         return Step(action, _duration(node, action), _begin_restart(node))
+    if isinstance(action, a.ConfirmFailsafe):
+        return confirm_failsafe(world, node, action)
     handler = HANDLERS[type(action)]
     if action.adapter == "dcs":
         if not world.dcs_ok(node):  # the adapter retries until it gives up (retry_timeout, or the lease deadline)
@@ -153,7 +158,7 @@ def _publish_member(w: World, n: Node, act: a.PublishMember, started: float) -> 
     pg = n.pg.observe()
     member = Member(
         n.name,
-        api_url=f"http://{n.name}:8008/patroni",
+        api_url=f"http://{n.name}:8008/patroni" if n.knows_failsafe else None,  # see Settings.failsafe_unaware
         role=act.role,
         state="running" if pg.running else "stopped",
         wal_position=pg.wal_position,
@@ -177,6 +182,62 @@ def _publish_history(w: World, n: Node, act: a.PublishHistory, started: float) -
 def _clear_failover(w: World, n: Node, act: Action, started: float) -> bool:
     w.dcs.delete("failover", w.t)
     return True
+
+
+def _publish_failsafe(w: World, n: Node, act: a.PublishFailsafe, started: float) -> bool:
+    w.dcs.put("failsafe", dict(act.members), w.t)
+    return True
+
+
+# --- the members' REST APIs ---------------------------------------------------------------------
+
+
+def answers(world: World, leader: Node, peer: Node | None) -> bool:
+    """Whether `peer`'s REST API answers `leader` now: its agent runs (alive, not frozen) and the link holds."""
+    return peer is not None and peer.alive and not peer.paused(world.t) and world.linked(leader, peer)
+
+
+def confirm_failsafe(world: World, leader: Node, action: a.ConfirmFailsafe) -> Step:
+    """POST /failsafe to every member `action` names, at once. A member whose API answers receives it ONE_WAY_S
+    later and answers as its agent's `failsafe_refusal` says then, recording the ping if it accepts
+    (`accept_failsafe`); the action succeeds if every member accepted. It takes PEER_ANSWER_S when all of them
+    answer, else the whole `failsafe_timeout_s`. The explorer steps the world itself: there every member receives
+    the POST when the action completes."""
+    peers = [world.nodes.get(name) for name, _ in action.members]
+    reached = [peer for peer in peers if peer is not None and answers(world, leader, peer)]
+    everyone = len(reached) == len(peers)
+    duration = PEER_ANSWER_S if everyone else core.failsafe_timeout_s(leader.config)
+    accepted: dict[str, bool] = {}
+
+    def receive(peer: Node) -> None:
+        if answers(world, leader, peer):  # it may have frozen or been cut off while the POST was on its way
+            accepted[peer.name] = accept_failsafe(world, peer, leader.name)
+
+    for peer in reached:
+        world.at(world.t + ONE_WAY_S, receive, peer)
+
+    def effect(started: float) -> bool:
+        if world.manual:
+            for peer in reached:
+                receive(peer)
+        ok = everyone and len(accepted) == len(peers) and all(accepted.values())
+        if ok:
+            world.failsafe_confirmed(leader, started)
+        return ok
+
+    return Step(action, duration, effect)
+
+
+def accept_failsafe(world: World, peer: Node, leader: str) -> bool:
+    """`peer`'s REST API answers `leader`'s POST /failsafe: the core's `failsafe_refusal` on the memory its agent
+    published when its last turn ended (the real agent's, `runtime.agent.Agent.answer_failsafe`), its Postgres
+    and its last turn's settings. Accepted: the agent's next turns read the ping (`Readings.failsafe_ping`)."""
+    refusal = core.failsafe_refusal(peer.name, peer.api_memory, peer.pg.writable, peer.config, leader)
+    if refusal is None:
+        peer.failsafe_ping = FailsafePing(leader, peer.local(world.t))
+    else:
+        world.trace.note(world.t, peer.name, f"refused POST /failsafe of {leader}: {refusal}")
+    return refusal is None
 
 
 # --- Postgres -----------------------------------------------------------------------------------
@@ -354,6 +415,7 @@ HANDLERS: dict[type[Action], Callable[..., bool]] = {
     a.PublishLeaderOptime: _publish_optime,
     a.PublishHistory: _publish_history,
     a.ClearSwitchoverRequest: _clear_failover,
+    a.PublishFailsafe: _publish_failsafe,
     a.InitDb: _initdb,
     a.CloneReplica: _clone,
     a.Reclone: _clone,

@@ -2,6 +2,7 @@
 
     python -m model.explore --nodes 3 --depth 12 [--faults crash,pause,partition,dcs-outage] [--no-watchdog]
         [--quantum 10] [--max-faults 1] [--max-states 200000] [--allow-cap] [--sync]
+        [--failsafe | --failsafe-unsafe NODE]
 
 It starts from a bootstrapped, healthy cluster (simulated for 60 s) and explores breadth first. An event is one
 of: a node decides (observe + `decide()`); one action of a node's pending decision completes (so a decision can
@@ -12,6 +13,13 @@ on an abstraction (relative times in quanta, WAL relative to the furthest node),
 distinct state up to the depth. The first violation found is the shortest one: it is printed as the path of
 events and as a fault schedule for `python -m model.simulate --schedule`. Exit 1 on a violation; exit 3 when
 `--max-states` stopped the search first (unless `--allow-cap`): a capped search proved nothing beyond its states.
+
+`--failsafe` turns failsafe_mode on and explores the faults that matter to it by default (FAILSAFE_FAULTS: a
+whole-DCS outage, the leader cut off from the DCS only or from everything, a frozen agent), where a POST /failsafe
+reaches each member at the instant the leader's ConfirmFailsafe completes. `--failsafe-unsafe NODE` is the unsafe
+configuration: NODE runs an agent older than failsafe mode (`model.world.Settings.failsafe_unaware`). The optional
+fault agent-restart (a new agent process, which knows nothing of the POST /failsafe the old one accepted) is left
+out of the defaults: with it the search finds the split brain of the scenario failsafe-replica-restart.
 """
 
 from __future__ import annotations
@@ -32,7 +40,12 @@ from model.trace import Trace
 from model.world import Settings, World
 
 FAULTS = ("crash", "pause", "partition", "dcs-outage")
-OPTIONAL_FAULTS = ("scheduled-switchover",)  # an operator's request: a switchover to the node one quantum ahead
+FAILSAFE_FAULTS = ("pause", "partition", "partition-dcs", "dcs-outage")  # the default with --failsafe
+OPTIONAL_FAULTS = (
+    "scheduled-switchover",  # an operator's request: a switchover to the node one quantum ahead
+    "partition-dcs",  # the node is cut off from the DCS only: its peers still reach it
+    "agent-restart",  # the agent process dies and a new one starts at once; Postgres runs on
+)
 # Actions whose completion is an event of its own: each changes the DCS or Postgres in a way that matters to
 # another node or to an invariant. The others complete together with the event before them.
 CONSEQUENTIAL = {
@@ -54,6 +67,8 @@ CONSEQUENTIAL = {
     a.PrepareSyncStandby,
     a.RestartPrimary,
     a.RestartStandby,
+    a.PublishFailsafe,
+    a.ConfirmFailsafe,
 }
 MIB = 1_048_576
 
@@ -89,9 +104,23 @@ class Explorer:
         quantum_s: float,
         max_faults: int,
         synchronous_mode: bool = False,
+        failsafe: bool = False,
+        failsafe_unaware: str | None = None,
     ) -> None:
-        config = replace(ClusterConfig(), maximum_lag_on_failover_bytes=MIB, synchronous_mode=synchronous_mode)
-        settings = Settings(nodes=nodes, config=config, watchdog=watchdog, max_drift=0.0, clock_offsets=False)
+        config = replace(
+            ClusterConfig(),
+            maximum_lag_on_failover_bytes=MIB,
+            synchronous_mode=synchronous_mode,
+            failsafe_mode=failsafe or failsafe_unaware is not None,
+        )
+        settings = Settings(
+            nodes=nodes,
+            config=config,
+            watchdog=watchdog,
+            max_drift=0.0,
+            clock_offsets=False,
+            failsafe_unaware=failsafe_unaware,
+        )
         world = World(settings, seed=0)
         world.run(60.0)
         world.manual = True
@@ -156,6 +185,8 @@ class Explorer:
         while node.pending and (first or type(node.pending[0]) not in CONSEQUENTIAL):
             first = False
             world.run_action(node, plan_action(world, node, node.pending[0]), node.local(world.t))
+        if not node.pending:
+            world.turn_over(node)
 
     def _tick(self, world: World) -> None:
         world.advance(world.t + self.quantum_s)
@@ -181,6 +212,11 @@ class Explorer:
             inject(world, Fault(world.t, "pause", node.name, duration_s=3 * ttl))
         elif event.kind == "scheduled-switchover":
             inject(world, Fault(world.t, "scheduled_switchover", node.name, value=self.quantum_s))
+        elif event.kind == "partition-dcs":
+            inject(world, Fault(world.t, "partition_dcs", node.name))
+        elif event.kind == "agent-restart":
+            inject(world, Fault(world.t, "agent_restart", node.name))
+            node.decided_at = None  # the new agent takes its first turn in this quantum
         else:
             inject(world, Fault(world.t, event.kind, node.name))
 
@@ -218,6 +254,13 @@ class Explorer:
                     rel_time(n.watchdog_deadline),
                     rel_time(n.orphan_fence_deadline),
                     rel_time(n.real(n.scheduled.at_s)) if n.scheduled else None,
+                    n.api_memory.state.value,
+                    n.memory.failsafe_active,
+                    n.memory.failsafe_view,
+                    (n.failsafe_ping.leader, rel_time(n.real(n.failsafe_ping.at_s + n.config.ttl_s)))
+                    if n.failsafe_ping
+                    else None,
+                    rel_time(world.failsafe_word[n.name] + n.config.ttl_s) if n.name in world.failsafe_word else None,
                     pg.running,
                     pg.in_recovery,
                     pg.read_only,
@@ -275,6 +318,17 @@ class Explorer:
                 frontier.append((child, child_path, faults_used + (event.kind not in ("decide", "act", "tick"))))
         return Search(len(seen), reached, exhausted=not cut)
 
+    def replay(self, path: list[Event]) -> World:
+        """The world at the end of `path` (a printed path, `parse_path`) from the root; raises ValueError at an
+        event the search could not take there."""
+        world, faults = pickle.loads(pickle.dumps(self.root)), 0
+        for event in path:
+            if (event.kind, event.node) not in {(e.kind, e.node) for e in self.events(world, faults)}:
+                raise ValueError(f"{event} cannot happen after {faults} fault(s) at {world.t:g} s")
+            self.apply(world, event)
+            faults += event.kind not in ("decide", "act", "tick")
+        return world
+
     def schedule(self, path: list[Event]) -> str:
         """The path's faults as a `--schedule` for the simulator (times relative to the explorer's start)."""
         t, parts, ttl = self.start_s, [], self.root.config.ttl_s
@@ -287,9 +341,22 @@ class Explorer:
                 parts.append(f"{t:g}:pause:{event.target}:{3 * ttl:g}")
             elif event.kind == "scheduled-switchover":
                 parts.append(f"{t:g}:scheduled_switchover:{event.target}::{self.quantum_s:g}")
+            elif event.kind == "partition-dcs":
+                parts.append(f"{t:g}:partition_dcs:{event.target}")
+            elif event.kind == "agent-restart":
+                parts.append(f"{t:g}:agent_restart:{event.target}")
             elif event.kind in FAULTS:
                 parts.append(f"{t:g}:{event.kind}:{event.target}")
         return ",".join(parts)
+
+
+def parse_path(text: str) -> list[Event]:
+    """The events of a path as the explorer prints it: "decide n1 -> pause n0 -> tick"."""
+    events = []
+    for item in text.split("->"):
+        kind, _, node = item.strip().partition(" ")
+        events.append(Event(kind, node or None, node or None))
+    return events
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,19 +364,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3, choices=(2, 3))
     parser.add_argument("--depth", type=int, default=12)
     known = (*FAULTS, *OPTIONAL_FAULTS)
-    parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, from {', '.join(known)}")
+    parser.add_argument(
+        "--faults",
+        help=f"comma-separated, from {', '.join(known)} (default {','.join(FAULTS)}; "
+        f"{','.join(FAILSAFE_FAULTS)} with failsafe)",
+    )
     parser.add_argument("--no-watchdog", action="store_true")
     parser.add_argument("--quantum", type=float, default=10.0, help="seconds one tick moves time on")
     parser.add_argument("--max-faults", type=int, default=1, help="faults per path")
     parser.add_argument("--max-states", type=int, default=200_000)
     parser.add_argument("--allow-cap", action="store_true", help="exit 0 when the state limit stops the search")
     parser.add_argument("--sync", action="store_true", help="synchronous_mode on")
+    parser.add_argument("--failsafe", action="store_true", help="failsafe_mode on")
+    parser.add_argument(
+        "--failsafe-unsafe",
+        metavar="NODE",
+        help="failsafe_mode on, and NODE runs an agent older than it: left out of the failsafe key, it races as ever",
+    )
     args = parser.parse_args(argv)
-    faults = tuple(f for f in args.faults.split(",") if f)
+    failsafe = args.failsafe or args.failsafe_unsafe is not None
+    if args.failsafe_unsafe is not None and args.failsafe_unsafe not in [f"n{i}" for i in range(args.nodes)]:
+        parser.error(f"--failsafe-unsafe {args.failsafe_unsafe}: no such node (n0 .. n{args.nodes - 1})")
+    chosen = args.faults if args.faults is not None else ",".join(FAILSAFE_FAULTS if failsafe else FAULTS)
+    faults = tuple(f for f in chosen.split(",") if f)
     unknown = set(faults) - set(known)
     if unknown:
         parser.error(f"unknown faults {sorted(unknown)}; known: {', '.join(known)}")
-    explorer = Explorer(args.nodes, not args.no_watchdog, faults, args.quantum, args.max_faults, args.sync)
+    explorer = Explorer(
+        args.nodes,
+        not args.no_watchdog,
+        faults,
+        args.quantum,
+        args.max_faults,
+        args.sync,
+        failsafe=failsafe,
+        failsafe_unaware=args.failsafe_unsafe,
+    )
     started = time.perf_counter()
     search = explorer.run(args.depth, args.max_states)
     elapsed = time.perf_counter() - started
@@ -318,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"explored {search.states} states to depth {search.depth} (limit {args.depth}) in {elapsed:.1f} s: "
         f"{search.states / elapsed:,.0f} states/s; {args.nodes} nodes, faults {','.join(faults) or 'none'}, "
-        f"watchdog {watchdog}{', synchronous_mode' if args.sync else ''}"
+        f"watchdog {watchdog}{', synchronous_mode' if args.sync else ''}{_failsafe_words(args)}"
     )
     if path is None or world is None:
         if search.capped:
@@ -339,8 +429,18 @@ def main(argv: list[str] | None = None) -> int:
     for line in world.trace.lines:
         print("  " + line)
     flag = (" --no-watchdog" if args.no_watchdog else "") + (" --sync" if args.sync else "")
+    if args.failsafe_unsafe is not None:
+        flag += f" --failsafe-unsafe {args.failsafe_unsafe}"
+    elif args.failsafe:
+        flag += " --failsafe"
     print(f"replay: python -m model.simulate --nodes {args.nodes}{flag} --schedule '{explorer.schedule(path)}'")
     return 1
+
+
+def _failsafe_words(args: argparse.Namespace) -> str:
+    if args.failsafe_unsafe is not None:
+        return f", failsafe_mode with {args.failsafe_unsafe} unaware of it (unsafe)"
+    return ", failsafe_mode" if args.failsafe else ""
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ KINDS = {
     "shutdown": "stop the agent gracefully",
     "heal": "undo every fault and restart dead agents (a frozen agent still thaws on its own time)",
     "interrupt": "the agent dies after `value` actions of its next decision and restarts at once",
+    "agent_restart": "the agent process dies now and a new one starts at once (Postgres runs on)",
     "restart_request": "an operator asks the node's REST API to restart Postgres (its next turn answers)",
     "reinit_request": "an operator asks the node's REST API to re-clone it from the leader",
     "slow_postgres": "Postgres actions the node starts take duration_s each (a long checkpoint, a large basebackup)",
@@ -140,6 +141,9 @@ def _apply(world: World, fault: Fault, node: Node | None) -> None:
         node.slow_postgres_s = fault.duration_s
     elif kind == "interrupt" and node:
         node.interrupt_after = int(fault.value)
+    elif kind == "agent_restart" and node and node.alive:
+        world.kill(node, "agent died")
+        world.restart(node)
     elif kind == "foreign_data" and node and not node.pg.running:
         node.pg.data = Data(sysid=world.new_sysid(), segment=world.new_segment())
     elif kind == "scheduled_restart" and node:

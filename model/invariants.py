@@ -2,14 +2,16 @@
 
 1. no_split_brain: at no instant do two Postgres servers accept writes.
 2. lease_agreement: a server accepts writes only while the DCS leader key names it (plus a bounded grace for the
-   demotion already under way when the key went).
+   demotion already under way when the key went), or, in failsafe mode, while the key names nobody and less than
+   ttl has passed since it sent the POST /failsafe every member it asked accepted (`failsafe_leads`).
 3. lag_limit: nobody is promoted whose WAL lags the leader's last published position by more than the limit.
 4. sync_durability: in synchronous mode no acknowledged commit is missing from a newly promoted primary, and
    at every instant the standby the `sync` key names holds every commit its leader acknowledged (the key is what
    lets that standby be promoted).
 5. timeline_sanity: no standby streams WAL whose history diverged from its own (checked where WAL flows).
 6. liveness: after the final heal, a writable leader serves clients within `liveness_bound_s`.
-7. dcs_outage: a server whose node lost the DCS accepts no writes `ttl` after the loss.
+7. dcs_outage: a server whose node lost the DCS accepts no writes `ttl` after the loss, but in failsafe mode on
+   the word of its members as in 2.
 A violation stops the run: the trace up to it is the counterexample.
 """
 
@@ -126,10 +128,10 @@ class Checker:
             self.violation(writable[1], "no_split_brain", f"{', '.join(n.name for n in writable)} all accept writes")
         for node in writable:
             lost = self.key_lost_at.get(node.name, t) if holder != node.name else t
-            if t - lost > DEMOTION_GRACE_S:
+            if t - lost > DEMOTION_GRACE_S and not self.failsafe_leads(node, holder):
                 self.violation(node, "lease_agreement", f"accepts writes {t - lost:.3f} s after losing the leader key")
             since = self.dcs_lost_at.get(node.name)
-            if since is not None and t - since > world.config.ttl_s:
+            if since is not None and t - since > world.config.ttl_s and not self.failsafe_leads(node, holder):
                 self.violation(node, "dcs_outage", f"still accepts writes {t - since:.3f} s after losing the DCS")
         if world.config.synchronous_mode:
             self._sync_standby_holds_acknowledged(t)
@@ -140,6 +142,14 @@ class Checker:
                         "sync_durability",
                         f"commits acknowledged on timeline segment {segment} past its fork at {fork}",
                     )
+
+    def failsafe_leads(self, node: Node, holder: str | None) -> bool:
+        """In failsafe mode, `node` may write without the key while nobody else holds it, for ttl from the start of
+        its last POST /failsafe that every member it asked accepted (each of them keeps out of a race that long)."""
+        word = self.world.failsafe_word.get(node.name)
+        if not node.config.failsafe_mode or word is None or holder not in (None, node.name):
+            return False
+        return self.world.t - word <= node.config.ttl_s
 
     def _sync_standby_holds_acknowledged(self, t: float) -> None:
         world = self.world

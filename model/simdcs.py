@@ -5,6 +5,7 @@ are atomic. ZooKeeper: the leader and member keys are ephemeral nodes owned by a
 expires after the last contact of its client (a live, connected agent keeps it alive by heartbeats) by the
 timeout the server grants: the `ttl_s` asked for, clamped to the server's maxSessionTimeout.
 Every operation takes the time `t` at which the DCS applies it; reachability and latency are the network's job.
+The `failsafe` key holds Patroni's `{name: api_url}` mapping; the view shows it as sorted (name, api_url) pairs.
 """
 
 from __future__ import annotations
@@ -145,6 +146,12 @@ class SimDCS:
             sync=get.get("sync"),
             leader_wal_position=get.get("status"),
             history=get.get("history", ()),
+            failsafe=_failsafe_view(get.get("failsafe")),
         )
         self._view = (self.index, view)
         return view
+
+
+def _failsafe_view(stored: Any) -> tuple[tuple[str, str], ...] | None:
+    """The `failsafe` key as the observation wants it: (name, api_url) sorted by name; None when absent."""
+    return None if stored is None else tuple(sorted(dict(stored).items()))

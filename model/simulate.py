@@ -2,8 +2,8 @@
 
     python -m model.simulate --list
     python -m model.simulate --scenario leader-crash --seed 1 [--nodes 3 --duration 600 --ttl 30 --loop-wait 10
-        --retry-timeout 8 --max-lag 1048576 --sync --dcs etcd|zookeeper --no-watchdog] [--format text|json]
-        [--svg FILE] [--runs K]
+        --retry-timeout 8 --max-lag 1048576 --sync --failsafe [--failsafe-unsafe NODE] --dcs etcd|zookeeper
+        --no-watchdog] [--format text|json] [--svg FILE] [--runs K]
 
 Text output: one line per event (seconds, node, `from -> to [rule] why`, FAULT, NOTE or VIOLATION), then a
 summary. Exit status: 0 when every invariant held, 1 on a violation (the trace ends at it), 2 on bad usage.
@@ -48,6 +48,8 @@ def simulate(scenario: Scenario, settings: Settings, seed: int) -> Result:
         settings = replace(settings, watchdog=scenario.watchdog)
     if scenario.dcs_kind is not None:
         settings = replace(settings, dcs_kind=scenario.dcs_kind)
+    if scenario.failsafe_unaware is not None:
+        settings = replace(settings, failsafe_unaware=scenario.failsafe_unaware)
     world = World(settings, seed)
     for fault in scenario.schedule(settings.duration_s, settings.config.ttl_s, world.rng):
         world.at(fault.at_s, inject, world, fault)
@@ -87,8 +89,16 @@ def _settings_line(result: Result) -> str:
         f"scenario {result.scenario}, seed {result.seed}, {s.nodes} nodes, {s.dcs_kind}, ttl {c.ttl_s:g} s, "
         f"loop_wait {c.loop_wait_s:g} s, retry_timeout {c.retry_timeout_s:g} s, max lag "
         f"{c.maximum_lag_on_failover_bytes} B, sync {'on' if c.synchronous_mode else 'off'}, "
-        f"watchdog {'on' if s.watchdog else 'off'}, {s.duration_s:g} s"
+        f"{_failsafe_words(s)}watchdog {'on' if s.watchdog else 'off'}, {s.duration_s:g} s"
     )
+
+
+def _failsafe_words(s: Settings) -> str:
+    """What the settings line says of failsafe mode: nothing when it is off."""
+    if not s.config.failsafe_mode:
+        return ""
+    unaware = f" ({s.failsafe_unaware}'s agent predates it)" if s.failsafe_unaware else ""
+    return f"failsafe on{unaware}, "
 
 
 def _replay_args(result: Result) -> str:
@@ -104,6 +114,8 @@ def _replay_args(result: Result) -> str:
         (s.dcs_kind != "etcd", f"--dcs {s.dcs_kind}"),
         (not s.watchdog, "--no-watchdog"),
         (c.synchronous_mode, "--sync"),
+        (c.failsafe_mode and s.failsafe_unaware is None, "--failsafe"),
+        (s.failsafe_unaware is not None, f"--failsafe-unsafe {s.failsafe_unaware}"),
         (c.ttl_s != default.ttl_s, f"--ttl {c.ttl_s:g}"),
         (c.loop_wait_s != default.loop_wait_s, f"--loop-wait {c.loop_wait_s:g}"),
         (c.retry_timeout_s != default.retry_timeout_s, f"--retry-timeout {c.retry_timeout_s:g}"),
@@ -149,6 +161,8 @@ def render_json(result: Result) -> str:
             "retry_timeout_s": c.retry_timeout_s,
             "maximum_lag_on_failover_bytes": c.maximum_lag_on_failover_bytes,
             "synchronous_mode": c.synchronous_mode,
+            "failsafe_mode": c.failsafe_mode,
+            "failsafe_unaware": s.failsafe_unaware,
         },
         "events": result.world.trace.events,
         "summary": result.summary,
@@ -160,7 +174,7 @@ def swimlane_trace(result: Result) -> dict[str, Any]:
     trace, s = result.world.trace, result.settings
     title = (
         f"{result.scenario} · seed {result.seed} · {s.nodes} nodes · {s.dcs_kind} · ttl {s.config.ttl_s:g} s"
-        f" · watchdog {'on' if s.watchdog else 'off'}"
+        f" · watchdog {'on' if s.watchdog else 'off'}{' · failsafe on' if s.config.failsafe_mode else ''}"
     )
     return {
         "title": title,
@@ -191,6 +205,12 @@ def _parser() -> argparse.ArgumentParser:
         help="maximum_lag_on_failover in bytes",
     )
     parser.add_argument("--sync", action="store_true", help="synchronous_mode on")
+    parser.add_argument("--failsafe", action="store_true", help="failsafe_mode on")
+    parser.add_argument(
+        "--failsafe-unsafe",
+        metavar="NODE",
+        help="failsafe_mode on, and NODE runs an agent older than it: left out of the failsafe key, it races as ever",
+    )
     parser.add_argument("--dcs", choices=["etcd", "zookeeper"], default="etcd")
     parser.add_argument("--no-watchdog", action="store_true", help="run without the watchdog fence")
     parser.add_argument("--format", choices=["text", "json"], default="text")
@@ -213,9 +233,12 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             safety_margin_s=args.safety_margin,
             maximum_lag_on_failover_bytes=args.max_lag,
             synchronous_mode=args.sync,
+            failsafe_mode=args.failsafe or args.failsafe_unsafe is not None,
         )
     except InvalidObservation as error:
         parser.error(str(error))
+    if args.failsafe_unsafe is not None and args.failsafe_unsafe not in [f"n{i}" for i in range(args.nodes)]:
+        parser.error(f"--failsafe-unsafe {args.failsafe_unsafe}: no such node (n0 .. n{args.nodes - 1})")
     problems = lease_timing_problems(config)
     if problems:
         parser.error("; ".join(problems))
@@ -224,7 +247,12 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     return Settings(
-        nodes=args.nodes, duration_s=args.duration, config=config, dcs_kind=args.dcs, watchdog=not args.no_watchdog
+        nodes=args.nodes,
+        duration_s=args.duration,
+        config=config,
+        dcs_kind=args.dcs,
+        watchdog=not args.no_watchdog,
+        failsafe_unaware=args.failsafe_unsafe,
     )
 
 

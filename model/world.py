@@ -6,7 +6,9 @@ shell: read the DCS (retrying until `retry_timeout_s` when it cannot reach it) a
 the decision's actions one after another, each taking effect when it completes (see `model.effects`) if
 `blocked` lets it, and `advance` the memory with its outcome; then sleep as `end_turn` says (a watch on the
 leader key wakes every agent but the leader). A paused agent's pending events wait for it; a crashed node's
-events are dropped.
+events are dropped. A node's REST API answers from the memory its agent published when its last turn ended
+(`Node.api_memory`, as the real agent publishes it), and keeps the POST /failsafe it last accepted
+(`Node.failsafe_ping`) for its agent's next turns; both go with the agent process.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from fsm import Decision, State
 from fsm import node as core
 from fsm.actions import Action
-from fsm.observation import ClusterConfig, ClusterView, Member, OperatorRequest, Tags
+from fsm.observation import ClusterConfig, ClusterView, FailsafePing, Member, OperatorRequest, Tags
 from model.effects import READ_S, RETRY_FIRST_PAUSE_S, RETRY_MAX_PAUSE_S, Step, plan_action, read_s
 from model.invariants import Checker
 from model.simdcs import SimDCS
@@ -46,6 +48,9 @@ class Settings:
     stream_delay_s: float = 0.02
     max_drift: float = 1e-4  # each node's clock runs at 1 +/- up to this rate
     clock_offsets: bool = True  # each node's monotonic clock starts at a different reading
+    # The unsafe failsafe configuration: this node runs an agent older than failsafe mode. It publishes no REST API
+    # URL, so the failsafe key leaves it out, and it races for a lapsed leader key as it always did.
+    failsafe_unaware: str | None = None
 
     @property
     def write_rate(self) -> float:
@@ -82,6 +87,9 @@ class Node:
     decision: Decision | None = None  # the explorer's last decision of the node, whose actions may still run
     decided_at: float | None = None  # the explorer's time of the node's last decision
     running_long: tuple[int, int] | None = None  # (generation, action index) of the long action running now
+    api_memory: core.Memory = field(default_factory=core.Memory)  # as its last turn ended: what its REST API reads
+    failsafe_ping: FailsafePing | None = None  # the last POST /failsafe its REST API accepted (its clock)
+    knows_failsafe: bool = True  # False: an agent older than failsafe mode (`Settings.failsafe_unaware`)
 
     @property
     def state(self) -> State:
@@ -117,7 +125,10 @@ class World:
             drift = self.rng.uniform(-settings.max_drift, settings.max_drift)
             offset = self.rng.uniform(0, 1000) if settings.clock_offsets else 0.0
             node = Node(f"n{i}", clock_offset=offset, clock_rate=1 + drift, config=settings.config)
+            node.knows_failsafe = node.name != settings.failsafe_unaware
             self.nodes[node.name] = node
+        if settings.failsafe_unaware is not None and settings.failsafe_unaware not in self.nodes:
+            raise ValueError(f"failsafe_unaware names no node: {settings.failsafe_unaware!r}")
         self.trace = Trace(list(self.nodes))
         self.checker = Checker(self)
         self._segments = count(1)
@@ -128,6 +139,7 @@ class World:
         self.last_target: str | None = None
         self.manual = False  # the explorer steps the world itself: nothing is scheduled
         self.dcs_down_until: float | None = None  # the explorer's DCS outages end at a tick
+        self.failsafe_word: dict[str, float] = {}  # node -> start of its last ConfirmFailsafe every member accepted
         self._leader_seen: str | None = None
         self._last_advance = 0.0
         for node in self.nodes.values():
@@ -310,7 +322,10 @@ class World:
             node.stored_config = self.dcs.get("config", self.t) or {}
         dynamic = core.effective_config(self.config, node.stored_config)
         self.dcs.ttl_s = dynamic.ttl_s  # the keys it writes follow a ttl the config key changed
-        node.config = config = core.effective_config(dynamic, None, self.dcs.lease_ttl_s())  # as the agent does
+        config = core.effective_config(dynamic, None, self.dcs.lease_ttl_s())  # as the agent does
+        if not node.knows_failsafe:
+            config = replace(config, failsafe_mode=False)  # it does not know the setting
+        node.config = config
         view = _on_clock_of(node, view)
         asked = core.peers_to_ask(node.name, node.memory, view)
         if view is not None and asked:
@@ -318,6 +333,7 @@ class World:
         readings = core.Readings(
             view, node.pg.observe(), config, node.tags,
             shutting_down=node.shutting_down, request=request, scheduled=node.scheduled,
+            failsafe_ping=node.failsafe_ping,
         )  # fmt: skip
         before, last_rule = node.state, node.memory.last_rule
         turn = core.step(node.name, node.memory, readings, node.local(self.t))
@@ -342,6 +358,18 @@ class World:
             reachable = peer is not None and peer.alive and not peer.paused(self.t) and self.linked(node, peer)
             answers[member.name] = peer.pg.observe().wal_position if reachable and peer.pg.running else None
         return answers
+
+    def failsafe_confirmed(self, leader: Node, started_local: float) -> None:
+        """Every member `leader` asked accepted its POST /failsafe, sent at `started_local` on its clock: for ttl
+        from then it may write without the key (`Checker`); an event at the end of that ttl checks it stopped."""
+        started = leader.real(started_local)
+        assert started is not None
+        self.failsafe_word[leader.name] = started
+        self.at(started + leader.config.ttl_s + 1e-6, lambda: None)
+
+    def turn_over(self, node: Node) -> None:
+        """`node`'s turn has ended: its agent publishes the memory its REST API answers from."""
+        node.api_memory = node.memory
 
     def run_action(self, node: Node, step: Step, started_local: float) -> None:
         """Run one planned action as the node core says: skipped (failed) if `blocked` at the moment it takes
@@ -408,6 +436,7 @@ class World:
             config=node.config, now_s=node.local(self.t),
         )  # fmt: skip
         node.wake = False
+        self.turn_over(node)
         if wake.kind is core.WakeKind.STOP:
             self.kill(node, "agent stopped after shutdown")
             self.checker.fault_injected()  # a node leaving after a heal is a new fault: that heal promised nothing
@@ -435,6 +464,7 @@ class World:
     def restart(self, node: Node) -> None:
         """A fresh agent process: it starts in bootstrap and knows nothing of its past lease."""
         node.alive, node.shutting_down, node.memory, node.paused_until = True, False, core.Memory(), 0.0
+        node.api_memory, node.failsafe_ping = node.memory, None  # its REST API is the new process's too
         self.trace.lanes[node.name].set(self.t, "state", State.BOOTSTRAP.value)
         self.schedule_loop(node, self.t)
 
@@ -466,7 +496,8 @@ class World:
     # --- the client's view ----------------------------------------------------------------------
 
     def serving_primary(self) -> Node | None:
-        """The node HAProxy sends writes to: its agent answers /primary with 200 (leader, key, writable)."""
+        """The node HAProxy sends writes to: its agent answers /primary with 200 (leader, key, writable); in
+        failsafe mode also a leader whose key lapsed, while its members' word holds its lease."""
         holder = self.dcs.get("leader", self.t)
         for node in self.nodes.values():
             if (
@@ -474,10 +505,14 @@ class World:
                 and not node.paused(self.t)
                 and node.state is State.LEADER
                 and node.pg.writable
-                and holder == node.name
+                and (holder == node.name or (holder is None and self._failsafe_lease(node)))
             ):
                 return node
         return None
+
+    def _failsafe_lease(self, node: Node) -> bool:
+        memory = node.memory
+        return memory.failsafe_active and core.deadline_ahead(memory, node.config, node.local(self.t)) is not None
 
     def new_segment(self) -> int:
         return next(self._segments)

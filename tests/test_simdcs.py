@@ -65,3 +65,15 @@ def test_postgres_accepts_streams_by_timeline_number_but_lineage_tells_the_truth
     assert not accepts_stream(ahead, promoted_a)  # past the fork: Postgres refuses
     # Two servers promoted from timeline 1 both call their timeline 2: Postgres would stream, the lineage differs.
     assert accepts_stream(promoted_b, promoted_a) and not same_lineage(promoted_b, promoted_a)
+
+
+def test_the_failsafe_key_shows_in_the_view_as_sorted_pairs_and_outlives_the_leader_key():
+    dcs = SimDCS("etcd", ttl_s=30)
+    assert dcs.view(0.0).failsafe is None  # absent
+    dcs.create("leader", "n0", 0.0, ttl=True)
+    dcs.put("failsafe", {"n1": "http://n1:8008/patroni", "n0": "http://n0:8008/patroni"}, 0.0)  # Patroni's mapping
+    assert dcs.view(0.0).failsafe == (("n0", "http://n0:8008/patroni"), ("n1", "http://n1:8008/patroni"))
+    view = dcs.view(60.0)
+    assert view.leader is None and view.failsafe is not None  # what the members race by once the key lapsed
+    dcs.put("failsafe", {}, 61.0)
+    assert dcs.view(61.0).failsafe == ()  # empty: lists nobody, so limits nobody
