@@ -78,6 +78,7 @@ FACT_DOCS: dict[str, str] = {
     "failsafe_refused": "last loop's ConfirmFailsafe failed: a member of the failsafe key did not accept",
     "failsafe_active": "the lease was last extended by the failsafe members' word, not by renewing the key",
     "failsafe_leader_alive": "failsafe mode is on and another member's POST /failsafe was accepted less than ttl ago",
+    "peer_runs_primary": "another member's REST API answered this turn that it runs as a primary",
 }
 
 
@@ -192,6 +193,8 @@ def _failsafe_facts(sheet: _Sheet, obs: Observation) -> tuple[tuple[str, str], .
     alive = on and ping is not None and ping.leader != me and obs.now_s - ping.at_s < obs.config.ttl_s
     heard = f"{ping.leader} pinged {obs.now_s - ping.at_s:g} s ago (ttl {obs.config.ttl_s:g} s)" if ping else "no ping"
     sheet.add("failsafe_leader_alive", alive, heard)
+    primaries = sorted(view.live_primaries - {me}) if view else []
+    sheet.add("peer_runs_primary", bool(primaries), f"answered as primary: {', '.join(primaries) or 'nobody'}")
     return members
 
 
@@ -199,11 +202,11 @@ def _names(view: tuple[tuple[str, str], ...] | None) -> str:
     return "absent" if view is None else "[" + ", ".join(name for name, _ in view) + "]"
 
 
-def failsafe_unlisted(obs: Observation) -> bool:
-    """Failsafe mode is on and the failsafe key lists members but not this one: it may not race (Patroni's rule,
-    so that a leader that reached every listed member keeps the only right to lead)."""
+def failsafe_unlisted(obs: Observation, name: str) -> bool:
+    """Failsafe mode is on and the failsafe key lists members but not `name`: it may not race (Patroni's rule, so
+    that a leader that reached every listed member keeps the only right to lead)."""
     failsafe = obs.dcs.failsafe if obs.dcs else None
-    return obs.config.failsafe_mode and bool(failsafe) and obs.name not in dict(failsafe or ())
+    return obs.config.failsafe_mode and bool(failsafe) and name not in dict(failsafe or ())
 
 
 def _request_facts(sheet: _Sheet, obs: Observation, leader_running: bool) -> None:
@@ -371,6 +374,8 @@ def _promotable(obs: Observation) -> Callable[[Member], bool]:
     def check(member: Member) -> bool:
         if member.role != "replica" or not member.running or not member.tags.may_promote:
             return False
+        if failsafe_unlisted(obs, member.name):  # it may not race: no switchover to it, nobody waits for it
+            return False
         if not _sync_allows(obs, member.name)[0]:
             return False
         if view is not None and _past_fork(member.timeline, member.wal_position, view)[0]:
@@ -401,7 +406,7 @@ def _election_facts(sheet: _Sheet, obs: Observation) -> None:
             (sync_ok, sync_note),
             (not diverged, f"history forked: {diverged_note}"),
             (pg.timeline >= latest, f"timeline {pg.timeline} is behind the cluster's timeline {latest}"),
-            (not failsafe_unlisted(obs), "failsafe mode: the failsafe key does not list me"),
+            (not failsafe_unlisted(obs, me), "failsafe mode: the failsafe key does not list me"),
         )
         if not ok
     ]

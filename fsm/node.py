@@ -7,7 +7,7 @@ outcome does to the memory, whether the next turn comes at once, after loop_wait
 pure, in the shape of etcd-io/raft's RawNode, so that the real agent (`runtime/agent.py`) and the simulator
 (`model/world.py`) are two shells around one core and the explorer checks the production policy:
 
-    peers_to_ask(name, memory, view)           -> whose WAL position to ask for before this turn's step
+    peers_to_ask(name, memory, view, config)   -> whose WAL position to ask for before this turn's step
     with_positions(view, answers)              -> the view with the positions they gave
     failsafe_refusal(name, memory, ...)        -> why the REST API refuses a POST /failsafe, or None: accept it
     step(name, memory, readings, now)          -> Turn(observation, decision, memory')
@@ -195,14 +195,22 @@ def effective_config(
     return config
 
 
-def peers_to_ask(name: str, memory: Memory, view: ClusterView | None) -> tuple[Member, ...]:
+def peers_to_ask(
+    name: str, memory: Memory, view: ClusterView | None, config: ClusterConfig | None = None
+) -> tuple[Member, ...]:
     """The members whose WAL position a follower asks for (their REST API) right before deciding, when nobody
     holds the leader key: who goes first is decided on positions, and members publish theirs only once a loop, so a
     less advanced replica could win on stale numbers and the more advanced one would then need a rewind (Patroni
-    asks too). Nobody to ask otherwise."""
+    asks too); and whoever answers that it runs as a primary keeps everyone out of the race. In failsafe mode also
+    the failsafe key's members whose member key lapsed: a leader cut off from the DCS leads on there. Nobody to ask
+    otherwise."""
     if view is None or view.leader is not None or memory.state is not State.FOLLOWER:
         return ()
-    return tuple(member for member in view.members if member.name != name and member.api_url)
+    asked = [member for member in view.members if member.name != name and member.api_url]
+    if config is not None and config.failsafe_mode:
+        known = {member.name for member in view.members} | {name}
+        asked += [Member(other, api_url=url) for other, url in view.failsafe or () if other not in known and url]
+    return tuple(asked)
 
 
 def position_timeout_s(config: ClusterConfig) -> float:
@@ -210,16 +218,30 @@ def position_timeout_s(config: ClusterConfig) -> float:
     return min(1.0, config.retry_timeout_s / 4)
 
 
-def with_positions(view: ClusterView, answers: Mapping[str, int | None]) -> ClusterView:
-    """`view` with the positions the asked members gave; one that did not answer keeps what it published."""
-    if not any(position is not None for position in answers.values()):
+@dataclass(frozen=True)
+class PeerAnswer:
+    """What a member's REST API (`GET /patroni`) said when asked: its furthest WAL position, and whether it runs as
+    a primary (then nobody races: Patroni's "Primary is still alive", say a leader leading on in failsafe mode
+    whose word a restarted member no longer remembers)."""
+
+    wal_position: int | None = None
+    primary: bool = False
+
+
+def with_positions(view: ClusterView, answers: Mapping[str, PeerAnswer | None]) -> ClusterView:
+    """`view` with the positions the asked members gave (one that did not answer keeps what it published) and the
+    members that answered as a running primary (`ClusterView.live_primaries`)."""
+    given = {name: answer for name, answer in answers.items() if answer is not None}
+    primaries = frozenset(name for name, answer in given.items() if answer.primary)
+    if not any(answer.wal_position is not None for answer in given.values()) and not primaries:
         return view
 
     def fresh(member: Member) -> Member:
-        position = answers.get(member.name)
+        answer = given.get(member.name)
+        position = answer.wal_position if answer else None
         return member if position is None else replace(member, wal_position=position)
 
-    return replace(view, members=tuple(fresh(member) for member in view.members))
+    return replace(view, members=tuple(fresh(member) for member in view.members), live_primaries=primaries)
 
 
 def failsafe_timeout_s(config: ClusterConfig) -> float:

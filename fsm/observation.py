@@ -223,6 +223,8 @@ class ClusterView:
     leader_wal_position: int | None = None  # `status` optime: the last WAL position the leader published
     history: tuple[TimelineSwitch, ...] = ()
     failsafe: FailsafeView | None = None  # the `failsafe` key (None: absent, or not a mapping of names to URLs)
+    # Not the DCS's: members whose REST API answered this turn that they run as a primary (`fsm.node.with_positions`)
+    live_primaries: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.members]

@@ -174,6 +174,8 @@ RULES: tuple[Rule, ...] = (
     rule("follow_start", TICK, FOLLOW, SAME, StartStandby, unless="postgres_running", reason="Postgres down: start it as a standby"),
     rule("follow_failsafe_leader", TICK, FOLLOW, SAME, when="leader_key_free failsafe_leader_alive",
          reason="the leader key lapsed, but its leader asked me within ttl to let it lead on (failsafe): no race"),
+    rule("follow_peer_primary", TICK, FOLLOW, SAME, when="leader_key_free peer_runs_primary",
+         reason="the leader key is free, but a member answers that it runs as a primary: no race"),
     rule("follow_race", TICK, FOLLOW, CAND, AcquireLeaderKey, when="leader_key_free eligible first_in_line",
          reason="leader key free and I am the first eligible member: race for it"),
     rule("follow_not_eligible", TICK, FOLLOW, SAME, when="leader_key_free", unless="eligible",

@@ -38,7 +38,7 @@ def read_s(world: World, node: Node, view: ClusterView) -> float:
     """How long `node`'s turn reads before it decides: the DCS and Postgres, and the REST answers of the members
     the node core has it ask for their WAL positions (`peers_to_ask`), in parallel: a dead member's API refuses at
     once, a live one answers in PEER_ANSWER_S, a frozen or cut-off one not before the timeout."""
-    asked = core.peers_to_ask(node.name, node.memory, view)
+    asked = core.peers_to_ask(node.name, node.memory, view, node.config)
     timeout = core.position_timeout_s(node.config)
     waits = []
     for member in asked:

@@ -327,7 +327,7 @@ class World:
             config = replace(config, failsafe_mode=False)  # it does not know the setting
         node.config = config
         view = _on_clock_of(node, view)
-        asked = core.peers_to_ask(node.name, node.memory, view)
+        asked = core.peers_to_ask(node.name, node.memory, view, node.config)
         if view is not None and asked:
             view = core.with_positions(view, self.positions_for(node, asked))
         readings = core.Readings(
@@ -349,14 +349,19 @@ class World:
             self.trace.decision(self.t, node.name, before.value, decision.state.value, decision.rule, decision.why)
         self.trace.lanes[node.name].set(self.t, "state", decision.state.value)
 
-    def positions_for(self, node: Node, asked: tuple[Member, ...]) -> dict[str, int | None]:
-        """What the asked members' REST APIs answer `node`: their Postgres's position, if they can be reached and
-        their agent runs (a frozen or dead agent, or a cut link, answers nothing within the timeout)."""
-        answers: dict[str, int | None] = {}
+    def positions_for(self, node: Node, asked: tuple[Member, ...]) -> dict[str, core.PeerAnswer | None]:
+        """What the asked members' REST APIs answer `node`: their Postgres's position (if it runs) and whether it
+        runs as a primary, if they can be reached and their agent runs (a frozen or dead agent, or a cut link,
+        answers nothing within the timeout)."""
+        answers: dict[str, core.PeerAnswer | None] = {}
         for member in asked:
             peer = self.nodes.get(member.name)
             reachable = peer is not None and peer.alive and not peer.paused(self.t) and self.linked(node, peer)
-            answers[member.name] = peer.pg.observe().wal_position if reachable and peer.pg.running else None
+            if peer is None or not reachable:
+                answers[member.name] = None
+                continue
+            pg = peer.pg.observe()
+            answers[member.name] = core.PeerAnswer(pg.wal_position if pg.running else None, pg.writable)
         return answers
 
     def failsafe_confirmed(self, leader: Node, started_local: float) -> None:

@@ -24,7 +24,7 @@ from fsm.actions import Action
 from fsm.facts import derive_facts
 from fsm.observation import ClusterConfig, FailsafePing, Observation, OperatorRequest, PostgresState
 from runtime.executor import Executor
-from runtime.peers import positions_of
+from runtime.peers import answers_of
 from runtime.ports import DcsPort
 from runtime.schedule import with_due_times
 
@@ -131,9 +131,9 @@ class Agent:
         self.dcs.set_ttl(dynamic.ttl_s)  # the DCS config key may have changed ttl: the keys written follow it
         config = core.effective_config(dynamic, None, self.dcs.lease_ttl_s())  # a clamped ZooKeeper session
         view = with_due_times(snapshot.view, self.wall_clock(), self.clock()) if snapshot else None
-        asked = core.peers_to_ask(self.name, self.memory, view)
+        asked = core.peers_to_ask(self.name, self.memory, view, config)
         if view is not None and asked:
-            view = core.with_positions(view, positions_of(asked, core.position_timeout_s(config)))
+            view = core.with_positions(view, answers_of(asked, core.position_timeout_s(config)))
         scheduled = self._scheduled
         with self._inbox:
             ping = self._failsafe_ping

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from fsm.node import PeerAnswer
 from fsm.observation import FailsafeView, Member
 from runtime.config.settings import CtlSettings, RestApiSettings
 
@@ -28,29 +29,32 @@ T = TypeVar("T")
 ACCEPTED = "Accepted"  # the whole body of a member's yes to POST /failsafe (Patroni's)
 
 
-def wal_position_of(api_url: str, timeout_s: float) -> int | None:
-    """The furthest WAL position the member at `api_url` (its `/patroni` URL) reports, or None."""
+def answer_of(api_url: str, timeout_s: float) -> PeerAnswer | None:
+    """What the member at `api_url` (its `/patroni` URL) reports: its furthest WAL position and whether it runs as
+    a primary (Patroni's `role`, `master` from older versions); None when it does not answer with a document."""
     try:
         with urllib.request.urlopen(api_url, timeout=timeout_s) as answer:  # our own members' URLs, from the DCS
             status = json.load(answer)
     except (OSError, ValueError) as error:
-        log.debug("no position from %s: %s", api_url, error)
+        log.debug("no answer from %s: %s", api_url, error)
         return None
-    xlog = status.get("xlog") if isinstance(status, dict) else None
-    if not isinstance(xlog, dict):
+    if not isinstance(status, dict):
         return None
-    positions = [value for value in xlog.values() if isinstance(value, int) and not isinstance(value, bool)]
-    return max(positions) if positions else None
+    xlog = status.get("xlog")
+    values = xlog.values() if isinstance(xlog, dict) else ()
+    positions = [value for value in values if isinstance(value, int) and not isinstance(value, bool)]
+    primary = status.get("role") in ("primary", "master")
+    return PeerAnswer(max(positions) if positions else None, primary)
 
 
-def positions_of(members: Sequence[Member], timeout_s: float) -> dict[str, int | None]:
-    """Each member's WAL position as its REST API reports it now, asked all at once; None where it did not answer
-    within `timeout_s`. Whom to ask, and when, is the node core's (`fsm.node.peers_to_ask`)."""
+def answers_of(members: Sequence[Member], timeout_s: float) -> dict[str, PeerAnswer | None]:
+    """Each member's answer (`answer_of`) now, asked all at once; None where it did not answer within `timeout_s`.
+    Whom to ask, and when, is the node core's (`fsm.node.peers_to_ask`)."""
     if not members:
         return {}
     with ThreadPoolExecutor(max_workers=len(members)) as pool:
-        positions = pool.map(lambda member: wal_position_of(member.api_url, timeout_s), members)
-        return dict(zip((member.name for member in members), positions, strict=True))
+        answers = pool.map(lambda member: answer_of(member.api_url, timeout_s), members)
+        return dict(zip((member.name for member in members), answers, strict=True))
 
 
 def failsafe_url(api_url: str) -> str:

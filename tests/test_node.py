@@ -113,10 +113,11 @@ def test_whom_a_follower_asks_for_positions_and_what_their_answers_change():
     assert [m.name for m in core.peers_to_ask("me", follower, free)] == ["n0"]
     assert core.peers_to_ask("me", follower, ClusterView(leader=LeaderKey("n0"), members=members)) == ()
     assert core.peers_to_ask("me", core.Memory(State.LEADER), free) == ()
-    fresh = core.with_positions(free, {"n0": 900, "n1": None})
+    fresh = core.with_positions(free, {"n0": core.PeerAnswer(900), "n1": None})
     assert [(m.name, m.wal_position) for m in fresh.members] == [("n0", 900), ("n1", 200), ("me", 300)]
     assert fresh.members[0] == replace(members[0], wal_position=900)  # only the position changes
     assert core.with_positions(free, {"n0": None}) is free
+    assert core.with_positions(free, {"n0": core.PeerAnswer(None, primary=True)}).live_primaries == {"n0"}
     assert core.position_timeout_s(replace(CONFIG, retry_timeout_s=2.0)) == 0.5
     assert core.position_timeout_s(CONFIG) == 1.0  # 8 s / 4, capped at 1 s
 

@@ -13,7 +13,7 @@ import pytest
 from fsm import State
 from fsm import node as core
 from fsm.observation import ClusterConfig, ClusterView, LeaderKey, Member
-from runtime.peers import positions_of, wal_position_of
+from runtime.peers import answer_of, answers_of
 from tests.servers.common import free_port
 
 
@@ -55,8 +55,8 @@ def test_with_the_key_free_a_follower_asks_the_others_for_their_positions_now(me
     view = ClusterView(members=members)
     asked = core.peers_to_ask("me", FOLLOWER, view)
     assert [m.name for m in asked] == ["n0", "n1", "n2"]  # never myself
-    answers = positions_of(asked, timeout_s=1.0)
-    assert answers == {"n0": 9000, "n1": None, "n2": None}  # the furthest it reports; no answer; garbled
+    answers = answers_of(asked, timeout_s=1.0)
+    assert answers == {"n0": core.PeerAnswer(9000), "n1": None, "n2": None}  # the furthest it reports; none; garbled
     fresh = core.with_positions(view, answers)
     assert [m.wal_position for m in fresh.members] == [9000, 200, 300, 400]  # who did not answer keeps its own
 
@@ -66,7 +66,7 @@ def test_with_a_leader_or_in_another_state_nobody_is_asked(members):
     for state in (State.BOOTSTRAP, State.CANDIDATE, State.LEADER, State.DEMOTING):
         assert core.peers_to_ask("me", core.Memory(state), ClusterView(members=members)) == ()
     assert core.peers_to_ask("me", FOLLOWER, None) == ()
-    assert positions_of((), timeout_s=1.0) == {}
+    assert answers_of((), timeout_s=1.0) == {}
 
 
 def test_members_without_a_rest_api_are_not_asked():
@@ -78,4 +78,17 @@ def test_members_without_a_rest_api_are_not_asked():
 
 
 def test_a_member_that_does_not_answer_costs_at_most_the_timeout():
-    assert wal_position_of(f"http://127.0.0.1:{free_port()}/patroni", timeout_s=0.5) is None
+    assert answer_of(f"http://127.0.0.1:{free_port()}/patroni", timeout_s=0.5) is None
+
+
+@pytest.mark.parametrize("role", ["primary", "master"])  # master: what Patroni before 3.0 answers
+def test_a_member_that_answers_as_a_primary_keeps_the_others_from_racing(role):
+    primary = serve(json.dumps({"role": role, "state": "running", "xlog": {"location": 7000}}).encode())
+    try:
+        url = f"http://127.0.0.1:{primary.server_port}/patroni"
+        assert answer_of(url, timeout_s=1.0) == core.PeerAnswer(7000, primary=True)
+        view = core.with_positions(ClusterView(members=(Member("n0", api_url=url),)), answers_of(
+            (Member("n0", api_url=url),), timeout_s=1.0))  # fmt: skip
+    finally:
+        primary.shutdown()
+    assert view.live_primaries == {"n0"} and view.members[0].wal_position == 7000

@@ -77,6 +77,7 @@ CASES = [
     ("follow_dcs_down", F, observe(dcs=None), F, ""),
     ("follow_holds_key", F, observe(dcs=cluster("n1")), C, "AcquireLeaderKey"),
     ("follow_failsafe_leader", F, observe(dcs=cluster(None), config=FAILSAFE, agent=agent(failsafe_ping=PINGED)), F, ""),
+    ("follow_peer_primary", F, observe(dcs=evolve(cluster(None), live_primaries=frozenset({"n0"}))), F, ""),
     ("follow_race", F, observe(dcs=cluster(None)), C, "AcquireLeaderKey"),
     ("follow_not_eligible", F, observe(dcs=cluster(None, leader_wal_position=FAR_AHEAD)), F, ""),
     ("follow_defer", F, observe(dcs=ahead("n2", 6_000_000)), F, ""),

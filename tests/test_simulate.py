@@ -430,20 +430,18 @@ def test_failsafe_unsafe_a_member_left_out_of_the_key_races_and_splits_the_brain
     assert "VIOLATION no_split_brain" in out and "--failsafe-unsafe n1" in out
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a restarted agent forgets the POST /failsafe it accepted")
 def test_failsafe_a_replica_whose_agent_restarts_does_not_race_the_leader_it_accepted():
-    """The new agent process has no record of the ping the old one accepted (the REST API's memory), sees the key
-    lapsed and races while the leader still writes on its word. Patroni's race also asks each listed member's REST
-    API and keeps out while one answers as a running primary ("Primary is still alive"); Regent's rows do not."""
+    """The new agent process has no record of the ping the old one accepted (the REST API's memory) and sees the
+    key lapsed; before racing it asks the others' REST APIs, as Patroni does, and the leader leading on in failsafe
+    mode answers as a running primary (`follow_peer_primary`): no race."""
     result = run("failsafe-replica-restart")
     assert result.ok, render_text(result)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a switchover may name a member the failsafe key does not list")
 def test_failsafe_a_switchover_to_a_member_the_key_does_not_list_still_ends_with_a_leader():
-    """The switchover's target must be fit (`_promotable`), but fitness ignores the failsafe key, which may race:
-    the target is not eligible (not listed), the others defer to the failover key that names it, and no leader
-    is left to list it again. Found by the failsafe stateful test (thorough profile)."""
+    """A member the failsafe key does not list may not race, so it is no fit target (`_promotable`): the leader
+    does not hand over to it, nobody waits for it, and the leader lists it again. Found by the failsafe stateful
+    test (thorough profile)."""
     result = run("failsafe-switchover-to-unlisted", seed=0)
     assert result.ok, render_text(result)
 
