@@ -47,7 +47,7 @@ from fsm.actions import (
     RenewLeaderKey,
 )
 from fsm.decision import Decision, decide
-from fsm.facts import answered_request
+from fsm.facts import answered_request, derive_facts
 from fsm.lease import lease_deadline_s
 from fsm.observation import (
     ActionOutcome,
@@ -262,6 +262,14 @@ def failsafe_refusal(name: str, memory: Memory, writable: bool, config: ClusterC
     if memory.state is State.CANDIDATE:
         return "racing for the leader key"
     return None
+
+
+def failsafe_is_active(memory: Memory, observation: Observation | None) -> bool:
+    """Patroni's `failsafe_mode_is_active`: this leader's lease is held by the failsafe members' word, or, as the
+    last turn (`observation`) saw it, this node heard a leader's POST /failsafe within ttl."""
+    if memory.state is State.LEADER and memory.failsafe_active:
+        return True
+    return observation is not None and derive_facts(observation).truth["failsafe_leader_alive"]
 
 
 def step(name: str, memory: Memory, readings: Readings, now_s: float) -> Turn:

@@ -21,7 +21,6 @@ from adapters.dcs import Snapshot
 from fsm import Decision, State
 from fsm import node as core
 from fsm.actions import Action
-from fsm.facts import derive_facts
 from fsm.observation import ClusterConfig, FailsafePing, Observation, OperatorRequest, PostgresState
 from runtime.executor import Executor
 from runtime.peers import answers_of
@@ -288,10 +287,7 @@ class Agent:
     def failsafe_active(self) -> bool:
         """Patroni's `failsafe_mode_is_active`: this leader's lease is held by the failsafe members' word, or, as the
         last turn saw it (the core's `failsafe_leader_alive`), this node heard a leader's POST /failsafe within ttl."""
-        memory, observed = self.memory, self.last_observation
-        if memory.state is State.LEADER and memory.failsafe_active:
-            return True
-        return observed is not None and derive_facts(observed).truth["failsafe_leader_alive"]
+        return core.failsafe_is_active(self.memory, self.last_observation)
 
     def _turn_config(self) -> ClusterConfig:
         """The settings the last turn ran with (the DCS config key's, ttl as the store grants it)."""

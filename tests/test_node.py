@@ -18,13 +18,14 @@ from fsm.observation import (
     ClusterConfig,
     ClusterView,
     FailoverRequest,
+    FailsafePing,
     LeaderKey,
     Member,
     OperatorRequest,
     RequestKind,
     Tags,
 )
-from tests.worlds import CONFIG, NOW, cluster, primary, standby, stopped
+from tests.worlds import CONFIG, NOW, agent, cluster, evolve, observe, primary, standby, stopped
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -351,3 +352,13 @@ def test_the_dcs_config_key_is_taken_only_where_its_kind_matches():
     assert core.effective_config(local, {"pause": 1}) == local  # a number is no flag
     assert core.effective_config(local, {"ttl": 20}).ttl_s == 20  # an int where a float is kept
     assert core.effective_config(local, {"postgresql": {"parameters": "work_mem=8MB"}}) == local
+
+
+def test_failsafe_is_active_on_a_leader_held_by_its_members_word_or_a_member_pinged_within_ttl():
+    leading = core.Memory(State.LEADER, failsafe_active=True)
+    assert core.failsafe_is_active(leading, None)
+    assert not core.failsafe_is_active(replace(leading, failsafe_active=False), None)
+    pinged = observe(config=replace(CONFIG, failsafe_mode=True), agent=agent(failsafe_ping=FailsafePing("n0", NOW - 5)))
+    assert core.failsafe_is_active(core.Memory(State.FOLLOWER), pinged)
+    stale = evolve(pinged, agent=agent(failsafe_ping=FailsafePing("n0", NOW - 31)))  # past ttl 30
+    assert not core.failsafe_is_active(core.Memory(State.FOLLOWER), stale)
