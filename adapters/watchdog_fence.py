@@ -14,7 +14,9 @@ A deadline is a `time.monotonic()` reading of the agent: CLOCK_MONOTONIC is one 
 armed deadline passes, the fence SIGKILLs the postmaster and its children and disarms; the next ping is answered
 `error fired ...` so the agent learns its Postgres is gone. A deadline that has already passed when it arrives fires
 at once: past its deadline the agent's lease gives it no right to a writable Postgres. When stdin closes (the agent
-died), an armed fence still fires at its deadline, then exits; a disarmed one exits at once.
+died), an armed fence still fires at its deadline, then exits; a disarmed one exits at once. From then on it guards
+only the postmaster that ran when its agent died (its pid and start time): a server a new agent started since on
+the same data directory is that agent's to fence, never the orphan's to kill.
 
 The postmaster is read from the pid file's first line at firing time (the server may have restarted since arming),
 and is killed only if that process is alive, its command line names postgres or postmaster, and it works in the pid
@@ -49,6 +51,7 @@ class Fence:
         self.deadline: float | None = None  # None: disarmed
         self.pid_file: Path | None = None
         self.fired: str = ""  # what the last firing did, until a ping or arm hears about it
+        self.pinned: tuple[int, int] | None = None  # once orphaned: the postmaster left by the agent (pid, start)
 
     def handle(self, line: str) -> str:
         self.fire_if_due()  # a command read just after the deadline is too late: the deadline rules
@@ -91,12 +94,24 @@ class Fence:
         late_s = time.monotonic() - self.deadline
         self.deadline = None
         assert self.pid_file is not None
-        self.fired = kill_postmaster(self.pid_file, f"the agent missed its lease deadline by {late_s:.3f} s")
+        why = f"the agent missed its lease deadline by {late_s:.3f} s"
+        self.fired = kill_postmaster(self.pid_file, why, self.pinned)
+
+    def orphan(self) -> None:
+        """The agent closed the channel while armed: guard the postmaster running now, or nothing if none runs."""
+        assert self.pid_file is not None
+        self.pinned = postmaster_identity(self.pid_file)
+        if self.pinned is None:
+            self.deadline = None
+            log.warning("the agent closed its channel while armed, and no postmaster runs: nothing to fence")
 
 
-def kill_postmaster(pid_file: Path, why: str) -> str:  # pragma: no mutate block
-    """SIGKILL the postmaster named by `pid_file` and its children; returns (and logs) what was done."""
+def kill_postmaster(pid_file: Path, why: str, only: tuple[int, int] | None = None) -> str:  # pragma: no mutate block
+    """SIGKILL the postmaster named by `pid_file` and its children (only if it is `only`, by pid and start time,
+    when given); returns (and logs) what was done."""
     pid, problem = find_postmaster(pid_file)
+    if pid is not None and only is not None and (pid, start_time(pid)) != only:
+        pid, problem = None, f"postmaster {pid} is not the one its agent left ({only[0]}): a newer agent's"
     if pid is None:
         log.error("%s; killed nothing: %s", why, problem)
         return f"killed nothing: {problem}"
@@ -151,6 +166,21 @@ def find_postmaster(pid_file: Path) -> tuple[int | None, str]:  # pragma: no mut
     if cwd != data_dir and not _names_data_dir(words, data_dir):
         return None, f"pid {pid} from {pid_file} is a postgres in {cwd or 'an unknown directory'}, not {data_dir}"
     return pid, ""
+
+
+def postmaster_identity(pid_file: Path) -> tuple[int, int] | None:  # pragma: no mutate block
+    """The running postmaster `pid_file` names, as (pid, start time): a pid alone may be reused."""
+    pid, _ = find_postmaster(pid_file)
+    return None if pid is None else (pid, start_time(pid))
+
+
+def start_time(pid: int) -> int:  # pragma: no mutate block
+    """When `pid` started, in clock ticks since boot (/proc/<pid>/stat field 22); -1 once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        return int(stat[stat.rfind(")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 def _names_data_dir(words: list[str], data_dir: str) -> bool:  # pragma: no mutate block
@@ -236,6 +266,8 @@ def serve(fence: Fence, stdin: int = 0, stdout: int = 1) -> int:
             answer = fence.handle(line.decode("utf-8", errors="replace"))
             with contextlib.suppress(OSError):  # the agent is gone; the deadline still holds
                 os.write(stdout, answer.encode() + b"\n")
+    if fence.deadline is not None:
+        fence.orphan()
     if fence.deadline is not None:
         remaining = fence.deadline - time.monotonic()
         log.warning(

@@ -28,6 +28,8 @@ class FakeClock:
         self.now = now
         self.kills: list[tuple[float, Path, str]] = []  # (when, pid file, why)
         self.on_idle = None  # called when the fence would block for ever with nothing to read
+        self.running: tuple[int, int] | None = (4242, 7)  # the postmaster running now (pid, start time)
+        self.guarded: list[tuple[int, int] | None] = []  # what each kill was limited to
         self.selects = 0
 
     def monotonic(self) -> float:
@@ -52,9 +54,13 @@ class FakeClock:
         self.now += timeout
         return [], [], []
 
-    def kill(self, pid_file: Path, why: str) -> str:
+    def kill(self, pid_file: Path, why: str, only: tuple[int, int] | None = None) -> str:
         self.kills.append((self.now, pid_file, why))
+        self.guarded.append(only)
         return f"killed #{len(self.kills)}"
+
+    def identity(self, pid_file: Path) -> tuple[int, int] | None:
+        return self.running
 
 
 @pytest.fixture
@@ -63,6 +69,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     monkeypatch.setattr(watchdog_fence, "time", fake)
     monkeypatch.setattr(watchdog_fence, "select", fake)
     monkeypatch.setattr(watchdog_fence, "kill_postmaster", fake.kill)
+    monkeypatch.setattr(watchdog_fence, "postmaster_identity", fake.identity)
     return fake
 
 
@@ -259,6 +266,18 @@ def test_a_dead_agents_fence_still_fires_at_its_deadline_then_exits(clock: FakeC
         "the agent closed its channel while armed (did it die?); firing at the deadline in 7.500 s"
     ]
     assert channel.answers() == ["ok armed for 2.000 s", "ok armed for 7.500 s"]
+    assert clock.guarded == [(4242, 7)], "once orphaned it guards only the postmaster its agent left"
+
+
+def test_a_dead_agents_fence_with_no_postmaster_left_exits_at_once(clock: FakeClock, caplog: pytest.LogCaptureFixture):
+    clock.running = None
+    channel = Channel()
+    channel.send(f"arm 1002 {PID_FILE}\n".encode())
+    channel.hang_up()
+    with caplog.at_level(logging.WARNING, logger=watchdog_fence.log.name):
+        assert serve(Fence(), channel.fence_stdin, channel.fence_stdout) == 0
+    assert clock.kills == [] and clock.now == 1000.0
+    assert "no postmaster runs: nothing to fence" in caplog.text
 
 
 def test_an_unwritable_answer_does_not_stop_the_fence(clock: FakeClock):

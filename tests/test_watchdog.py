@@ -166,11 +166,9 @@ time.sleep(60)
 """
 
 
-@pytest.mark.parametrize("fate", ["stop", "kill"])
-def test_the_fence_fires_when_the_agent_is_frozen_or_killed(fate, postmaster, data_dir, tmp_path, capfd) -> None:
-    pg = postmaster()
-    deadline = time.monotonic() + 0.5
-    with open(tmp_path / "agent.log", "wb") as agent_log:
+def armed_agent(data_dir: Path, deadline: float, fate: str, log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """An agent process that arms its fence until `deadline`, then freezes (`stop`) or sleeps; and the fence's pid."""
+    with open(log_path, "wb") as agent_log:
         agent = subprocess.Popen(
             [sys.executable, "-c", AGENT, str(data_dir / "postmaster.pid"), repr(deadline), fate],
             cwd=REPO,
@@ -178,9 +176,16 @@ def test_the_fence_fires_when_the_agent_is_frozen_or_killed(fate, postmaster, da
             stderr=agent_log,
             start_new_session=True,
         )
+    assert agent.stdout is not None
+    return agent, int(agent.stdout.readline())
+
+
+@pytest.mark.parametrize("fate", ["stop", "kill"])
+def test_the_fence_fires_when_the_agent_is_frozen_or_killed(fate, postmaster, data_dir, tmp_path, capfd) -> None:
+    pg = postmaster()
+    deadline = time.monotonic() + 0.5
+    agent, fence_pid = armed_agent(data_dir, deadline, fate, tmp_path / "agent.log")
     try:
-        assert agent.stdout is not None
-        fence_pid = int(agent.stdout.readline())
         if fate == "kill":  # the agent's whole process group dies; the fence is not in it
             os.killpg(agent.pid, signal.SIGKILL)
             agent.wait()
@@ -197,6 +202,23 @@ def test_the_fence_fires_when_the_agent_is_frozen_or_killed(fate, postmaster, da
     log = (tmp_path / "agent.log").read_text()
     assert "the agent missed its lease deadline" in log
     assert ("closed its channel while armed" in log) == (fate == "kill")
+
+
+def test_an_orphaned_fence_never_kills_a_postmaster_started_after_its_agent_died(postmaster, data_dir, tmp_path):
+    """A quick re-run: the old agent dies armed, its Postgres is stopped, a new agent starts a new one on the same
+    data directory before the old deadline. The orphan guards only the postmaster its agent left."""
+    old = postmaster()
+    deadline = time.monotonic() + 1.0
+    agent, fence_pid = armed_agent(data_dir, deadline, "kill", tmp_path / "agent.log")
+    os.killpg(agent.pid, signal.SIGKILL)
+    agent.wait()
+    time.sleep(0.2)  # the fence hears its channel close and pins the postmaster running now
+    old.kill()
+    old.wait()
+    new = postmaster()  # the newer agent's, in the same pid file
+    assert gone(fence_pid, 3.0), "the orphan exits at its deadline"
+    assert time.monotonic() >= deadline and exit_time(new, 0.1) is None, "the newer postmaster lives"
+    assert "is not the one its agent left" in (tmp_path / "agent.log").read_text()
 
 
 @pytest.mark.parametrize("impostor", ["not postgres", "another data dir"])
