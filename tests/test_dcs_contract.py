@@ -36,7 +36,7 @@ from kazoo.exceptions import NoNodeError
 
 from adapters.dcs import Dcs, EtcdSettings, MemberRecord, Outcome, ZooKeeperSettings, connect
 from fsm.observation import ClusterView, FailoverRequest, LeaderKey, Member, SyncState, Tags, TimelineSwitch
-from tests.servers.common import OneProcessServer, free_port, wait_until
+from tests.servers.common import free_port, wait_until
 from tests.servers.etcd import EtcdServer
 from tests.servers.zookeeper import ZooKeeperServer
 
@@ -325,22 +325,6 @@ class Watcher(threading.Thread):
         time.sleep(0.3)  # its pre-read and watch request are in place well before this
         assert self.is_alive(), "the watcher returned before anything changed"
         return self
-
-
-def hang(server: OneProcessServer) -> None:
-    """SIGSTOP the server and return once every thread of it has stopped: kill() returns before they all have, and
-    a request sent in that moment is still answered (one renewal in six, measured)."""
-    server.pause()
-    assert server.child is not None
-    tasks = Path(f"/proc/{server.child.process.pid}/task")
-    wait_until(lambda: all(_stopped(task) for task in tasks.iterdir()), 2.0, "the server stopped", interval_s=0.001)
-
-
-def _stopped(task: Path) -> bool:
-    try:
-        return task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
-    except FileNotFoundError:  # the thread ended meanwhile
-        return True
 
 
 def until(check: Callable[[], bool], timeout_s: float, what: str) -> float:
@@ -696,7 +680,7 @@ def test_the_client_recovers_by_itself_when_the_store_comes_back(store: Store) -
     dcs = store.make("n0", retry_s=retry_s)
     assert dcs.acquire_leader() is DONE and dcs.publish_member(record("n0")) is DONE
 
-    hang(store.server)  # a hung store: the operation still ends within retry_timeout
+    store.server.pause()  # a hung store: the operation still ends within retry_timeout
     try:
         renewed, hung_s = timed(dcs.renew_leader)
     finally:

@@ -22,7 +22,7 @@ from adapters.dcs import Dcs, EtcdSettings, MemberRecord, Outcome, connect
 from adapters.dcs.etcd import EtcdDcs
 from fsm.observation import LeaderKey
 from tests.servers.etcd import EtcdCluster, EtcdServer
-from tests.test_dcs_contract import hang, v3_call
+from tests.test_dcs_contract import v3_call
 
 DONE, UNAVAILABLE = Outcome.DONE, Outcome.UNAVAILABLE
 
@@ -132,7 +132,7 @@ def test_a_hung_member_costs_one_request_timeout(cluster: EtcdCluster, api_versi
     dcs = client_on(cluster, hung, scope, api_version)
     timeout_s: float = dcs.request_timeout_s  # type: ignore[attr-defined]
     assert dcs.acquire_leader() is DONE  # connected to the first member
-    hang(hung)
+    hung.pause()
     try:
         started = time.monotonic()
         assert dcs.renew_leader() is DONE

@@ -36,6 +36,13 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def _stopped(task: Path) -> bool:
+    try:
+        return task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except FileNotFoundError:  # the thread ended meanwhile
+        return True
+
+
 class Child:
     """A server process with its log file; `kill()` SIGKILLs and reaps it, `pause()`/`resume()` SIGSTOP/SIGCONT."""
 
@@ -50,7 +57,11 @@ class Child:
         return self.process.poll() is None
 
     def pause(self) -> None:
+        """SIGSTOP, returning once every thread has stopped: the signal is delivered thread by thread, and a request
+        sent in that moment is still answered (one renewal in six against etcd, measured)."""
         os.kill(self.process.pid, signal.SIGSTOP)
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        wait_until(lambda: all(_stopped(task) for task in tasks.iterdir()), 2.0, "the server stopped", 0.001)
 
     def resume(self) -> None:
         os.kill(self.process.pid, signal.SIGCONT)
