@@ -249,12 +249,15 @@ def failsafe_timeout_s(config: ClusterConfig) -> float:
     return min(2.0, config.retry_timeout_s)
 
 
+FAILSAFE_OFF = "failsafe_mode is not enabled"  # the refusal the REST API answers with 502, as Patroni's members do
+
+
 def failsafe_refusal(name: str, memory: Memory, writable: bool, config: ClusterConfig, leader: str) -> str | None:
     """Why this node's REST API refuses `leader`'s POST /failsafe, or None to accept it (and record it as the
     driver's `Readings.failsafe_ping`: for ttl this node then takes no part in a leader race). A node that leads,
     races or takes writes refuses, so that the asking leader goes read-only rather than meet another primary."""
     if not config.failsafe_mode:
-        return "failsafe_mode is not enabled"
+        return FAILSAFE_OFF
     if leader == name:
         return f"{name} is this node"
     if writable or memory.state is State.LEADER:

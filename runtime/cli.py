@@ -26,7 +26,7 @@ from runtime.api import ApiServer
 from runtime.config import RegentConfig, load
 from runtime.config.settings import LogSettings
 from runtime.executor import Executor
-from runtime.peers import PeerClient, client_tls
+from runtime.peers import PeerClient, peer_tls
 from runtime.postmaster_watch import PostmasterWatch
 from runtime.reload import reload_config
 
@@ -53,7 +53,7 @@ def build(config: RegentConfig) -> tuple[Agent, ApiServer]:
         tags=config.tags,
         replica_methods=pg.create_replica_methods,
         bootstrap_config=config.bootstrap_dcs,
-        peers=PeerClient(config.restapi.auth, client_tls(config.restapi, config.ctl)),
+        peers=PeerClient(config.restapi.auth, peer_tls(config.restapi, config.ctl)),
     )
     methods = tuple(method.name for method in pg.create_replica_methods)
     agent = Agent(config.name, config.cluster, dcs, executor, replica_methods=methods)

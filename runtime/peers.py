@@ -8,7 +8,6 @@ outcome); this module only asks, everyone at once.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import logging
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from fsm.node import PeerAnswer
 from fsm.observation import FailsafeView, Member
+from runtime import rest_client
 from runtime.config.settings import CtlSettings, RestApiSettings
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,8 @@ def answer_of(api_url: str, timeout_s: float) -> PeerAnswer | None:
 def answers_of(members: Sequence[Member], timeout_s: float) -> dict[str, PeerAnswer | None]:
     """Each member's answer (`answer_of`) now, asked all at once; None where it did not answer within `timeout_s`.
     Whom to ask, and when, is the node core's (`fsm.node.peers_to_ask`)."""
-    if not members:
-        return {}
-    with ThreadPoolExecutor(max_workers=len(members)) as pool:
-        answers = pool.map(lambda member: answer_of(member.api_url, timeout_s), members)
-        return dict(zip((member.name for member in members), answers, strict=True))
+    answers = _all_at_once([lambda m=m: answer_of(m.api_url, timeout_s) for m in members], timeout_s)
+    return dict(zip((member.name for member in members), answers, strict=True))
 
 
 def failsafe_url(api_url: str) -> str:
@@ -65,20 +62,15 @@ def failsafe_url(api_url: str) -> str:
     return urlunsplit((url.scheme, url.netloc, base + "/failsafe", "", ""))
 
 
-def client_tls(restapi: RestApiSettings, ctl: CtlSettings) -> ssl.SSLContext:
+def peer_tls(restapi: RestApiSettings, ctl: CtlSettings) -> ssl.SSLContext:
     """The TLS this node calls https members with, as Patroni's agent does: their certificates verified against
     `ctl.cacert`, else `restapi.cafile`, else the system's CAs (`ctl.insecure`: not verified); `ctl.certfile` as
     the client certificate, else, where this node's own REST API requires one (`verify_client: required`, as its
     peers then do too), its own `restapi.certfile`."""
-    cafile = ctl.cacert or restapi.cafile
-    context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
-    if ctl.insecure:
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    if ctl.certfile:
-        context.load_cert_chain(str(ctl.certfile), str(ctl.keyfile) if ctl.keyfile else None)
-    elif restapi.verify_client == "required" and restapi.certfile:
-        context.load_cert_chain(str(restapi.certfile), str(restapi.keyfile) if restapi.keyfile else None)
-    return context
+    cert, key = ctl.certfile, ctl.keyfile
+    if not cert and restapi.verify_client == "required":
+        cert, key = restapi.certfile, restapi.keyfile
+    return rest_client.client_tls(ctl.cacert or restapi.cafile, cert, key, ctl.insecure)
 
 
 @dataclass(frozen=True)
@@ -107,10 +99,10 @@ class PeerClient:
         """`Accepted`, or what else the member said (its status and body), or why it said nothing."""
         headers = {"Content-Type": "application/json"}
         if self.auth is not None:
-            headers["Authorization"] = "Basic " + base64.b64encode(":".join(self.auth).encode()).decode()
+            headers["Authorization"] = rest_client.basic_auth(self.auth)
         url = urlsplit(failsafe_url(api_url))
         try:
-            conn = self._connection(url.scheme, url.hostname, url.port, timeout_s)
+            conn = rest_client.connection(url, timeout_s, self.tls)
             try:
                 conn.request("POST", url.path, body=body, headers=headers)
                 response = conn.getresponse()
@@ -122,16 +114,6 @@ class PeerClient:
         if response.status == 200 and text == ACCEPTED:
             return ACCEPTED
         return f"{response.status} {' '.join(text.split())[:200]}"
-
-    def _connection(
-        self, scheme: str, host: str | None, port: int | None, timeout_s: float
-    ) -> http.client.HTTPConnection:
-        if not host:
-            raise ValueError("no host in its api_url")
-        if scheme == "https":
-            tls = self.tls or ssl.create_default_context()
-            return http.client.HTTPSConnection(host, port or 443, timeout=timeout_s, context=tls)
-        return http.client.HTTPConnection(host, port or 80, timeout=timeout_s)
 
 
 def _all_at_once(calls: Sequence[Callable[[], T]], timeout_s: float) -> list[T | None]:

@@ -40,7 +40,7 @@ from runtime.config import RegentConfig, RestApiSettings, WatchdogSettings
 from runtime.config.settings import CtlSettings
 from runtime.ctl.rest import CtlError
 from runtime.ctl.rest import call as ctl_call
-from runtime.peers import PeerClient, client_tls
+from runtime.peers import PeerClient, peer_tls
 from tests.servers.common import free_port, wait_until
 from tests.servers.etcd import EtcdServer
 from tests.servers.postgres import PgNodes, query
@@ -727,7 +727,7 @@ def test_with_failsafe_mode_a_replica_accepts_the_leaders_ping_and_the_leader_re
 
 def _confirm_over_tls_with_a_client_certificate(cluster: Cluster, tmp_path: Path) -> None:
     """A member whose REST API serves https and requires a client certificate: the leader's client verifies it
-    against restapi.cafile and signs in with its own restapi certificate (`runtime.peers.client_tls`)."""
+    against restapi.cafile and signs in with its own restapi certificate (`runtime.peers.peer_tls`)."""
     cert, key = self_signed(tmp_path)
     n1 = cluster["n1"]
     settings = RestApiSettings("127.0.0.1", 0, "127.0.0.1:0", AUTH, cert, key, cafile=cert, verify_client="required")
@@ -735,8 +735,8 @@ def _confirm_over_tls_with_a_client_certificate(cluster: Cluster, tmp_path: Path
     api.start()
     try:
         member, me = (("n1", f"https://127.0.0.1:{api.port}/patroni"),), ping_from(cluster["n0"])
-        assert PeerClient(AUTH, client_tls(settings, CtlSettings())).confirm_failsafe(member, me, 2.0) == {}
-        anonymous = PeerClient(AUTH, client_tls(dataclasses.replace(settings, verify_client="none"), CtlSettings()))
+        assert PeerClient(AUTH, peer_tls(settings, CtlSettings())).confirm_failsafe(member, me, 2.0) == {}
+        anonymous = PeerClient(AUTH, peer_tls(dataclasses.replace(settings, verify_client="none"), CtlSettings()))
         assert anonymous.confirm_failsafe(member, me, 2.0)["n1"].startswith("no answer: ")  # no certificate
         untrusting = PeerClient(AUTH).confirm_failsafe(member, me, 2.0)["n1"]  # the system's CAs do not know it
         assert "certificate verify failed" in untrusting

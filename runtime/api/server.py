@@ -49,7 +49,6 @@ from .requests import (
 log = logging.getLogger("regent.api")
 
 POLL_S = 0.1  # how often a switchover request re-reads the DCS while it waits for the new leader
-FAILSAFE_OFF = "failsafe_mode is not enabled"  # fsm.node.failsafe_refusal's words for it: Patroni's 502
 SERVER_DETAILS = """
 SELECT current_setting('server_version_num')::int, EXISTS (SELECT FROM pg_settings WHERE pending_restart),
        pg_is_in_recovery(),
@@ -453,7 +452,7 @@ class ApiServer:
             log.debug("REST API: failsafe ping from %s accepted", leader)
             return Reply(200, "Accepted", content_type=TEXT)
         log.info("REST API: failsafe ping from %s refused: %s", leader, refusal)
-        return Reply(502 if refusal == FAILSAFE_OFF else 500, refusal, content_type=TEXT)
+        return Reply(502 if refusal == core.FAILSAFE_OFF else 500, refusal, content_type=TEXT)
 
     def _reinitialize(self, request: Request) -> Reply:
         fields = json_object(request.body, {"force", "from_leader"}, empty_ok=True)

@@ -3,14 +3,13 @@ one CtlError line naming the member."""
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
-import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
 from runtime.config.settings import CtlSettings
+from runtime.rest_client import basic_auth, client_tls, connection
 
 TIMEOUT_S = 90.0  # a switchover or a restart answers once done
 
@@ -21,15 +20,6 @@ class CtlError(Exception):
     def __init__(self, message: str, status: int = 1) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _tls(settings: CtlSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(settings.cacert) if settings.cacert else None)
-    if settings.insecure:
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    if settings.certfile:
-        context.load_cert_chain(str(settings.certfile), str(settings.keyfile) if settings.keyfile else None)
-    return context
 
 
 def call(
@@ -45,15 +35,11 @@ def call(
     url = urlsplit(api_url)
     if not url.hostname:
         raise CtlError(f"member {member} publishes no REST API address")
-    if url.scheme == "https":
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            url.hostname, url.port or 443, timeout=TIMEOUT_S, context=_tls(settings)
-        )
-    else:
-        conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=TIMEOUT_S)
+    tls = client_tls(settings.cacert, settings.certfile, settings.keyfile, settings.insecure)
+    conn = connection(url, TIMEOUT_S, tls if url.scheme == "https" else None)
     headers = {**({"Content-Type": "application/json"} if body is not None else {}), **(headers or {})}
     if settings.auth is not None:
-        headers["Authorization"] = "Basic " + base64.b64encode(":".join(settings.auth).encode()).decode()
+        headers["Authorization"] = basic_auth(settings.auth)
     try:
         conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
         response = conn.getresponse()
