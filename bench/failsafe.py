@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import time
 
-from tests.servers.cluster import TIMINGS, Cluster
+from tests.servers.cluster import TIMINGS, Cluster, write_gaps
 
 TTL = TIMINGS["ttl"]
 AFTER_S = 10.0  # the window goes on this long after the outage ends
@@ -30,8 +29,7 @@ AFTER_S = 10.0  # the window goes on this long after the outage ends
 
 def gaps(times: list[float], start: float, end: float, over_s: float = 0.5) -> list[tuple[float, float]]:
     """Spans longer than `over_s` within [start, end] with no successful write, as (from, to) offsets from start."""
-    points = [start] + [t for t in times if start <= t <= end] + [end]
-    return [(a - start, b - start) for a, b in itertools.pairwise(points) if b - a > over_s]
+    return [(a - start, b - start) for a, b in write_gaps(times, start, end) if b - a > over_s]
 
 
 def started(cluster: Cluster, failsafe: bool) -> int:

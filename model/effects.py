@@ -192,11 +192,6 @@ def _publish_failsafe(w: World, n: Node, act: a.PublishFailsafe, started: float)
 # --- the members' REST APIs ---------------------------------------------------------------------
 
 
-def answers(world: World, leader: Node, peer: Node | None) -> bool:
-    """Whether `peer`'s REST API answers `leader` now: its agent runs (alive, not frozen) and the link holds."""
-    return peer is not None and peer.alive and not peer.paused(world.t) and world.linked(leader, peer)
-
-
 def confirm_failsafe(world: World, leader: Node, action: a.ConfirmFailsafe) -> Step:
     """POST /failsafe to every member `action` names, at once. A member whose API answers receives it ONE_WAY_S
     later and answers as its agent's `failsafe_refusal` says then, recording the ping if it accepts
@@ -204,13 +199,13 @@ def confirm_failsafe(world: World, leader: Node, action: a.ConfirmFailsafe) -> S
     answer, else the whole `failsafe_timeout_s`. The explorer steps the world itself: there every member receives
     the POST when the action completes."""
     peers = [world.nodes.get(name) for name, _ in action.members]
-    reached = [peer for peer in peers if peer is not None and answers(world, leader, peer)]
+    reached = [peer for peer in peers if peer is not None and world.api_answers(leader, peer)]
     everyone = len(reached) == len(peers)
     duration = PEER_ANSWER_S if everyone else core.failsafe_timeout_s(leader.config)
     accepted: dict[str, bool] = {}
 
     def receive(peer: Node) -> None:
-        if answers(world, leader, peer):  # it may have frozen or been cut off while the POST was on its way
+        if world.api_answers(leader, peer):  # it may have frozen or been cut off while the POST was on its way
             accepted[peer.name] = accept_failsafe(world, peer, leader.name)
 
     for peer in reached:

@@ -349,15 +349,18 @@ class World:
             self.trace.decision(self.t, node.name, before.value, decision.state.value, decision.rule, decision.why)
         self.trace.lanes[node.name].set(self.t, "state", decision.state.value)
 
+    def api_answers(self, asker: Node, peer: Node | None) -> bool:
+        """Whether `peer`'s REST API answers `asker` now: its agent runs (alive, not frozen) and the link holds."""
+        return peer is not None and peer.alive and not peer.paused(self.t) and self.linked(asker, peer)
+
     def positions_for(self, node: Node, asked: tuple[Member, ...]) -> dict[str, core.PeerAnswer | None]:
-        """What the asked members' REST APIs answer `node`: their Postgres's position (if it runs) and whether it
-        runs as a primary, if they can be reached and their agent runs (a frozen or dead agent, or a cut link,
-        answers nothing within the timeout)."""
+        """What the asked members' REST APIs answer `node` (`api_answers`): their Postgres's position (if it runs)
+        and whether it runs as a primary; a frozen or dead agent, or a cut link, answers nothing within the
+        timeout."""
         answers: dict[str, core.PeerAnswer | None] = {}
         for member in asked:
             peer = self.nodes.get(member.name)
-            reachable = peer is not None and peer.alive and not peer.paused(self.t) and self.linked(node, peer)
-            if peer is None or not reachable:
+            if peer is None or not self.api_answers(node, peer):
                 answers[member.name] = None
                 continue
             pg = peer.pg.observe()

@@ -65,10 +65,6 @@ def cluster(holder: Holder) -> Cluster:
     return holder.cluster
 
 
-def others(cluster: Cluster, n: int) -> list[int]:
-    return [node.index for node in cluster.nodes if node.index != n]
-
-
 def log_times(cluster: Cluster, n: int, pattern: str) -> list[float]:
     """Wall-clock times (epoch seconds) of node n's log lines that match `pattern`."""
     found = []
@@ -148,11 +144,11 @@ def test_bootstrap_elects_one_primary_and_two_streaming_replicas(cluster: Cluste
     primary = cluster.wait_healthy()
     roles = cluster.roles()
     assert roles[cluster.nodes[primary].name] == ("primary", "leader"), roles
-    for n in others(cluster, primary):
+    for n in cluster.others(primary):
         assert roles[cluster.nodes[n].name] == ("replica", "follower"), roles
         assert not cluster.try_write(n, "on a replica"), "a replica must refuse writes"
     cluster.write(primary, "bootstrap-row")
-    cluster.wait_replicated("bootstrap-row", others(cluster, primary))
+    cluster.wait_replicated("bootstrap-row", cluster.others(primary))
     status, members = cluster.rest(primary, "/cluster")
     assert status == 200
     by_name = {member["name"]: member for member in members["members"]}
@@ -177,7 +173,7 @@ def test_health_checks_primary_on_exactly_one_node_replica_on_the_others(cluster
 
 def test_unsafe_requests_need_auth_and_malformed_ones_get_400(cluster: Cluster) -> None:
     primary = cluster.wait_healthy()
-    leader, candidate = cluster.nodes[primary].name, cluster.nodes[others(cluster, primary)[0]].name
+    leader, candidate = cluster.nodes[primary].name, cluster.nodes[cluster.others(primary)[0]].name
     request = {"leader": leader, "candidate": candidate}
     assert cluster.rest(primary, "/switchover", "POST", request, auth=False)[0] == 401
     assert cluster.rest(primary, "/switchover", "POST", request, auth=("admin", "wrong"))[0] == 401
@@ -201,7 +197,7 @@ def test_unsafe_requests_need_auth_and_malformed_ones_get_400(cluster: Cluster) 
 
 def test_sighup_and_post_reload_reread_the_config_file(cluster: Cluster) -> None:
     primary = cluster.wait_healthy()
-    replica = others(cluster, primary)[0]
+    replica = cluster.others(primary)[0]
     node = cluster.nodes[replica]
     original = node.config_path.read_text()
     changed = yaml.safe_load(original)
@@ -261,7 +257,7 @@ def test_a_crashed_postmaster_is_restarted_in_place_at_once(cluster: Cluster) ->
 
 def test_switchover_through_the_rest_api(cluster: Cluster) -> None:
     primary = cluster.wait_healthy()
-    target = others(cluster, primary)[-1]
+    target = cluster.others(primary)[-1]
     request = {"leader": cluster.nodes[primary].name, "candidate": cluster.nodes[target].name}
     status, answer = cluster.rest(primary, "/switchover", "POST", request, auth=False)
     assert status == 401, answer
@@ -275,7 +271,7 @@ def test_switchover_through_the_rest_api(cluster: Cluster) -> None:
         f"write on the new primary {written - started:.3f} s after the request"
     )
     assert cluster.wait_healthy() == target
-    cluster.wait_replicated("after switchover", others(cluster, target))
+    cluster.wait_replicated("after switchover", cluster.others(target))
     assert cluster.roles()[cluster.nodes[primary].name] == ("replica", "follower")
 
 
@@ -285,7 +281,7 @@ def test_sigterm_on_the_leader_hands_over_within_5_s(cluster: Cluster) -> None:
     assert node.process is not None
     started = time.monotonic()
     node.process.terminate()
-    new, written = cluster.wait_writable(others(cluster, primary), 10, value="after sigterm")
+    new, written = cluster.wait_writable(cluster.others(primary), 10, value="after sigterm")
     handover = written - started
     print(f"\n[timing] SIGTERM on leader {node.name} -> write succeeds on {cluster.nodes[new].name}: {handover:.3f} s")
     assert handover < 5
@@ -303,7 +299,7 @@ def test_sigterm_on_the_leader_hands_over_within_5_s(cluster: Cluster) -> None:
 
 def test_leader_host_killed_fails_over_and_the_old_node_rejoins_rewound(cluster: Cluster) -> None:
     primary = cluster.wait_healthy()
-    survivors = others(cluster, primary)
+    survivors = cluster.others(primary)
     cluster.write(primary, "before the crash")
     cluster.wait_replicated("before the crash", survivors)
     # Freeze the WAL senders, then commit a row that no standby receives: the old primary's history diverges.
@@ -340,7 +336,7 @@ def test_leader_host_killed_fails_over_and_the_old_node_rejoins_rewound(cluster:
 
 def test_a_replica_lagging_beyond_maximum_lag_on_failover_is_not_promoted(cluster: Cluster) -> None:
     primary = cluster.wait_healthy()
-    lagging, fit = others(cluster, primary)
+    lagging, fit = cluster.others(primary)
     limit = 256 * 1024
     status, answer = cluster.rest(primary, "/config", "PATCH", {"maximum_lag_on_failover": limit})
     assert status == 200, answer
@@ -392,7 +388,7 @@ def test_watchdog_fences_a_paused_leader_before_another_node_promotes(cluster: C
         paused_at, paused_wall = time.monotonic(), time.time()
         cluster.pause_agent(primary)
         try:
-            new, written = cluster.wait_writable(others(cluster, primary), TTL + LOOP_WAIT + 10)
+            new, written = cluster.wait_writable(cluster.others(primary), TTL + LOOP_WAIT + 10)
             fenced = not process_alive(postmaster)
         finally:
             time.sleep(0.2)
@@ -418,7 +414,7 @@ def test_etcd_outage_makes_the_leader_read_only_then_the_cluster_leads_again(clu
     primary = cluster.wait_healthy()
     name = cluster.nodes[primary].name
     cluster.write(primary, "before the outage")
-    cluster.wait_replicated("before the outage", others(cluster, primary))
+    cluster.wait_replicated("before the outage", cluster.others(primary))
     with cluster.writer(primary) as writes:
         time.sleep(0.3)
         stopped = time.monotonic()
@@ -442,4 +438,4 @@ def test_etcd_outage_makes_the_leader_read_only_then_the_cluster_leads_again(clu
         f"[timing] etcd back -> {cluster.nodes[leader].name} writable {written - restarted:.3f} s later "
         f"({'the same' if leader == primary else 'another'} node)"
     )
-    cluster.wait_replicated("after the outage", others(cluster, leader))
+    cluster.wait_replicated("after the outage", cluster.others(leader))

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.servers.cluster import HOST, REPO, TIMINGS, Cluster
+from tests.test_dcs_contract import v3_call
 
 TTL, LOOP_WAIT = TIMINGS["ttl"], TIMINGS["loop_wait"]
 
@@ -29,17 +30,10 @@ def cluster() -> Iterator[Cluster]:
 
 def v3_key(cluster: Cluster, key: str) -> dict[str, str] | None:
     """A key as any v3 client reads it (the gateway's range), its value decoded; None when it is absent."""
-    body = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
-    request = urllib.request.Request(f"{cluster.etcd.url}/v3/kv/range", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        kvs = json.loads(answer.read()).get("kvs", [])
+    kvs = v3_call(cluster.etcd.url, "/kv/range", {"key": base64.b64encode(key.encode()).decode()}).get("kvs", [])
     if not kvs:
         return None
     return {**kvs[0], "value": base64.b64decode(kvs[0].get("value", "")).decode()}
-
-
-def others(cluster: Cluster, n: int) -> list[int]:
-    return [node.index for node in cluster.nodes if node.index != n]
 
 
 def test_etcd_serves_no_v2_api_and_the_cluster_runs_on_v3_keys(cluster: Cluster) -> None:
@@ -72,10 +66,10 @@ def test_regentctl_reads_the_cluster_through_etcd3(cluster: Cluster) -> None:
 def test_the_leader_machine_killed_fails_over_on_etcd3(cluster: Cluster) -> None:
     primary = cluster.wait_healthy()
     cluster.write(primary, "before the crash")
-    cluster.wait_replicated("before the crash", others(cluster, primary))
+    cluster.wait_replicated("before the crash", cluster.others(primary))
     started = time.monotonic()
     cluster.kill_host(primary)
-    new, written = cluster.wait_writable(others(cluster, primary), TTL + LOOP_WAIT + 10, value="after failover")
+    new, written = cluster.wait_writable(cluster.others(primary), TTL + LOOP_WAIT + 10, value="after failover")
     print(f"\n[timing] etcd3: leader machine killed -> write on {cluster.nodes[new].name} {written - started:.3f} s")
     assert written - started <= TTL + LOOP_WAIT + 5
     assert cluster.has_value(new, "before the crash")
@@ -98,4 +92,4 @@ def test_an_etcd3_outage_makes_the_leader_read_only_then_it_leads_again(cluster:
     leader = cluster.wait_healthy(60)
     _, written = cluster.wait_writable([leader], 10, value="after the outage")
     print(f"[timing] etcd3 back -> {cluster.nodes[leader].name} writable {written - restarted:.3f} s later")
-    cluster.wait_replicated("after the outage", others(cluster, leader))
+    cluster.wait_replicated("after the outage", cluster.others(leader))

@@ -12,14 +12,13 @@ Timings are the suite's (ttl 10, loop_wait 2, retry_timeout 3, safety_margin 1);
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 
-from tests.servers.cluster import REPO, TIMINGS, Cluster
+from tests.servers.cluster import REPO, TIMINGS, Cluster, write_gaps
 
 TTL, LOOP_WAIT, RETRY = TIMINGS["ttl"], TIMINGS["loop_wait"], TIMINGS["retry_timeout"]
 
@@ -44,17 +43,13 @@ def failsafe_cluster(links: bool = False) -> Iterator[Cluster]:
         made.wait_for(lambda: set(failsafe_key(made)) == everyone, 15, "the leader's failsafe key lists everyone")
         print(f"\n[timing] a 3-node failsafe cluster healthy in {time.monotonic() - started:.2f} s")
         made.write(leader, "before")
-        made.wait_replicated("before", others(made, leader))
+        made.wait_replicated("before", made.others(leader))
         yield made
 
 
 def failsafe_key(cluster: Cluster) -> dict[str, str]:
     value = cluster.etcd.value(f"/service/{cluster.scope}/failsafe")
     return dict(json.loads(value)) if value else {}
-
-
-def others(cluster: Cluster, n: int) -> list[int]:
-    return [node.index for node in cluster.nodes if node.index != n]
 
 
 def rule_of(cluster: Cluster, n: int) -> str | None:
@@ -64,8 +59,7 @@ def rule_of(cluster: Cluster, n: int) -> str | None:
 
 def gaps(times: list[float], start: float, end: float) -> float:
     """The longest span within [start, end] without a successful write."""
-    points = [start, *(t for t in times if start <= t <= end), end]
-    return max(b - a for a, b in itertools.pairwise(points))
+    return max(b - a for a, b in write_gaps(times, start, end))
 
 
 def test_with_etcd_gone_the_leader_leads_on_while_every_member_accepts_then_goes_read_only() -> None:
@@ -91,7 +85,7 @@ def _etcd_cut(cluster: Cluster) -> None:
     time.sleep(2 * LOOP_WAIT)
     assert cluster.try_write(leader, "past ttl, cut from etcd"), cluster._explain(f"{name} stopped writes")
     assert cluster.primaries() == [leader], "the members it pinged did not race"
-    assert any(rule_of(cluster, n) == "follow_failsafe_leader" for n in others(cluster, leader))
+    assert any(rule_of(cluster, n) == "follow_failsafe_leader" for n in cluster.others(leader))
     cluster.heal(leader, peers=False)
     cluster.wait_for(lambda: cluster.etcd.value(f"/service/{cluster.scope}/leader") == name, 15, "key retaken")
     print(f"\n[timing] {name} cut from etcd only: its key lapsed {lapsed:.3f} s after the cut, it led on by the "
@@ -102,7 +96,7 @@ def _etcd_cut(cluster: Cluster) -> None:
 def _etcd_outage(cluster: Cluster) -> None:
     leader = cluster.primary()
     assert leader is not None
-    name, (first, second) = cluster.nodes[leader].name, others(cluster, leader)
+    name, (first, second) = cluster.nodes[leader].name, cluster.others(leader)
     log = cluster.nodes[leader].log_text
     with cluster.writer(leader) as writes:
         time.sleep(0.3)
@@ -149,7 +143,7 @@ def _etcd_outage(cluster: Cluster) -> None:
     cluster.start_agent(second)
     healed = cluster.wait_healthy(60)
     cluster.write(healed, "after the outage")
-    cluster.wait_replicated("after the outage", others(cluster, healed))
+    cluster.wait_replicated("after the outage", cluster.others(healed))
 
 
 def _partition(cluster: Cluster) -> None:
@@ -163,7 +157,7 @@ def _partition(cluster: Cluster) -> None:
         cluster.wait_for(lambda: not cluster.writable(leader), TTL + 5, f"{name} read-only", interval_s=0.05)
         read_only = time.monotonic() - cut
     last_write = max(writes) - cut
-    new, written = cluster.wait_writable(others(cluster, leader), 3 * TTL, value="after the cut")
+    new, written = cluster.wait_writable(cluster.others(leader), 3 * TTL, value="after the cut")
     log = cluster.nodes[leader].log_text()
     stopped_by = next((rule for rule in ("lead_failsafe_refused", "lead_lease_expired") if f"[{rule}]" in log), "?")
     fenced = "missed its lease deadline" in log
@@ -178,4 +172,4 @@ def _partition(cluster: Cluster) -> None:
     assert written - cut > last_write  # never two writable primaries: the new one only after the old one stopped
     cluster.heal(leader)
     cluster.wait_healthy(60)
-    cluster.wait_replicated("after the cut", others(cluster, new))
+    cluster.wait_replicated("after the cut", cluster.others(new))

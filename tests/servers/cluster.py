@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import shutil
@@ -547,6 +548,10 @@ class Cluster:
             - 1
         )
 
+    def others(self, n: int) -> list[int]:
+        """Every node but n."""
+        return [node.index for node in self.nodes if node.index != n]
+
     def wait_replicated(self, value: str, nodes: list[int], timeout_s: float = 20.0) -> None:
         for n in nodes:
             self.wait_for(lambda n=n: self.has_value(n, value), timeout_s, f"row {value!r} on {self.nodes[n].name}")
@@ -585,6 +590,12 @@ class Cluster:
         finally:
             stop.set()
             thread.join(10)
+
+
+def write_gaps(times: list[float], start: float, end: float) -> list[tuple[float, float]]:
+    """The spans within [start, end] between successive successful writes (at `times`), bounds included."""
+    points = [start, *(t for t in sorted(times) if start <= t <= end), end]
+    return list(itertools.pairwise(points))
 
 
 def _children(pid: int) -> list[int]:
