@@ -39,6 +39,7 @@ def build(config: RegentConfig) -> tuple[Agent, ApiServer]:
     dcs = connect(config.name, config.dcs, config.cluster.retry_timeout_s)
     dcs.set_ttl(config.cluster.ttl_s)
     postgres = Postgres(pg)
+    postgres.check_access()
     callbacks = CallbackRunner(dict(pg.callbacks), pg.scope, run_as_user=pg.os_user)  # as Postgres runs, not root
     fence = Watchdog(config.watchdog.mode, pg.data_dir / "postmaster.pid", config.watchdog.device)
     scheme = "https" if config.restapi.certfile else "http"

@@ -155,6 +155,7 @@ class Runner:
         Raises OSError if it cannot start."""
         log.debug("starting as %s: %s", self.user.name, " ".join(argv))
         with open(log_path, "ab") as output:
+            self.chown(log_path)  # a later run as the user itself can append to it
             return subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,

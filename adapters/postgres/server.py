@@ -29,12 +29,14 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql as q
 
+from adapters.errors import ConfigError
 from fsm.actions import DemoteMode, StopMode
 from fsm.observation import DataDir, PostgresState
 
 from . import observe as facts
 from . import standby_floors as floors
 from . import sync
+from .access import open_the_way
 from .files import ConfError, NodeState, OwnFiles
 from .process import PostmasterControl
 from .replicas import Replicas, ensure_slots, move_aside
@@ -100,6 +102,15 @@ class Postgres:
         self.last_rewind_failed = False  # remove_data_directory_on_rewind_failure asks about the last pg_rewind
         self.command_timeout_s = command_timeout_s
         self._lock = threading.RLock()
+
+    def check_access(self) -> None:
+        """Raise ConfigError naming each path Postgres's OS user cannot use (after opening what may be opened)."""
+        s = self.settings
+        paths = [("postgresql.data_dir", s.data_dir), ("postgresql.config_dir", s.own_dir)]
+        paths.append(("postgresql.pgpass", s.pgpass_file))
+        problems = open_the_way(self.user, paths, s.own_dir, s.config_folder)
+        if problems:
+            raise ConfigError(problems)
 
     # --- facts -------------------------------------------------------------------------------------------
 

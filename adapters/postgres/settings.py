@@ -74,6 +74,7 @@ class PostgresSettings:
     basebackup_options: tuple[str, ...] = ()  # extra pg_basebackup options, as `--max-rate=100M`
     remove_data_directory_on_rewind_failure: bool = False  # delete, not move aside, what a failed pg_rewind left
     remove_data_directory_on_diverged_timelines: bool = False  # delete, not move aside, a diverged directory
+    config_folder: Path = Path(".")  # the config file's: a directory inside it may be opened for os_user
 
     @property
     def own_dir(self) -> Path:

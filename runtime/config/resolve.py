@@ -243,6 +243,7 @@ def postgres_settings(
         basebackup_options=pg.basebackup,
         remove_data_directory_on_rewind_failure=pg.remove_data_directory_on_rewind_failure,
         remove_data_directory_on_diverged_timelines=pg.remove_data_directory_on_diverged_timelines,
+        config_folder=base_dir,
     )
 
 
