@@ -78,7 +78,8 @@ class Gateway:
             tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": settings.cacert}
             if settings.cert:
                 tls |= {"cert_file": settings.cert, "key_file": settings.key}
-        self._pool = urllib3.PoolManager(num_pools=len(self._hosts) + 1, retries=False, **tls)
+        # Kept connections per host: the loop's requests, its watch and the REST API's reads run at the same time.
+        self._pool = urllib3.PoolManager(num_pools=len(self._hosts) + 1, maxsize=4, retries=False, **tls)
         self._token: str | None = None  # None: log in before the next request; "": etcd's auth is off, send none
         self._refused: tuple[float, str] | None = None  # until when a refused login stands, and etcd's words
         self._lock = threading.Lock()
