@@ -134,6 +134,16 @@ def cluster() -> Iterator[Cluster]:
 # --- HTTP -------------------------------------------------------------------------------------------------------
 
 
+def test_the_readme_reference_lists_every_endpoint_with_its_methods(cluster: Cluster) -> None:
+    rows = {}
+    for line in (Path(__file__).parents[1] / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        if len(cells) == 3 and cells[0].startswith("`/"):
+            methods = tuple(sorted(method.strip(" *") for method in cells[1].split(",")))
+            rows.update({path.strip("` "): methods for path in cells[0].split(",")})
+    assert rows == cluster.nodes["n0"].api.endpoints()
+
+
 @dataclass(frozen=True)
 class Answer:
     status: int

@@ -118,6 +118,10 @@ class ApiServer:
 
     # --- dispatch -----------------------------------------------------------------------------------------------
 
+    def endpoints(self) -> dict[str, tuple[str, ...]]:
+        """Each path and the methods it takes (OPTIONS and HEAD aside), for the README's reference to be checked."""
+        return {path: tuple(sorted(methods)) for path, methods in self._routes.items()}
+
     def _make_routes(self) -> dict[str, dict[str, Callable[[Request], Reply]]]:
         routes: dict[str, dict[str, Callable[[Request], Reply]]] = {
             path: {"GET": self._health_check(check)} for path, check in HEALTH.items()
