@@ -16,6 +16,11 @@ to the fence, which fires at once, since past its deadline the agent has no leas
 
 Deadlines are absolute `time.monotonic()` readings of the agent (CLOCK_MONOTONIC: one clock for every process).
 No method raises: a failure is a log line and a False.
+
+One fence per data directory: an armed fence writes who it is (pid and start time) to `record`. An agent killed
+while armed leaves its fence behind, guarding the postmaster it left until its deadline; when a newer agent on the
+same data directory arms its own fence, that one guards the postmaster from then on, and the older one is ended,
+so it cannot kill a server the newer agent kept running (a quick restart that resumes leading).
 """
 
 from __future__ import annotations
@@ -27,14 +32,18 @@ import logging
 import math
 import os
 import select
+import signal
 import stat
 import struct
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
+
+from adapters.watchdog_fence import alive, start_time
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,15 @@ KEEPALIVE = b"\0"  # any byte but the magic close 'V' feeds the device
 MAGIC_CLOSE = b"V"  # written before close: the device stops instead of resetting the machine
 
 
+def _is_fence(pid: int, started: int) -> bool:
+    """Whether `pid` is still the fence process that started at `started` (a pid alone may be reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return alive(pid) and start_time(pid) == started and FENCE_SCRIPT.name.encode() in cmdline
+
+
 class _Fence(Enum):
     OK = "ok"  # the fence process confirmed the deadline
     REFUSED = "refused"  # it answered no: the deadline had passed (it fired), or it had fired since the last ping
@@ -61,7 +79,14 @@ class _Fence(Enum):
 class Watchdog:
     """The fence of one postmaster (named by its `postmaster.pid`). Thread-safe; `close()` ends the fence process."""
 
-    def __init__(self, mode: str, postmaster_pid_file: Path, device: Path | None = None) -> None:
+    def __init__(
+        self,
+        mode: str,
+        postmaster_pid_file: Path,
+        device: Path | None = None,
+        record: Path | None = None,
+        write: Callable[[Path, str], None] = lambda path, text: path.write_text(text),
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"watchdog mode {mode!r} is not one of {', '.join(MODES)}")
         if "\n" in str(postmaster_pid_file):
@@ -69,6 +94,8 @@ class Watchdog:
         self.mode = mode
         self.pid_file = Path(postmaster_pid_file)
         self.device = Path(device) if device else None
+        self.record = record  # where the armed fence says who it is, for a newer agent to end it
+        self._write = write  # how the record is written (by the agent as root: owned by Postgres's user)
         self._lock = threading.Lock()
         self._fence: subprocess.Popen[bytes] | None = None
         self._fence_armed = False
@@ -211,8 +238,26 @@ class Watchdog:
             return _Fence.REFUSED
         if not self._fence_armed:
             log.info("watchdog: armed (fence process %s): %s", self.fence_pid, answer)
+            self._take_over()
         self._fence_armed = True
         return _Fence.OK
+
+    def _take_over(self) -> None:
+        """End the fence an earlier agent left on this data directory, and record ours in its place."""
+        if self.record is None or self.fence_pid is None:
+            return
+        try:
+            earlier = [int(word) for word in self.record.read_text().split()[:2]]
+        except (OSError, ValueError):
+            earlier = []
+        if len(earlier) == 2 and earlier[0] != self.fence_pid and _is_fence(*earlier):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(earlier[0], signal.SIGKILL)
+            log.warning("watchdog: ended fence process %d, which an earlier agent left armed here", earlier[0])
+        try:
+            self._write(self.record, f"{self.fence_pid} {start_time(self.fence_pid)}\n")
+        except OSError as error:
+            log.warning("watchdog: cannot record the fence process in %s: %s", self.record, error.strerror)
 
     def _fence_unavailable(self) -> _Fence:
         level = logging.ERROR if self.mode == "required" else logging.WARNING

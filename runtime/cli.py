@@ -41,7 +41,10 @@ def build(config: RegentConfig) -> tuple[Agent, ApiServer]:
     postgres = Postgres(pg)
     postgres.check_access()
     callbacks = CallbackRunner(dict(pg.callbacks), pg.scope, run_as_user=pg.os_user)  # as Postgres runs, not root
-    fence = Watchdog(config.watchdog.mode, pg.data_dir / "postmaster.pid", config.watchdog.device)
+    record = pg.own_dir / "watchdog_fence.pid"  # a newer agent on this data directory ends a fence left here
+    fence = Watchdog(
+        config.watchdog.mode, pg.data_dir / "postmaster.pid", config.watchdog.device, record, postgres.runner.write_file
+    )
     scheme = "https" if config.restapi.certfile else "http"
     executor = Executor(
         name=config.name,

@@ -156,7 +156,7 @@ AGENT = """
 import os, signal, sys, time
 from pathlib import Path
 from adapters.watchdog import Watchdog
-watchdog = Watchdog("required", Path(sys.argv[1]))
+watchdog = Watchdog("required", Path(sys.argv[1]), record=Path(sys.argv[4]) if len(sys.argv) > 4 else None)
 deadline = float(sys.argv[2])
 assert watchdog.arm(deadline)
 print(watchdog.fence_pid, flush=True)
@@ -166,11 +166,14 @@ time.sleep(60)
 """
 
 
-def armed_agent(data_dir: Path, deadline: float, fate: str, log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+def armed_agent(
+    data_dir: Path, deadline: float, fate: str, log_path: Path, record: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     """An agent process that arms its fence until `deadline`, then freezes (`stop`) or sleeps; and the fence's pid."""
     with open(log_path, "wb") as agent_log:
         agent = subprocess.Popen(
-            [sys.executable, "-c", AGENT, str(data_dir / "postmaster.pid"), repr(deadline), fate],
+            [sys.executable, "-c", AGENT, str(data_dir / "postmaster.pid"), repr(deadline), fate]
+            + ([str(record)] if record else []),
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=agent_log,
@@ -219,6 +222,27 @@ def test_an_orphaned_fence_never_kills_a_postmaster_started_after_its_agent_died
     assert gone(fence_pid, 3.0), "the orphan exits at its deadline"
     assert time.monotonic() >= deadline and exit_time(new, 0.1) is None, "the newer postmaster lives"
     assert "is not the one its agent left" in (tmp_path / "agent.log").read_text()
+
+
+def test_a_newer_agents_armed_fence_ends_the_one_an_earlier_agent_left(postmaster, data_dir, tmp_path, caplog):
+    """A quick restart that resumes leading with the same postmaster: the killed agent's fence, still armed until
+    its deadline, is ended when the new agent arms its own, so the server the new agent kept runs past that deadline."""
+    pg = postmaster()
+    record = tmp_path / "watchdog_fence.pid"
+    old_deadline = time.monotonic() + 1.5
+    agent, old_fence = armed_agent(data_dir, old_deadline, "kill", tmp_path / "agent.log", record)
+    os.killpg(agent.pid, signal.SIGKILL)
+    agent.wait()
+    assert record.read_text().split()[0] == str(old_fence)
+    newer = Watchdog("required", data_dir / "postmaster.pid", record=record)
+    try:
+        assert newer.arm(time.monotonic() + 10)
+        assert gone(old_fence, 1.0), "the earlier agent's fence still runs"
+        assert record.read_text().split()[0] == str(newer.fence_pid)
+        assert exit_time(pg, old_deadline + 0.5 - time.monotonic()) is None, "killed at the earlier agent's deadline"
+        assert f"ended fence process {old_fence}, which an earlier agent left armed here" in caplog.text
+    finally:
+        newer.close()
 
 
 @pytest.mark.parametrize("impostor", ["not postgres", "another data dir"])
