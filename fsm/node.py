@@ -184,14 +184,19 @@ def effective_config(
     local: ClusterConfig, stored: Mapping[str, Any] | None, lease_ttl_s: float | None = None
 ) -> ClusterConfig:
     """The settings a turn runs with: `dynamic_config`, with ttl cut to the lease the store really grants (a
-    ZooKeeper server clamps the session timeout). A stored config that makes an invalid one is ignored: the local
-    settings stand (the driver logs it)."""
+    ZooKeeper server clamps the session timeout), and loop_wait cut with it when the cut lease would end before the
+    next turn (to half of what the lease leaves beyond safety_margin: a leader renews in time, and its fence never
+    fires on a healthy agent). A stored config that makes an invalid one is ignored: the local settings stand (the
+    driver logs it)."""
     try:
         config = dynamic_config(local, stored or {})
     except (TypeError, ValueError):
         config = local
     if lease_ttl_s is not None and lease_ttl_s < config.ttl_s:
         config = replace(config, ttl_s=lease_ttl_s)
+        usable_s = lease_ttl_s - config.safety_margin_s
+        if config.loop_wait_s >= usable_s:
+            config = replace(config, loop_wait_s=max(usable_s / 2, 0.1))
     return config
 
 

@@ -173,6 +173,9 @@ def test_effective_config_follows_the_dcs_key_and_the_granted_lease():
     assert core.effective_config(local, {"ttl": -1}) == local  # an invalid key leaves the local settings
     assert core.effective_config(local, {"pause": "yes"}) == local  # the wrong kind is not taken
     assert core.effective_config(local, None, lease_ttl_s=20.0).ttl_s == 20.0
+    assert core.effective_config(local, None, lease_ttl_s=20.0).loop_wait_s == 10.0  # 10 + 2 < 20: time enough
+    short = core.effective_config(local, None, lease_ttl_s=10.0)  # 10 - safety_margin 2 leaves 8 s, < loop_wait
+    assert (short.ttl_s, short.loop_wait_s) == (10.0, 4.0)
     with pytest.raises(ValueError):
         core.dynamic_config(local, {"ttl": -1})
 
