@@ -118,6 +118,11 @@ class Agent:
             log.warning("ignoring the DCS config key: %s", error)
             return self.local_config
 
+    def effective_config(self) -> ClusterConfig:
+        """`config()` with ttl, and loop_wait if need be, cut to the lease the DCS grants (a clamped ZooKeeper
+        session): what a turn decides with and how long the agent then sleeps."""
+        return core.effective_config(self.config(), None, self.dcs.lease_ttl_s())
+
     def read(self, request: OperatorRequest | None = None) -> core.Readings:
         """This turn's readings from the ports: the DCS (the last snapshot when it does not answer) and Postgres,
         and the operator request the turn answers."""
@@ -126,9 +131,8 @@ class Agent:
         if snapshot is not None:
             self.snapshot = snapshot
         self.postgres = self.executor.postgres.observe()
-        dynamic = self.config()
-        self.dcs.set_ttl(dynamic.ttl_s)  # the DCS config key may have changed ttl: the keys written follow it
-        config = core.effective_config(dynamic, None, self.dcs.lease_ttl_s())  # a clamped ZooKeeper session
+        self.dcs.set_ttl(self.config().ttl_s)  # the DCS config key may have changed ttl: the keys written follow it
+        config = self.effective_config()
         view = with_due_times(snapshot.view, self.wall_clock(), self.clock()) if snapshot else None
         asked = core.peers_to_ask(self.name, self.memory, view, config)
         if view is not None and asked:
@@ -327,7 +331,7 @@ class Agent:
 
     def sleep_s(self, wake: core.Wake) -> float:
         """loop_wait, or less when the core wants the next turn by a scheduled time."""
-        seconds = self.config().loop_wait_s
+        seconds = self.effective_config().loop_wait_s
         if wake.by_s is not None:
             seconds = min(seconds, max(0.0, wake.by_s - self.clock()))
         return seconds
