@@ -43,6 +43,16 @@ def test_the_readme_gives_the_seed_commands_as_this_test_runs_them() -> None:
         assert f"\n{command}" in readme, command
 
 
+def test_the_readmes_minimal_file_is_valid(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    minimal = readme.split("A minimal file:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "minimal.yml").write_text(minimal)
+    checked = subprocess.run(
+        [sys.executable, "-m", "runtime", "--validate", str(tmp_path / "minimal.yml")], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
+
+
 def test_the_three_sample_members_differ_only_in_name_ports_and_data_directory() -> None:
     files = [yaml.safe_load((REPO / name).read_text()) for name in SAMPLES[:3]]
     for n, member in enumerate(files):
