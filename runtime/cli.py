@@ -10,6 +10,7 @@ import argparse
 import errno
 import logging
 import logging.handlers
+import os
 import signal
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from adapters.dcs import connect
 from adapters.dcs.layout import REGENT_VERSION
 from adapters.errors import ConfigError
 from adapters.postgres.process import listen_conflict
+from adapters.postgres.runas import OsUser
 from adapters.postgres.server import Postgres
 from adapters.watchdog import Watchdog
 from runtime.agent import Agent
@@ -102,14 +104,20 @@ LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 QUIET = {"etcd.client": "CRITICAL", "transitions": "WARNING"}  # a line per failed request, three per decision
 
 
-def setup_logging(settings: LogSettings, level: str | None = None) -> None:
-    """The config's `log:` section: level, format, other loggers' levels, and a rotated file in `dir`."""
+def setup_logging(settings: LogSettings, level: str | None = None, owner: OsUser | None = None) -> None:
+    """The config's `log:` section: level, format, other loggers' levels, and a rotated file in `dir` (made
+    `owner`'s when we are root, so that the agent can later run as that user on the same files)."""
     handler: logging.Handler = logging.StreamHandler()
     if settings.dir is not None:
+        log_file = settings.dir / "regent.log"
+        made = [path for path in (settings.dir, log_file) if not path.exists()]
         settings.dir.mkdir(parents=True, exist_ok=True)
         handler = logging.handlers.RotatingFileHandler(
-            settings.dir / "regent.log", maxBytes=settings.file_size, backupCount=settings.file_num
+            log_file, maxBytes=settings.file_size, backupCount=settings.file_num
         )
+        if owner is not None and owner.switch:
+            for path in made:  # only what we made: a folder the operator gave stays as it is
+                os.chown(path, owner.uid, owner.gid)
     handler.setFormatter(logging.Formatter(settings.format, settings.dateformat))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -136,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.config}: warning: {warning}", file=sys.stderr)
             print(f"{args.config}: valid (member {config.name}, scope {config.postgresql.scope})")
             return 0
-        setup_logging(config.log, args.log_level)
+        setup_logging(config.log, args.log_level, OsUser.resolve(config.postgresql.os_user))
         return run(config)
     except ConfigError as error:
         for problem in error.problems:

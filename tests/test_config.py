@@ -16,6 +16,7 @@ import yaml
 
 from adapters.dcs import EtcdSettings, ZooKeeperSettings
 from adapters.dcs.layout import REGENT_VERSION
+from adapters.postgres.runas import OsUser
 from adapters.postgres.settings import CALLBACK_EVENTS, Credentials, ReplicaMethod
 from fsm.node import dynamic_config
 from fsm.observation import ClusterConfig
@@ -380,6 +381,18 @@ def test_the_log_section_sets_level_format_loggers_and_a_rotated_file(tmp_path: 
     assert newest.splitlines()[-1] == "WARNING|regent.test|turn 199 of a log that outgrows 4096 bytes"
     everything = "".join((tmp_path / "logs" / name).read_text() for name in files)
     assert "not at level" not in everything and "chatty" not in everything
+
+
+def test_as_root_the_log_folder_and_file_it_makes_belong_to_postgres_but_a_given_folder_stays(
+    tmp_path: Path, root_logging: None
+) -> None:
+    user = OsUser.resolve("postgres")
+    given = tmp_path / "given"
+    given.mkdir()
+    for folder in (tmp_path / "made" / "logs", given):
+        setup_logging(parse(changed("log", {"dir": str(folder)})).log, owner=user)
+    assert [(tmp_path / "made" / "logs" / name).stat().st_uid for name in (".", "regent.log")] == [user.uid] * 2
+    assert given.stat().st_uid == 0 and (given / "regent.log").stat().st_uid == user.uid
 
 
 def test_postgres_port_in_use_names_the_key_and_the_address(
