@@ -170,6 +170,16 @@ def test_zookeeper_with_exhibitor_needs_no_hosts() -> None:
     assert dcs.exhibitor.hosts == ("e1", "e2")
 
 
+def test_zookeepers_session_defaults_to_the_ttl_the_cluster_starts_with_as_in_patroni() -> None:
+    on_zookeeper = changed("etcd", None, changed("zookeeper", {"hosts": ["h:2181"]}))
+    short = {**on_zookeeper, "ttl": 12, "loop_wait": 2, "retry_timeout": 5}
+    assert parse(short).dcs.session_timeout_s == 12  # type: ignore[union-attr]
+    timings = {"ttl": 20, "loop_wait": 5, "retry_timeout": 5}
+    assert parse(changed("bootstrap.dcs", timings, on_zookeeper)).dcs.session_timeout_s == 20  # type: ignore[union-attr]
+    given = changed("zookeeper.session_timeout", 40, on_zookeeper)
+    assert parse(given).dcs.session_timeout_s == 40  # type: ignore[union-attr]
+
+
 def test_every_callback_event_is_a_key(tmp_path: Path) -> None:
     script = tmp_path / "cb.sh"
     script.write_text("#!/bin/sh\n")

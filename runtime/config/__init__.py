@@ -97,15 +97,17 @@ def parse(raw: Any, base_dir: Path = Path("."), source: Path | None = None) -> R
     name = resolve.one_of(problems, {"name": file.name, "postgresql.name": pg.name})
     problems.check(name is not None, "name: missing (this member's name)")
     cluster = resolve.cluster_config(file, problems)
-    dcs = resolve.dcs_settings(file, scope or "", problems)
+    bootstrap_dcs = resolve.bootstrap_config(file)
+    given_ttl = bootstrap_dcs.get("ttl")  # the ttl the cluster starts with: ZooKeeper's session defaults to it
+    start_ttl_s = float(given_ttl) if isinstance(given_ttl, int | float) else cluster.ttl_s
+    dcs = resolve.dcs_settings(file, scope or "", problems, start_ttl_s)
     restapi = resolve.restapi_settings(file.restapi, problems)
     warnings: list[str] = []
     postgresql = resolve.postgres_settings(file, name or "", scope or "", base_dir, problems, warnings)
-    bootstrap_dcs = resolve.bootstrap_config(file)
     problems += resolve.timing_problems(cluster, bootstrap_dcs)
-    if isinstance(dcs, ZooKeeperSettings) and dcs.session_timeout_s < cluster.ttl_s:
+    if isinstance(dcs, ZooKeeperSettings) and dcs.session_timeout_s < start_ttl_s:
         problems.append(
-            f"zookeeper.session_timeout ({dcs.session_timeout_s:g}) is shorter than ttl ({cluster.ttl_s:g}): "
+            f"zookeeper.session_timeout ({dcs.session_timeout_s:g}) is shorter than ttl ({start_ttl_s:g}): "
             "the leader key would vanish before the leader's own deadline"
         )
     if problems or dcs is None:

@@ -121,7 +121,10 @@ def timing_problems(local: ClusterConfig, stored: dict[str, Any]) -> list[str]:
     return problems
 
 
-def dcs_settings(file: schema.RegentFile, scope: str, problems: Problems) -> EtcdSettings | ZooKeeperSettings | None:
+def dcs_settings(
+    file: schema.RegentFile, scope: str, problems: Problems, ttl_s: float
+) -> EtcdSettings | ZooKeeperSettings | None:
+    """The one DCS section; ZooKeeper's session (its leader lease) is ttl unless given, as in Patroni."""
     namespace = file.namespace.strip("/") or "service"
     given = [name for name in ("etcd", "etcd3", "zookeeper") if getattr(file, name) is not None]
     if len(given) != 1:
@@ -150,7 +153,8 @@ def dcs_settings(file: schema.RegentFile, scope: str, problems: Problems) -> Etc
     if zk.exhibitor is not None:
         names = tuple(host for host, _ in zk.exhibitor.hosts)
         exhibitor = ExhibitorSettings(names, zk.exhibitor.port, zk.exhibitor.poll_interval)
-    return ZooKeeperSettings(scope, zk.hosts or (), zk.session_timeout, zk.reconnect_timeout, namespace, exhibitor)
+    session_s = zk.session_timeout or ttl_s
+    return ZooKeeperSettings(scope, zk.hosts or (), session_s, zk.reconnect_timeout, namespace, exhibitor)
 
 
 def _str(path: Path | None) -> str | None:

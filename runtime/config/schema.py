@@ -97,7 +97,9 @@ class Exhibitor(Section):
 class ZooKeeper(Section):
     scope: Name | None = Field(None, description="the seed's place for the cluster name")
     hosts: _hosts(2181) | None = Field(None, description="the ensemble: a list, or host:port text split by commas")
-    session_timeout: Seconds = Field(DEFAULTS.ttl_s, description="the session (and leader lease) asked for")
+    session_timeout: Seconds | None = Field(
+        None, description="the session (and leader lease) asked for; default: ttl, as Patroni asks"
+    )
     reconnect_timeout: Seconds = Field(1.0, description="the longest wait between two attempts to reconnect")
     exhibitor: Exhibitor | None = Field(None, description="discover the ensemble from Exhibitor instead of `hosts`")
 
