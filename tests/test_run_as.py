@@ -42,19 +42,8 @@ class MixedCluster(Cluster):
         os.chown(node.data_dir.parent, POSTGRES.pw_uid, POSTGRES.pw_gid)
         return super().config(node)
 
-    def start_agent(self, n: int) -> None:
-        node = self.nodes[n]
-        if node.agent_alive:
-            raise RuntimeError(f"the agent of {node.name} runs already")
-        node.log_file = open(node.log_path, "ab")  # noqa: SIM115 - closed when the agent is reaped
-        node.process = subprocess.Popen(
-            [sys.executable, "-m", "runtime", str(node.config_path), "--log-level", self.log_level],
-            stdin=subprocess.DEVNULL,
-            stdout=node.log_file,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            **(as_postgres() if n in self.postgres_run else {}),  # type: ignore[arg-type]
-        )
+    def agent_identity(self, node: Node) -> dict[str, object]:
+        return as_postgres() if node.index in self.postgres_run else {}
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""A real Regent cluster for integration tests and benchmarks: one etcd and N agents, each a child process running
-`python -m runtime CONFIG.yml`, with their Postgres on free loopback ports.
+"""A real Regent cluster for integration tests and benchmarks: one etcd (or a 3-member etcd, or ZooKeeper) and N
+agents, each a child process running `python -m runtime CONFIG.yml`, with their Postgres on free loopback ports, and
+optionally HAProxy in front of them (tests/servers/haproxy.py).
 
 Everything lives in one base directory in /dev/shm (mode 0755, so the `postgres` OS user reaches the node directories
 the agents make inside): the YAML configs, the agents' logs, etcd's data, each node's data and own directories.
@@ -7,7 +8,9 @@ Short timings (ttl 10, loop_wait 2, retry_timeout 3, safety_margin 1) keep failo
 
 `stop()` leaves nothing behind: agents get SIGTERM (a leader hands over, Postgres stops), then SIGKILL; any Postgres
 still running on a data directory of the cluster is stopped with `pg_ctl stop -m immediate`; watchdog fence processes
-the agents started are killed by pid; etcd is killed.
+the agents started are killed by pid; HAProxy and the DCS are killed.
+
+`Writer` writes a row every 10 ms through one port (a node's, or HAProxy's) and logs each acknowledged write.
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ import yaml
 from adapters.postgres.process import find_postmaster, process_alive
 
 from .common import free_port
-from .etcd import EtcdServer
+from .etcd import EtcdCluster, EtcdServer
+from .haproxy import Backend, HAProxy
 from .postgres import stop_immediately
 from .proxy import Link
+from .zookeeper import ZooKeeperServer
 
 T = TypeVar("T")
 
@@ -75,7 +80,7 @@ class Node:
     process: subprocess.Popen[bytes] | None = None
     log_file: Any = None
     fences: set[int] = field(default_factory=set)  # watchdog fence processes this node's agents started
-    dcs_link: Link | None = None  # with `links`: the node's way to etcd, which `cut_dcs` cuts
+    dcs_link: Link | None = None  # with `links`: the node's way to the DCS, which `cut` cuts
     api_link: Link | None = None  # with `links`: the others' way to this node's REST API (its connect_address)
 
     @property
@@ -101,7 +106,8 @@ class Node:
 
 
 class Cluster:
-    """`size` Regent nodes n0..n{size-1} on one etcd. Nothing starts until `start()`."""
+    """`size` Regent nodes n0..n{size-1} on one etcd (`etcd_members` > 1: an etcd cluster; `zookeeper`: one
+    ZooKeeper instead), behind HAProxy with `haproxy`. Nothing starts until `start()`."""
 
     def __init__(
         self,
@@ -116,6 +122,9 @@ class Cluster:
         etcd_api: int = 2,
         failsafe_mode: bool = False,
         links: bool = False,
+        etcd_members: int = 1,
+        zookeeper: bool = False,
+        haproxy: bool = False,
     ) -> None:
         parent = "/dev/shm" if Path("/dev/shm").is_dir() else "/tmp"
         self.base = Path(tempfile.mkdtemp(prefix="regent-cluster-", dir=parent))
@@ -129,11 +138,34 @@ class Cluster:
         self.etcd_api = etcd_api
         self.failsafe_mode = failsafe_mode
         self.links = links  # each node reaches etcd, and the others reach its REST API, through a Link to cut
-        (self.base / "etcd").mkdir()
-        # v3: etcd as Debian starts it, with no v2 API; the agents use the `etcd3:` section
-        self.etcd = EtcdServer("e0", self.base / "etcd", enable_v2=etcd_api == 2, start=False)
+        if links and etcd_members > 1:
+            raise ValueError("links cut the way to one DCS server: one etcd member, or ZooKeeper")
+        self.zookeeper = ZooKeeperServer() if zookeeper else None
+        self.etcd_cluster: EtcdCluster | None = None
+        if not zookeeper:
+            (self.base / "etcd").mkdir()
+            # v3: etcd as Debian starts it, with no v2 API; the agents use the `etcd3:` section
+            self.etcd_cluster = EtcdCluster(
+                etcd_members, self.base / "etcd", prefix="e", enable_v2=etcd_api == 2, start=False
+            )
         self.nodes = [self._node(i) for i in range(size)]
+        self.haproxy = (
+            HAProxy([Backend(n.name, n.pg_port, n.api_port) for n in self.nodes], self.base / "haproxy")
+            if haproxy
+            else None
+        )
         self._closed = False
+
+    @property
+    def etcd(self) -> EtcdServer:
+        """The (first) etcd member: the one every node lists first."""
+        assert self.etcd_cluster is not None, "this cluster runs on ZooKeeper"
+        return self.etcd_cluster.members[0]
+
+    @property
+    def dcs_port(self) -> int:
+        """The port of the (first) DCS server."""
+        return self.zookeeper.port if self.zookeeper is not None else self.etcd.port
 
     def _node(self, index: int) -> Node:
         name = f"n{index}"
@@ -147,7 +179,7 @@ class Cluster:
             config_path=self.base / f"{name}.yml",
             log_path=self.base / f"{name}.log",
             data_dir=self.base / name / "data",
-            dcs_link=Link(self.etcd.port) if self.links else None,
+            dcs_link=Link(self.dcs_port) if self.links else None,
             api_link=Link(api_port) if self.links else None,
         )
         node.config_path.write_text(yaml.safe_dump(self.config(node), sort_keys=False))
@@ -155,7 +187,6 @@ class Cluster:
 
     def config(self, node: Node) -> dict[str, Any]:
         """The node's YAML config, as a dict (tests write broken variants of it)."""
-        etcd_port = node.dcs_link.port if node.dcs_link else self.etcd.port
         api_address = f"{HOST}:{node.api_link.port if node.api_link else node.api_port}"
         return {
             "scope": self.scope,
@@ -166,7 +197,7 @@ class Cluster:
                 "connect_address": api_address,
                 "auth": f"{AUTH[0]}:{AUTH[1]}",
             },
-            "etcd" if self.etcd_api == 2 else "etcd3": {"host": f"{HOST}:{etcd_port}"},
+            **self._dcs_section(node),
             **({"bootstrap": {"dcs": {"failsafe_mode": True}}} if self.failsafe_mode else {}),
             "watchdog": {"mode": self.watchdog},
             "postgresql": {
@@ -184,12 +215,25 @@ class Cluster:
             },
         }
 
+    def _dcs_section(self, node: Node) -> dict[str, Any]:
+        if node.dcs_link is not None:
+            hosts = [f"{HOST}:{node.dcs_link.port}"]
+        elif self.etcd_cluster is not None:
+            hosts = [f"{HOST}:{member.port}" for member in self.etcd_cluster.members]
+        else:
+            hosts = [f"{HOST}:{self.dcs_port}"]
+        if self.zookeeper is not None:
+            return {"zookeeper": {"hosts": hosts, "session_timeout": self.timings["ttl"]}}  # the lease is the session
+        return {"etcd" if self.etcd_api == 2 else "etcd3": {"host": hosts[0]} if len(hosts) == 1 else {"hosts": hosts}}
+
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
     def start(self, timeout_s: float = 60.0) -> Cluster:
-        """etcd, then every agent; returns once one primary and size-1 streaming replicas are up."""
+        """The DCS, HAProxy, then every agent; returns once one primary and size-1 streaming replicas are up."""
         try:
-            self.etcd.start()
+            self.start_dcs()
+            if self.haproxy is not None:
+                self.haproxy.start()
             for node in self.nodes:
                 self.start_agent(node.index)
             self.wait_healthy(timeout_s)
@@ -215,7 +259,12 @@ class Cluster:
             stdout=node.log_file,
             stderr=subprocess.STDOUT,
             cwd=REPO,
+            **self.agent_identity(node),  # type: ignore[arg-type]
         )
+
+    def agent_identity(self, node: Node) -> dict[str, object]:
+        """Popen's arguments for who the node's agent runs as: this process's user (tests/test_run_as.py changes it)."""
+        return {}
 
     def _note_fences(self, node: Node) -> None:
         """Remember the watchdog fence processes among the agent's children (they outlive a killed agent)."""
@@ -313,27 +362,40 @@ class Cluster:
         node = self.nodes[n]
         stop_immediately(node.data_dir)
 
-    def stop_etcd(self) -> None:
-        self.etcd.kill()
+    def stop_dcs(self) -> None:
+        """Kill every DCS server (all etcd members, or ZooKeeper)."""
+        if self.zookeeper is not None:
+            self.zookeeper.kill()
+        if self.etcd_cluster is not None:
+            self.etcd_cluster.kill()
 
-    def cut(self, n: int, dcs: bool = True, peers: bool = True) -> None:
-        """Partition node n (needs `links`): from etcd, and from the other nodes' REST APIs; its Postgres, and
-        streaming from it, stay reachable (clients still reach it)."""
-        for link in self._links(n, dcs, peers):
+    def start_dcs(self) -> None:
+        """Start every DCS server (again, on the same ports and data) and wait until it serves."""
+        if self.zookeeper is not None:
+            self.zookeeper.start()
+        if self.etcd_cluster is not None:
+            self.etcd_cluster.start()
+
+    stop_etcd = stop_dcs
+    start_etcd = start_dcs
+
+    def cut(self, n: int, dcs: bool = True, peers: bool = True, own_api: bool = False) -> None:
+        """Partition node n (needs `links`): from the DCS, and from the other nodes' REST APIs; `own_api`: the others
+        lose its REST API too (HAProxy's health checks still reach it). Its Postgres, and streaming from it, stay
+        reachable (clients still reach it)."""
+        for link in self._links(n, dcs, peers, own_api):
             link.cut()
 
-    def heal(self, n: int, dcs: bool = True, peers: bool = True) -> None:
-        for link in self._links(n, dcs, peers):
+    def heal(self, n: int, dcs: bool = True, peers: bool = True, own_api: bool = False) -> None:
+        for link in self._links(n, dcs, peers, own_api):
             link.heal()
 
-    def _links(self, n: int, dcs: bool, peers: bool) -> list[Link]:
+    def _links(self, n: int, dcs: bool, peers: bool, own_api: bool = False) -> list[Link]:
         node = self.nodes[n]
         assert node.dcs_link is not None, "Cluster(links=True) makes the links to cut"
         others = [other.api_link for other in self.nodes if other.index != n and other.api_link and peers]
-        return ([node.dcs_link] if dcs else []) + others
-
-    def start_etcd(self) -> None:
-        self.etcd.start()
+        own = [node.api_link] if own_api and node.api_link else []
+        return ([node.dcs_link] if dcs else []) + others + own
 
     def stop(self) -> None:
         """Stop everything this cluster started; safe to call twice."""
@@ -356,7 +418,11 @@ class Cluster:
                 if process_alive(pid) and "watchdog_fence" in _cmdline(pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-        self.etcd.kill()
+        if self.haproxy is not None:
+            self.haproxy.close()
+        self.stop_dcs()
+        if self.zookeeper is not None:
+            self.zookeeper.close()
         for node in self.nodes:
             for link in (node.dcs_link, node.api_link):
                 if link is not None:
@@ -436,17 +502,7 @@ class Cluster:
     # --- SQL ----------------------------------------------------------------------------------------------------
 
     def connect(self, n: int, timeout_s: int = 3) -> psycopg2.extensions.connection:
-        conn = psycopg2.connect(
-            host=HOST,
-            port=self.nodes[n].pg_port,
-            user=SUPERUSER[0],
-            password=SUPERUSER[1],
-            dbname="postgres",
-            connect_timeout=timeout_s,
-            application_name="regent-it",
-        )
-        conn.autocommit = True
-        return conn
+        return connect(self.nodes[n].pg_port, timeout_s)
 
     def sql(self, n: int, statement: str, params: tuple[Any, ...] = (), timeout_s: int = 3) -> list[tuple[Any, ...]]:
         conn = self.connect(n, timeout_s)
@@ -559,37 +615,237 @@ class Cluster:
     @contextlib.contextmanager
     def writer(self, n: int, interval_s: float = 0.01) -> Iterator[list[float]]:
         """Write to node n in a background thread; yields the list of monotonic times of successful writes."""
-        successes: list[float] = []
-        stop = threading.Event()
+        with Writer(self.nodes[n].pg_port, f"bg-{time.monotonic_ns()}", interval_s) as writing:
+            yield writing.times
 
-        def run() -> None:
-            conn = None
-            while not stop.is_set():
-                try:
-                    if conn is None:
-                        conn = self.connect(n, timeout_s=1)
-                        with conn.cursor() as cur:
-                            cur.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (v text)")
-                    with conn.cursor() as cur:
-                        cur.execute(f"INSERT INTO {TABLE} (v) VALUES (%s)", (f"bg-{time.monotonic_ns()}",))
-                    successes.append(time.monotonic())
-                except psycopg2.Error:
-                    if conn is not None:
-                        with contextlib.suppress(psycopg2.Error):
-                            conn.close()
+    # --- HAProxy ------------------------------------------------------------------------------------------------
+
+    def node_of_port(self, port: int) -> int:
+        """The node whose Postgres listens on `port`."""
+        return next(node.index for node in self.nodes if node.pg_port == port)
+
+    def wait_routed(self, n: int, timeout_s: float = 10.0) -> None:
+        """Until HAProxy's primary port leads to node n alone (needs `haproxy`)."""
+        assert self.haproxy is not None, "Cluster(haproxy=True) starts HAProxy"
+        self.haproxy.wait_routed([self.nodes[n].name], timeout_s)
+
+
+def connect(port: int, timeout_s: int = 3, **options: Any) -> psycopg2.extensions.connection:
+    """A superuser session in autocommit on the Postgres (or HAProxy) at `port`."""
+    conn = psycopg2.connect(
+        host=HOST,
+        port=port,
+        user=SUPERUSER[0],
+        password=SUPERUSER[1],
+        dbname="postgres",
+        connect_timeout=timeout_s,
+        application_name="regent-it",
+        **options,
+    )
+    conn.autocommit = True
+    return conn
+
+
+@dataclass(frozen=True)
+class Ack:
+    """An acknowledged write: its value, the Postgres port that took it (`inet_server_port()`, the node's also
+    through HAProxy) and the monotonic time its commit returned."""
+
+    value: str
+    port: int
+    at: float
+
+
+class Writer:
+    """Inserts a row `prefix`-1, `prefix`-2... every `interval_s` through `port` in a background thread, and logs
+    each write acknowledged in `acks` (their times in `times`, for `write_gaps`). A commit whose wait for a
+    synchronous standby was cancelled returns with a warning, committed locally only: not acknowledged (its value is
+    in `unconfirmed`). After an error it reconnects, unless `stay`: then only once the connection is gone (a prober
+    stays connected to a standby that refuses writes). The table is created when missing."""
+
+    def __init__(self, port: int, prefix: str, interval_s: float = 0.01, *, stay: bool = False) -> None:
+        self.port = port
+        self.prefix = prefix
+        self.interval_s = interval_s
+        self.stay = stay
+        self.acks: list[Ack] = []
+        self.times: list[float] = []
+        self.unconfirmed: list[str] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"writer-{prefix}", daemon=True)
+
+    def __enter__(self) -> Writer:
+        self.start()
+        return self
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        conn: psycopg2.extensions.connection | None = None
+        for seq in itertools.count(1):
+            if self._stop.is_set():
+                break
+            try:
+                if conn is None:
+                    conn = connect(self.port, 1, options="-c statement_timeout=5000")
+                self._insert(conn, f"{self.prefix}-{seq}")
+            except psycopg2.errors.UndefinedTable:
+                assert conn is not None
+                with contextlib.suppress(psycopg2.Error), conn.cursor() as cur:
+                    cur.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (v text)")
+            except psycopg2.Error:
+                self.errors += 1
+                if conn is not None and (conn.closed or not self.stay):
+                    with contextlib.suppress(psycopg2.Error):
+                        conn.close()
                     conn = None
-                stop.wait(interval_s)
-            if conn is not None:
-                with contextlib.suppress(psycopg2.Error):
-                    conn.close()
+            self._stop.wait(self.interval_s)
+        if conn is not None:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
 
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        try:
-            yield successes
-        finally:
-            stop.set()
-            thread.join(10)
+    def _insert(self, conn: psycopg2.extensions.connection, value: str) -> None:
+        del conn.notices[:]
+        with conn.cursor() as cur:
+            cur.execute(f"INSERT INTO {TABLE} (v) VALUES (%s) RETURNING inet_server_port()", (value,))
+            ((port,),) = cur.fetchall()
+        at = time.monotonic()
+        if any("synchronous replication" in notice for notice in conn.notices):
+            self.unconfirmed.append(value)
+        else:
+            self.acks.append(Ack(value, int(port), at))
+            self.times.append(at)
+
+
+@dataclass(frozen=True)
+class Term:
+    """A run of acknowledged writes all taken by one node, between two writes acknowledged by other nodes."""
+
+    node: int
+    first: float
+    last: float
+    writes: int
+
+
+class Traffic:
+    """A client writing every 10 ms through HAProxy's primary port (reconnecting after every error) and a prober per
+    node writing to it directly every 10 ms; each logs its acknowledged writes. Values start with `label`."""
+
+    def __init__(self, cluster: Cluster, label: str) -> None:
+        assert cluster.haproxy is not None, "Cluster(haproxy=True) starts HAProxy"
+        self.cluster = cluster
+        self.client = Writer(cluster.haproxy.port, f"{label}-client")
+        self.probers = [Writer(node.pg_port, f"{label}-{node.name}", stay=True) for node in cluster.nodes]
+
+    @property
+    def writers(self) -> list[Writer]:
+        return [self.client, *self.probers]
+
+    def __enter__(self) -> Traffic:
+        for writer in self.writers:
+            writer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for writer in self.writers:
+            writer.stop()
+
+    def acks(self) -> list[Ack]:
+        """Every acknowledged write so far, client's and probers', in the order they were acknowledged."""
+        return sorted((ack for writer in self.writers for ack in list(writer.acks)), key=lambda ack: ack.at)
+
+    def node(self, ack: Ack) -> int:
+        return self.cluster.node_of_port(ack.port)
+
+    def terms(self) -> list[Term]:
+        """The acknowledged writes cut into runs by node: with no two nodes acknowledging writes in overlapping
+        windows, one run per leadership (a node's last write before the next leader's first)."""
+        terms: list[Term] = []
+        for ack in self.acks():
+            n = self.node(ack)
+            if terms and terms[-1].node == n:
+                last = terms[-1]
+                terms[-1] = Term(n, last.first, ack.at, last.writes + 1)
+            else:
+                terms.append(Term(n, ack.at, ack.at, 1))
+        return terms
+
+    def first_ack(self, after: float, nodes: list[int], writers: list[Writer] | None = None) -> Ack | None:
+        """The first write acknowledged after `after` by one of `nodes` (logged by `writers`, default all)."""
+        ports = {self.cluster.nodes[n].pg_port for n in nodes}
+        found = [
+            ack
+            for writer in writers or self.writers
+            for ack in list(writer.acks)
+            if ack.at > after and ack.port in ports
+        ]
+        return min(found, key=lambda ack: ack.at, default=None)
+
+    def last_ack(self, n: int) -> Ack | None:
+        """The last write node n acknowledged."""
+        port = self.cluster.nodes[n].pg_port
+        return max((ack for ack in self.acks() if ack.port == port), key=lambda ack: ack.at, default=None)
+
+    def wait_ack(self, after: float, nodes: list[int], timeout_s: float, writers: list[Writer] | None = None) -> Ack:
+        """Until one of `nodes` acknowledges a write logged after `after`."""
+        return self.cluster.wait_for(
+            lambda: self.first_ack(after, nodes, writers),
+            timeout_s,
+            f"a write acknowledged by {[self.cluster.nodes[n].name for n in nodes]}",
+            interval_s=0.02,
+        )
+
+    def missing_on(self, n: int) -> list[str]:
+        """The acknowledged values node n does not hold."""
+        held = self.cluster.read(n)
+        return [ack.value for ack in self.acks() if ack.value not in held]
+
+    def summary(self) -> str:
+        acks = self.acks()
+        unconfirmed = sum(len(writer.unconfirmed) for writer in self.writers)
+        return (
+            f"{len(acks)} writes acknowledged ({len(self.client.acks)} through HAProxy), {unconfirmed} committed "
+            f"with a cancelled synchronous wait, {self.client.errors} client errors"
+        )
+
+
+class SharedCluster:
+    """One cluster for a module's tests: `get()` returns it healthy, or a fresh one (made by `make`, started) when the
+    previous test left it broken; `close()` stops it."""
+
+    def __init__(self, make: Callable[[], Cluster]) -> None:
+        self.make = make
+        self.cluster: Cluster | None = None
+
+    def get(self, timeout_s: float = 30.0) -> Cluster:
+        if self.cluster is not None:
+            try:
+                self.cluster.wait_healthy(timeout_s)
+                return self.cluster
+            except TimeoutError as error:
+                print(f"\n[cluster] the previous test left the cluster unhealthy; starting a fresh one:\n{error}")
+                self.close()
+        started = time.monotonic()
+        self.cluster = self.make()
+        self.cluster.start()
+        print(
+            f"\n[timing] a fresh {len(self.cluster.nodes)}-node cluster healthy in {time.monotonic() - started:.2f} s"
+        )
+        return self.cluster
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
 
 
 def write_gaps(times: list[float], start: float, end: float) -> list[tuple[float, float]]:

@@ -7,17 +7,26 @@ seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from .common import Child, Closing, OneProcessServer, free_port, wait_until
 
 ETCD = "/usr/bin/etcd"
 HOST = "127.0.0.1"
+
+
+def _v3(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One call to etcd's v3 JSON gateway."""
+    request = urllib.request.Request(f"{url}/v3{path}", data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=1) as answer:
+        return dict(json.loads(answer.read()))
 
 
 def _scratch_dir(prefix: str) -> Path:
@@ -83,6 +92,10 @@ class EtcdServer(OneProcessServer):
                 return None
             raise
 
+    def status(self) -> dict[str, Any]:
+        """This member's maintenance status (v3 API, on with or without v2): its id in `header`, the `leader`'s."""
+        return _v3(self.url, "/maintenance/status", {})
+
     def start(self, wait: bool = True) -> None:
         self.child = Child(self.argv, self.workdir / f"{self.name}.log")
         if wait:
@@ -117,17 +130,32 @@ class EtcdServer(OneProcessServer):
 
 
 class EtcdCluster(Closing):
-    """`size` members started together (a member waits for a quorum before it answers)."""
+    """`size` members started together (a member waits for a quorum before it answers); in `workdir` if given (then
+    left in place by `close()`), named `prefix`0, `prefix`1..."""
 
-    def __init__(self, size: int = 3) -> None:
-        self.workdir = _scratch_dir("etcd-cluster-")
-        names = [f"n{i}" for i in range(size)]
+    def __init__(
+        self,
+        size: int = 3,
+        workdir: Path | None = None,
+        *,
+        prefix: str = "n",
+        enable_v2: bool = True,
+        start: bool = True,
+    ) -> None:
+        self._own_dir = workdir is None
+        self.workdir = workdir or _scratch_dir("etcd-cluster-")
+        names = [f"{prefix}{i}" for i in range(size)]
         peer_ports = [free_port() for _ in names]
         initial = ",".join(f"{name}=http://{HOST}:{port}" for name, port in zip(names, peer_ports, strict=True))
         self.members = [
-            EtcdServer(name, self.workdir, peer_port=port, initial_cluster=initial, start=False)
+            EtcdServer(name, self.workdir, peer_port=port, initial_cluster=initial, enable_v2=enable_v2, start=False)
             for name, port in zip(names, peer_ports, strict=True)
         ]
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start every member (again, on their data directories) and wait until each answers."""
         try:
             for member in self.members:
                 member.start(wait=False)
@@ -137,6 +165,10 @@ class EtcdCluster(Closing):
             self.close()
             raise
 
+    def kill(self) -> None:
+        for member in self.members:
+            member.kill()
+
     @property
     def hosts(self) -> list[tuple[str, int]]:
         return [(member.host, member.port) for member in self.members]
@@ -145,19 +177,24 @@ class EtcdCluster(Closing):
         """The member that is raft leader now (asked of any member that answers)."""
         for member in self.members:
             try:
-                with urllib.request.urlopen(member.url + "/v2/stats/self", timeout=0.5) as response:
-                    leader_id = json.loads(response.read())["leaderInfo"]["leader"]
-                with urllib.request.urlopen(member.url + "/v2/members", timeout=0.5) as response:
-                    listed = json.loads(response.read())["members"]
+                leader_id = member.status()["leader"]
             except (OSError, ValueError, KeyError):
                 continue
-            urls = {url for entry in listed if entry["id"] == leader_id for url in entry["clientURLs"]}
             for candidate in self.members:
-                if candidate.url in urls:
-                    return candidate
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    if candidate.status()["header"]["member_id"] == leader_id:
+                        return candidate
         raise RuntimeError("no etcd member knows a leader")
 
+    def move_leader(self, target: EtcdServer, timeout_s: float = 5.0) -> None:
+        """Make `target` the raft leader (etcd's MoveLeader, asked of the leader now) and wait until it is."""
+        current = self.leader()
+        if current is not target:
+            target_id = target.status()["header"]["member_id"]
+            _v3(current.url, "/maintenance/transfer-leadership", {"targetID": target_id})
+        wait_until(lambda: self.leader() is target, timeout_s, f"etcd {target.name} as raft leader")
+
     def close(self) -> None:
-        for member in self.members:
-            member.kill()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.kill()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
