@@ -40,13 +40,15 @@ class Action:
     """Base of all actions. Subclasses register themselves in ACTION_TYPES under their class name.
 
     The class attributes are the action's contract with the driver, as data (`fsm.node`): which adapter carries
-    it out, whether it changes how Postgres runs (the next turn then comes at once), whether it may run only
-    while the lease is valid at the moment it runs, and what its success does to the lease."""
+    it out, whether it changes how Postgres runs (the next turn then comes at once), whether the next turn acts on
+    its success (it then comes at once too), whether it may run only while the lease is valid at the moment it
+    runs, and what its success does to the lease."""
 
     # Which adapter carries the action out: "dcs", "postgres", "watchdog", "callback", "peers" (the other members'
     # REST APIs), or "api" (the REST API reads it off the turn: an answer to an operator request).
     adapter: ClassVar[str] = ""
     changes_postgres: ClassVar[bool] = False
+    acted_on_next: ClassVar[bool] = False
     needs_valid_lease: ClassVar[bool] = False
     lease_effect: ClassVar[LeaseEffect] = LeaseEffect.NONE
 
@@ -80,9 +82,11 @@ class StopMode(StrEnum):
 class RaceForInitialize(Action):
     """Create the `initialize` key with an empty value if it is absent (create-if-absent).
 
-    Succeeds only for the one node whose create won; that node alone runs InitDb."""
+    Succeeds only for the one node whose create won; that node alone runs InitDb, on its next turn, which comes at
+    once (the win is a fact of that turn, `won_initialize_race`)."""
 
     adapter: ClassVar[str] = "dcs"
+    acted_on_next: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)

@@ -419,14 +419,16 @@ def end_turn(
     now_s: float | None = None,
 ) -> tuple[Memory, Wake]:
     """When the next turn comes: never after a final decision; at once (up to MAX_IMMEDIATE turns in a row) when
-    the state changed, an action failed, one changed how Postgres runs (the REST API answers from the newest turn),
-    or during the turn a watch fired (`woken`) or a shutdown was asked for; else after loop_wait, but no later
-    than the next scheduled time nor, given `config` and `now_s`, the lease deadline still ahead (`wake_by_s`)."""
+    the state changed, an action failed, one that succeeded changed how Postgres runs (the REST API answers from
+    the newest turn) or is `acted_on_next` (the initialize race won: initdb is the next turn's), or during the
+    turn a watch fired (`woken`) or a shutdown was asked for; else after loop_wait, but no later than the next
+    scheduled time nor, given `config` and `now_s`, the lease deadline still ahead (`wake_by_s`)."""
     if decision.final:
         return memory, Wake(WakeKind.STOP)
     outcome = memory.last_outcome
-    changed_postgres = any(ACTION_TYPES[name].changes_postgres for name in outcome.succeeded)
-    busy = before is not decision.state or bool(outcome.failed) or changed_postgres or woken or shutting_down
+    done = [ACTION_TYPES[name] for name in outcome.succeeded]
+    changed = any(kind.changes_postgres or kind.acted_on_next for kind in done)
+    busy = before is not decision.state or bool(outcome.failed) or changed or woken or shutting_down
     again = busy and memory.immediate_turns < MAX_IMMEDIATE
     memory = replace(memory, immediate_turns=memory.immediate_turns + 1 if again else 0)
     watch = decision.state is not State.LEADER

@@ -22,6 +22,7 @@ from fsm.observation import (
     LeaderKey,
     Member,
     OperatorRequest,
+    PostgresState,
     RequestKind,
     Tags,
 )
@@ -147,6 +148,23 @@ def test_a_quiet_turn_sleeps_loop_wait_and_only_a_non_leader_watches_the_key():
 def test_the_next_turn_comes_at_once_after_a_failure_or_a_change_of_postgres(outcome):
     memory, wake = decided(State.LEADER, leading(), **outcome)
     assert wake.kind is core.WakeKind.AT_ONCE and memory.immediate_turns == 1
+
+
+def test_the_initialize_race_winner_runs_initdb_on_its_next_turn_at_once():
+    """The win is a fact of the next turn (`won_initialize_race`): waiting loop_wait for it delayed every new
+    cluster's first primary by a whole loop_wait. A lost race changes nothing: the loser sleeps as before."""
+    fresh = readings(view=ClusterView(), postgres=PostgresState())
+    race = core.step("n0", core.Memory(), fresh, NOW)
+    assert race.decision.rule == "boot_race_init"
+    won = replace(race.memory, last_outcome=ActionOutcome(succeeded=frozenset({"RaceForInitialize"})))
+    memory, wake = core.end_turn(won, State.BOOTSTRAP, race.decision)
+    assert wake.kind is core.WakeKind.AT_ONCE and memory.immediate_turns == 1
+    after = core.step("n0", memory, replace(fresh, view=ClusterView(initialize="")), NOW)
+    assert after.decision.rule == "boot_won_init"
+    lost = replace(race.memory, last_outcome=ActionOutcome(failed=frozenset({"RaceForInitialize"})))
+    assert core.end_turn(lost, State.BOOTSTRAP, race.decision)[1].kind is core.WakeKind.AT_ONCE  # a failure
+    quiet = replace(race.memory, last_outcome=ActionOutcome())
+    assert core.end_turn(quiet, State.BOOTSTRAP, race.decision)[1].kind is core.WakeKind.LOOP_WAIT
 
 
 def test_at_once_at_most_max_immediate_turns_in_a_row():
