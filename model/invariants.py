@@ -12,12 +12,18 @@
 6. liveness: after the final heal, a writable leader serves clients within `liveness_bound_s`.
 7. dcs_outage: a server whose node lost the DCS accepts no writes `ttl` after the loss, but in failsafe mode on
    the word of its members as in 2.
+8. sync_named: in synchronous mode, once a standby has streamed from the writable leader for `sync_naming_bound_s`
+   with both agents running and reaching the DCS, the leader's synchronous_standby_names names a standby (a liveness
+   check of the sync rows: a leader that keeps naming nobody acknowledges every commit alone; the `sync` key follows
+   once that standby holds every acknowledged commit, as 4 requires).
 A violation stops the run: the trace up to it is the counterexample.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from fsm.states import State
 
 if TYPE_CHECKING:
     from model.world import Node, World
@@ -30,6 +36,16 @@ def liveness_bound_s(world: World) -> float:
     rewinding a node and promoting it."""
     config = world.config
     return config.ttl_s + config.loop_wait_s + 2 * config.retry_timeout_s + 15.0
+
+
+SYNC_NAMING_LOOPS = 3  # the standby publishes its member key, the leader's next turn names it, one try more
+
+
+def sync_naming_bound_s(leader: Node) -> float:
+    """How long a standby may stream from `leader` before the leader must name a synchronous standby: the standby's
+    next turn publishes its member key, the leader's next turn names it, and one more turn for a try that failed
+    (the standby not caught up yet); each within the loop_wait the leader runs with."""
+    return SYNC_NAMING_LOOPS * leader.config.loop_wait_s
 
 
 class Checker:
@@ -47,6 +63,7 @@ class Checker:
         self.serving: str | None = None
         self.last_server: str | None = None
         self.windows: list[tuple[float, float, str | None, str]] = []  # start, end, from, to
+        self.streaming_since: dict[tuple[str, str], float] = {}  # (leader, standby) -> since when it streams (8.)
 
     def violation(self, node: Node | None, invariant: str, detail: str) -> None:
         if not self.world.trace.violations:
@@ -135,6 +152,7 @@ class Checker:
                 self.violation(node, "dcs_outage", f"still accepts writes {t - since:.3f} s after losing the DCS")
         if world.config.synchronous_mode:
             self._sync_standby_holds_acknowledged(t)
+            self._sync_standby_named(t)
             for segment, fork in world.forks.items():
                 if world.acked.get(segment, 0) > fork:
                     self.violation(
@@ -171,6 +189,32 @@ class Checker:
                 "sync_durability",
                 f"the sync key names {standby.name}, which lacks {missing} B its leader {leader.name} acknowledged",
             )
+
+    def _sync_standby_named(self, t: float) -> None:
+        """Invariant 8: a standby that has streamed from the writable leader for `sync_naming_bound_s`, both agents
+        running (alive, not frozen) and reaching the DCS, gets the leader to name a synchronous standby."""
+        world, streaming = self.world, {}
+        for leader in world.nodes.values():
+            if not self._manages_sync(leader, t) or leader.state is not State.LEADER or not leader.pg.writable:
+                continue
+            for standby in world.nodes.values():
+                eligible = self._manages_sync(standby, t) and not standby.tags.nosync
+                if standby.pg.streaming_from == leader.name and eligible:
+                    pair = (leader.name, standby.name)  # checked at the events that follow (every turn is one)
+                    streaming[pair] = self.streaming_since.get(pair, t)
+        self.streaming_since = streaming
+        for (name, standby), since in sorted(streaming.items()):
+            leader = world.nodes[name]
+            bound = sync_naming_bound_s(leader)
+            if t - since > bound and leader.pg.sync_standby is None:
+                detail = f"{standby} has streamed from it for {t - since:.3f} s (> {bound:g} s), the DCS up"
+                self.violation(leader, "sync_named", f"{detail}: it names no synchronous standby")
+                return
+
+    def _manages_sync(self, node: Node, t: float) -> bool:
+        """The node's agent takes its turns with the DCS: alive, not frozen, the DCS up and reachable, and the
+        cluster not paused (maintenance mode leaves Postgres alone)."""
+        return node.alive and not node.paused(t) and self.world.dcs_ok(node) and not node.config.pause
 
     def _track_service(self, t: float) -> None:
         """Record each window in which no node served writes, and who served before and after it."""

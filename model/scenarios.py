@@ -212,6 +212,20 @@ SYNC_REGRESSIONS = (
         for seed in SYNC_RANDOM_SEEDS
     ),
     Scenario(
+        "regression-sync-named-after-outage",
+        "synchronous mode at the held-out run's timings (ttl 10, loop_wait 2, retry_timeout 2): whole-DCS "
+        "outages of 12 s, the second while the cluster is still rejoining from the first; once a standby streams "
+        "again the leader names a synchronous standby within three loops (invariant 8, sync_named; the held-out run "
+        "saw none named 180 s after the DCS returned)",
+        _fixed(
+            (60.0, "dcs_down", "all", 12.0),
+            (73.5, "dcs_down", "all", 12.0),
+            (120.0, "dcs_down", "all", 12.0),
+            (300.0, "heal", "all", None),
+        ),
+        config={**SYNC, "ttl_s": 10.0, "loop_wait_s": 2.0, "retry_timeout_s": 2.0, "safety_margin_s": 1.0},
+    ),
+    Scenario(
         "regression-sync-unacknowledged-tail",
         "synchronous mode on ZooKeeper: WAL still waiting for the sync standby when the leader went read-only is "
         "not an acknowledged commit when the same node is promoted again (the model counted it as one)",

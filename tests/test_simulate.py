@@ -187,6 +187,25 @@ def test_the_sync_keys_standby_must_hold_every_acknowledged_commit():
     assert "which lacks" in world.trace.violations[0]["detail"]
 
 
+def test_a_leader_that_names_no_sync_standby_while_one_streams_is_caught(monkeypatch: pytest.MonkeyPatch):
+    """Invariant 8 (sync_named), which the held-out report needed: a leader whose sync key names nobody (as after a
+    DCS outage) and that never names a streaming standby again broke no other invariant, nor the explorer."""
+    import fsm.facts
+
+    original = fsm.facts._best_sync_standby
+
+    def only_the_keys_standby(obs):  # the rows keep a standby the key names, never pick a new one
+        best = original(obs)
+        current = obs.dcs.sync.sync_standby if obs.dcs and obs.dcs.sync else None
+        return best if best == current else None
+
+    monkeypatch.setattr(fsm.facts, "_best_sync_standby", only_the_keys_standby)
+    result = run("regression-sync-named-after-outage")
+    violation = result.summary["violations"][0]
+    assert violation["invariant"] == "sync_named" and "names no synchronous standby" in violation["detail"]
+    assert violation["t"] < 60.0  # PrepareSyncStandby's key {leader, nobody} at the bootstrap already
+
+
 def test_a_dead_agents_fence_still_fires_but_a_dead_hosts_does_not():
     world = World(Settings(), seed=1)
     world.run(60.0)
