@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.cluster import REPO
+from tests.servers.cluster import REPO, fences_of
 from tests.servers.common import port_open, wait_until
 from tests.test_seed_flow import FIXED_PORTS, remaining
 
@@ -70,18 +70,9 @@ class Terminal:
 
 
 def fences(demo_dir: Path) -> list[int]:
-    """The watchdog fence processes of the demo's agents (children of a process whose command line names the
-    folder; a fence's own names nothing of it)."""
-    agents = {int(line.split(":")[0]) for line in remaining(demo_dir)}
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if parent in agents and b"watchdog_fence" in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
+    """The watchdog fence processes of the demo's agents (a fence's command line names nothing of the folder)."""
+    agents = [int(line.split(":")[0]) for line in remaining(demo_dir)]
+    return [fence for agent in agents for fence in fences_of(agent)]
 
 
 def leftovers(demo_dir: Path, watched: list[int]) -> list[str]:

@@ -271,9 +271,7 @@ class Cluster:
         if not node.agent_alive:
             return
         assert node.process is not None
-        for child in _children(node.process.pid):
-            if "watchdog_fence" in _cmdline(child):
-                node.fences.add(child)
+        node.fences.update(fences_of(node.process.pid))
 
     def _reap(self, node: Node, timeout_s: float | None = None) -> bool:
         """Wait for the agent to exit; True if it did."""
@@ -852,6 +850,11 @@ def write_gaps(times: list[float], start: float, end: float) -> list[tuple[float
     """The spans within [start, end] between successive successful writes (at `times`), bounds included."""
     points = [start, *(t for t in sorted(times) if start <= t <= end), end]
     return list(itertools.pairwise(points))
+
+
+def fences_of(agent_pid: int) -> list[int]:
+    """The watchdog fence processes among an agent's children."""
+    return [child for child in _children(agent_pid) if "watchdog_fence" in _cmdline(child)]
 
 
 def _children(pid: int) -> list[int]:
